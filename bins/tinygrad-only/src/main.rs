@@ -1,0 +1,68 @@
+//! tinygrad-only: the Llama model of llama-core on burn-wgpu with fusion and autotune, the
+//! "JIT and fuse everything" stack.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail};
+use burn_wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics::AutoGraphicsApi};
+use llama_core::framework::{self, Framework};
+use llama_core::kernels::Composed;
+
+#[derive(Default)]
+struct TinygradOnly {
+    adapter: Mutex<Option<String>>,
+}
+
+impl Framework for TinygradOnly {
+    type Backend = Wgpu<f32, i32, u32>;
+    type Kernels = Composed;
+
+    fn name(&self) -> &'static str {
+        "tinygrad-only"
+    }
+
+    fn stack(&self) -> &'static str {
+        "burn-wgpu 0.21 (fusion, autotune)"
+    }
+
+    fn device(&self, spec: &str) -> anyhow::Result<WgpuDevice> {
+        let index = |rest: &str| rest.parse::<usize>().map_err(|_| anyhow!("unknown --device `{spec}`"));
+        let device = match spec {
+            "auto" => WgpuDevice::DefaultDevice,
+            "cpu" => WgpuDevice::Cpu,
+            "gpu" => WgpuDevice::DiscreteGpu(0),
+            _ => match spec.strip_prefix("gpu:") {
+                Some(rest) => WgpuDevice::DiscreteGpu(index(rest)?),
+                None => bail!("unknown --device `{spec}`: use auto, cpu, gpu or gpu:N"),
+            },
+        };
+        // wgpu panics when no adapter matches; turn that into an error the user can act on.
+        let quiet = panic::take_hook();
+        panic::set_hook(Box::new(|_| {}));
+        let setup = panic::catch_unwind(AssertUnwindSafe(|| {
+            burn_wgpu::init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+        }));
+        panic::set_hook(quiet);
+        let setup = setup.map_err(|_| {
+            anyhow!("no wgpu adapter for --device {spec}: install a Vulkan driver (`cargo xtask setup` installs Mesa's software one) or pick another device")
+        })?;
+        let info = setup.adapter.get_info();
+        let text = format!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+        *self.adapter.lock().expect("adapter lock") = Some(text);
+        Ok(device)
+    }
+
+    fn device_info(&self, device: &WgpuDevice) -> String {
+        self.adapter.lock().expect("adapter lock").clone().unwrap_or_else(|| format!("{device:?}"))
+    }
+
+    fn kernels(&self) -> Composed {
+        Composed
+    }
+}
+
+fn main() -> ExitCode {
+    framework::main(TinygradOnly::default())
+}

@@ -1,0 +1,21 @@
+//! tinygrad-only against llama.cpp's reference and on bad input (shared checks in llama-core).
+
+use llama_core::conformance;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tinygrad-only");
+
+#[test]
+fn greedy_output_matches_llama_cpp() {
+    conformance::check_against_llamacpp(BIN, &[]);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    conformance::check_bad_inputs(BIN, &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tinygrad-only-bad-input"));
+}
+
+#[test]
+fn composed_kernels_match_naive_loops_on_wgpu() {
+    type B = burn_wgpu::Wgpu<f32, i32, u32>;
+    llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_wgpu::WgpuDevice::default());
+}

@@ -1,0 +1,222 @@
+//! Checks that a framework binary is right, shared by every binary's integration tests (and by
+//! `cargo xtask compare`): greedy output against the committed llama.cpp reference, and clean
+//! errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+
+use crate::cli::{DEFAULT_MODEL_FILE, models_dir};
+use crate::dequant::GgmlType;
+use crate::gguf::writer::GgufWriter;
+use crate::gguf::{GgufFile, Value};
+
+/// Largest |Δlogit| accepted against llama.cpp on the F32 copy of the model. Both compute in
+/// f32; the difference is summation order (measured values are in docs/correctness.md).
+pub const LOGIT_TOLERANCE: f32 = 2e-3;
+
+/// `tests/fixtures/smollm2_llamacpp_greedy.json`, written by scripts/make_llamacpp_reference.py.
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub source: String,
+    pub cases: Vec<ReferenceCase>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReferenceCase {
+    pub prompt: String,
+    pub prompt_tokens: Vec<u32>,
+    pub generated_tokens: Vec<u32>,
+    pub text: String,
+    /// Per generated token: the 8 largest `(id, logit)` at the position that produced it.
+    pub top_logits: Vec<Vec<(u32, f32)>>,
+}
+
+/// What a binary prints with `--json` (the fields checked here).
+#[derive(Debug, Deserialize)]
+pub struct RunOutput {
+    pub prompt_tokens: Vec<u32>,
+    pub generated_tokens: Vec<u32>,
+    pub text: String,
+    pub top_logits: Vec<Vec<(u32, f32)>>,
+}
+
+pub fn reference() -> Reference {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_llamacpp_greedy.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The default model, or a panic telling the developer how to get it.
+pub fn default_model() -> PathBuf {
+    let path = models_dir().join(DEFAULT_MODEL_FILE);
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup` first", path.display());
+    path
+}
+
+/// Runs `binary` with `args`, returning its output (never panics on a non-zero exit).
+pub fn run(binary: &str, args: &[&str]) -> Output {
+    Command::new(binary).args(args).output().unwrap_or_else(|e| panic!("cannot run {binary}: {e}"))
+}
+
+/// Greedy run of `prompt` on `model` with `--json`.
+pub fn greedy_json(binary: &str, model: &Path, prompt: &str, max_tokens: usize, extra: &[&str]) -> RunOutput {
+    let max = max_tokens.to_string();
+    let mut args = vec!["--model", model.to_str().expect("utf-8 path"), "--raw", "--temperature", "0"];
+    args.extend(["--max-tokens", &max, "--ignore-eos", "--json", "--prompt", prompt]);
+    args.extend(extra);
+    let out = run(binary, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{binary} failed on {prompt:?}: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{binary}: bad --json output ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Largest difference between two top-k lists compared rank by rank (robust to near-ties
+/// swapping places, since sorting is 1-Lipschitz in the max norm).
+pub fn max_logit_delta(ours: &[(u32, f32)], theirs: &[(u32, f32)]) -> f32 {
+    ours.iter().zip(theirs).map(|(a, b)| (a.1 - b.1).abs()).fold(0.0, f32::max)
+}
+
+/// Every reference case: same prompt ids, same greedy ids, logits within [`LOGIT_TOLERANCE`].
+/// Returns the largest logit difference seen.
+pub fn check_against_llamacpp(binary: &str, extra: &[&str]) -> f32 {
+    let model = default_model();
+    let reference = reference();
+    let mut worst = 0.0f32;
+    for case in &reference.cases {
+        let ours = greedy_json(binary, &model, &case.prompt, case.generated_tokens.len(), extra);
+        assert_eq!(ours.prompt_tokens, case.prompt_tokens, "prompt ids differ for {:?}", case.prompt);
+        assert_eq!(
+            ours.generated_tokens, case.generated_tokens,
+            "greedy ids differ from llama.cpp for {:?}: ours {:?}, llama.cpp {:?}",
+            case.prompt, ours.text, case.text
+        );
+        assert_eq!(ours.text, case.text);
+        assert_eq!(ours.top_logits.len(), case.top_logits.len());
+        for (step, (a, b)) in ours.top_logits.iter().zip(&case.top_logits).enumerate() {
+            let delta = max_logit_delta(a, b);
+            assert!(delta <= LOGIT_TOLERANCE, "{:?} step {step}: |Δlogit| {delta} > {LOGIT_TOLERANCE}: ours {a:?}, llama.cpp {b:?}", case.prompt);
+            worst = worst.max(delta);
+        }
+    }
+    eprintln!("{binary}: {} cases equal to llama.cpp, max |Δlogit| {worst:.2e}", reference.cases.len());
+    worst
+}
+
+/// A tiny Llama-shaped GGUF (1 layer, dim 64, context 32) with SmolLM2's tokenizer and the
+/// given architecture name and `attn_q` type id, for error-path tests.
+pub fn write_tiny_model(path: &Path, arch: &str, attn_q_type_id: u32) {
+    let source = GgufFile::open(default_model()).expect("default model opens");
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", Value::String(arch.to_string()));
+    let (dim, ffn, vocab) = (64usize, 128usize, 49152usize);
+    for (key, value) in [
+        ("block_count", 1u32),
+        ("context_length", 32),
+        ("embedding_length", dim as u32),
+        ("feed_forward_length", ffn as u32),
+        ("attention.head_count", 2),
+        ("attention.head_count_kv", 1),
+    ] {
+        w.metadata(&format!("llama.{key}"), Value::U32(value));
+    }
+    w.metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    for (key, value) in source.metadata() {
+        if key.starts_with("tokenizer.") {
+            w.metadata(key, value.clone());
+        }
+    }
+    let f32_bytes = |n: usize| (0..n).flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes()).collect::<Vec<u8>>();
+    let kv = dim / 2;
+    let mut matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize| {
+        w.tensor(name, &[rows, cols], GgmlType::F32, f32_bytes(rows * cols));
+    };
+    matrix(&mut w, "token_embd.weight", vocab, dim);
+    for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+        w.tensor(name, &[dim], GgmlType::F32, f32_bytes(dim));
+    }
+    match GgmlType::from_id(attn_q_type_id) {
+        Some(ty) => {
+            let bytes = ty.bytes_for(dim * dim).expect("whole blocks");
+            w.tensor("blk.0.attn_q.weight", &[dim, dim], ty, vec![0u8; bytes])
+        }
+        None => w.tensor_with_type_id("blk.0.attn_q.weight", vec![dim as u64, dim as u64], attn_q_type_id, vec![0u8; dim * dim]),
+    };
+    matrix(&mut w, "blk.0.attn_k.weight", kv, dim);
+    matrix(&mut w, "blk.0.attn_v.weight", kv, dim);
+    matrix(&mut w, "blk.0.attn_output.weight", dim, dim);
+    matrix(&mut w, "blk.0.ffn_gate.weight", ffn, dim);
+    matrix(&mut w, "blk.0.ffn_up.weight", ffn, dim);
+    matrix(&mut w, "blk.0.ffn_down.weight", dim, ffn);
+    w.write_new_file(path).expect("write tiny model");
+}
+
+/// Runs `binary` expecting failure: non-zero exit, no panic, and `expected` in stderr.
+pub fn expect_error(binary: &str, args: &[&str], expected: &str) {
+    let out = run(binary, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{binary} {args:?} succeeded but should fail with {expected:?}");
+    assert_eq!(out.status.code(), Some(1), "{binary} {args:?}: exit {:?}, stderr: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{binary} {args:?} panicked: {stderr}");
+    assert!(stderr.contains(expected), "{binary} {args:?}: stderr lacks {expected:?}: {stderr}");
+}
+
+/// Every bad input the foundation issue lists, each with the words its error must contain.
+pub fn check_bad_inputs(binary: &str, scratch: &Path) {
+    std::fs::create_dir_all(scratch).expect("scratch dir");
+    let p = |name: &str| scratch.join(name);
+    let arg = |path: &Path| path.to_str().expect("utf-8 path").to_string();
+    let one_shot = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["--model".to_string(), arg(model), "--prompt".into(), "hi".into(), "--max-tokens".into(), "1".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let check = |args: Vec<String>, expected: &str| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_error(binary, &refs, expected);
+    };
+
+    check(one_shot(&p("does-not-exist.gguf"), &[]), "cannot open model file");
+
+    std::fs::write(p("notes.gguf"), "just some text, not a model\n").unwrap();
+    check(one_shot(&p("notes.gguf"), &[]), "is not a GGUF file");
+
+    let real = std::fs::read(default_model()).expect("read default model");
+    std::fs::write(p("header-cut.gguf"), &real[..4096]).unwrap();
+    check(one_shot(&p("header-cut.gguf"), &[]), "is truncated");
+    std::fs::write(p("data-cut.gguf"), &real[..real.len() / 2]).unwrap();
+    check(one_shot(&p("data-cut.gguf"), &[]), "is truncated: the data of tensor");
+
+    let fresh = |name: &str| {
+        let path = p(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    };
+    let iq2 = GgmlType::from_id(16).expect("IQ2_XXS is id 16");
+    let unsupported = fresh("iq2.gguf");
+    write_tiny_model(&unsupported, "llama", iq2.id());
+    check(one_shot(&unsupported, &[]), "blk.0.attn_q.weight");
+    check(one_shot(&unsupported, &[]), iq2.name());
+
+    let unknown = fresh("unknown-type.gguf");
+    write_tiny_model(&unknown, "llama", 999);
+    check(one_shot(&unknown, &[]), "type id 999");
+
+    let qwen = fresh("qwen.gguf");
+    write_tiny_model(&qwen, "qwen2", GgmlType::F32.id());
+    check(one_shot(&qwen, &[]), "architecture `qwen2` is not supported");
+
+    let long_prompt = "one two three four five six seven eight nine ten ".repeat(8);
+    let tiny = fresh("tiny.gguf");
+    write_tiny_model(&tiny, "llama", GgmlType::F32.id());
+    let mut args = one_shot(&tiny, &["--raw"]);
+    args[3] = long_prompt.clone();
+    check(args, "longer than the context of 32 tokens");
+    let mut args = one_shot(&default_model(), &["--raw", "--ctx-size", "16"]);
+    args[3] = long_prompt;
+    check(args, "longer than the context of 16 tokens");
+
+    check(one_shot(&default_model(), &["--size", "8B"]), "--size 8B");
+    check(one_shot(&default_model(), &["--device", "tpu"]), "unknown --device `tpu`");
+}

@@ -1,0 +1,119 @@
+//! The generation loop: one batched prefill of the prompt, then one token per step.
+
+use std::time::Instant;
+
+use burn::tensor::{Tensor, backend::Backend};
+use serde::Serialize;
+
+use crate::kernels::Kernels;
+use crate::kv_cache::KvCache;
+use crate::model::{Llama, ModelError};
+use crate::sampling::{self, Sampler};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+#[derive(Debug, Clone)]
+pub struct GenerationParams {
+    pub max_tokens: usize,
+    /// Keep going past end-of-generation tokens (for fixed-length measurements).
+    pub ignore_eos: bool,
+    /// How many of the largest logits to record at each step (0: none).
+    pub record_top_logits: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    MaxTokens,
+    EndOfGeneration,
+    ContextFull,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Prompt submitted → first generated token on the host (prefill + first sample).
+    pub time_to_first_token_s: f64,
+    pub prefill_s: f64,
+    /// Every decode step after the first token, each ending with its token on the host.
+    pub decode_s: f64,
+    pub decode_step_s: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub generated_tokens: Vec<u32>,
+    pub text: String,
+    /// Per generated token, the largest logits at the position that produced it.
+    pub top_logits: Vec<Vec<(u32, f32)>>,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+/// Brings `[1, vocab]` logits to the host as f32. This read is also the step's synchronisation
+/// point: the clock cannot stop before the device has finished.
+fn logits_to_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
+    logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 after convert")
+}
+
+/// Prefills `prompt` after whatever `cache` holds, then samples up to `params.max_tokens` tokens,
+/// calling `on_text` with each piece of complete UTF-8 as it is decoded.
+pub fn generate<B: Backend, K: Kernels<B>>(
+    model: &Llama<B, K>,
+    cache: &mut KvCache<B>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerationParams,
+    sampler: &mut Sampler,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation, ModelError> {
+    let mut timings = Timings::default();
+    let mut decoder = StreamDecoder::new(tokenizer);
+    let mut generated = Vec::new();
+    let mut top_logits = Vec::new();
+    let mut text = String::new();
+    let mut emit = |piece: String, text: &mut String| {
+        if !piece.is_empty() {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+    };
+
+    let start = Instant::now();
+    let mut logits = logits_to_host(model.forward(prompt, cache)?);
+    timings.prefill_s = start.elapsed().as_secs_f64();
+    let mut stop_reason = StopReason::MaxTokens;
+    let mut step_start = start;
+    while generated.len() < params.max_tokens {
+        let next = sampler.sample(&logits);
+        if params.record_top_logits > 0 {
+            top_logits.push(sampling::top_k(&logits, params.record_top_logits));
+        }
+        if generated.is_empty() {
+            timings.time_to_first_token_s = start.elapsed().as_secs_f64();
+        } else {
+            timings.decode_step_s.push(step_start.elapsed().as_secs_f64());
+        }
+        if !params.ignore_eos && tokenizer.is_end_of_generation(next) {
+            stop_reason = StopReason::EndOfGeneration;
+            break;
+        }
+        generated.push(next);
+        emit(decoder.push(next), &mut text);
+        if generated.len() == params.max_tokens {
+            break;
+        }
+        if cache.check_room(1).is_err() {
+            stop_reason = StopReason::ContextFull;
+            break;
+        }
+        step_start = Instant::now();
+        logits = logits_to_host(model.forward(&[next], cache)?);
+    }
+    emit(decoder.finish(), &mut text);
+    timings.decode_s = timings.decode_step_s.iter().sum::<f64>();
+    Ok(Generation { generated_tokens: generated, text, top_logits, stop_reason, timings })
+}
+
+/// Tokens per second for `n` tokens in `seconds` (0 when nothing was timed).
+pub fn rate(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 { n as f64 / seconds } else { 0.0 }
+}

