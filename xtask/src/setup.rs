@@ -109,7 +109,8 @@ fn libtorch(root: &Path) -> anyhow::Result<bool> {
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         let version = lines.next()?;
-        (out.status.success() && version.starts_with(TORCH_VERSION_PREFIX)).then(|| PathBuf::from(lines.next()?))
+        let dir = PathBuf::from(lines.next()?);
+        (out.status.success() && version.starts_with(TORCH_VERSION_PREFIX)).then_some(dir)
     };
     if link.join("lib/libtorch_cpu.so").exists() && torch_dir(&python).is_some() {
         return Ok(false);

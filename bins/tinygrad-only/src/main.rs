@@ -64,5 +64,11 @@ impl Framework for TinygradOnly {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid" on headless machines where it is
+    // unset; any writable folder silences that. Set before any thread exists.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: single-threaded here, at the very start of main.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     framework::main(TinygradOnly::default())
 }

@@ -199,9 +199,10 @@ mod tests {
         for size in [ModelSize::B1, ModelSize::B3, ModelSize::B8, ModelSize::B70] {
             let c = size.config();
             c.validate().unwrap();
-            assert_eq!(c.head_dim(), 128, "{size}");
+            let expected_head_dim = if size == ModelSize::B1 { 64 } else { 128 };
+            assert_eq!(c.head_dim(), expected_head_dim, "{size}");
         }
-        assert_eq!(ModelSize::B1.config().kv_dim(), 1024);
+        assert_eq!(ModelSize::B1.config().kv_dim(), 512);
     }
 
     #[test]

@@ -192,6 +192,7 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
                 "decode_s": t.decode_s,
                 "prefill_tok_s": prefill_tok_s,
                 "decode_tok_s": decode_tok_s,
+                "decode_step_s": t.decode_step_s,
             },
         });
         println!("{out}");

@@ -137,3 +137,114 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufError, GgufFile};
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("llama-core-gguf-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn sample() -> GgufWriter {
+        let mut w = GgufWriter::new();
+        w.metadata("general.architecture", Value::String("llama".into()))
+            .metadata("llama.block_count", Value::U32(2))
+            .metadata("some.f32", Value::F32(0.5))
+            .metadata("some.bool", Value::Bool(true))
+            .metadata("some.list", Value::Array(vec![Value::String("a".into()), Value::String("bé".into())]))
+            .metadata("some.ints", Value::Array(vec![Value::I32(-1), Value::I32(7)]));
+        let values: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.tensor("t.weight", &[2, 3], GgmlType::F32, values).tensor("n.weight", &[3], GgmlType::F32, vec![0u8; 12]);
+        w
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let path = temp_path("roundtrip.gguf");
+        sample().write_new_file(&path).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.version, 3);
+        assert_eq!(f.str("general.architecture").unwrap(), "llama");
+        assert_eq!(f.u64("llama.block_count").unwrap(), 2);
+        assert_eq!(f.f64("some.f32").unwrap(), 0.5);
+        assert!(f.bool("some.bool").unwrap());
+        assert_eq!(f.string_array("some.list").unwrap(), vec!["a", "bé"]);
+        assert_eq!(f.i64_array("some.ints").unwrap(), vec![-1, 7]);
+        let info = f.tensor_info("t.weight").unwrap();
+        assert_eq!(info.shape(), vec![2, 3]);
+        assert_eq!(info.dims, vec![3, 2], "ggml order is fastest-varying first");
+        assert_eq!(f.tensor_f32("t.weight", &[2, 3]).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let err = f.tensor_f32("t.weight", &[3, 2]).unwrap_err().to_string();
+        assert!(err.contains("has shape [2, 3]"), "{err}");
+        assert!(matches!(f.str("llama.block_count"), Err(GgufError::WrongType { .. })));
+        assert!(matches!(f.str("absent.key"), Err(GgufError::MissingKey { .. })));
+        assert!(matches!(f.tensor_f32("absent.weight", &[1]), Err(GgufError::MissingTensor { .. })));
+    }
+
+    #[test]
+    fn never_overwrites() {
+        let path = temp_path("exists.gguf");
+        std::fs::write(&path, b"precious").unwrap();
+        let err = sample().write_new_file(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    }
+
+    fn bytes_of(w: &GgufWriter) -> Vec<u8> {
+        let mut out = Vec::new();
+        w.write(&mut out).unwrap();
+        out
+    }
+
+    fn open_bytes(name: &str, bytes: &[u8]) -> Result<GgufFile, GgufError> {
+        let path = temp_path(name);
+        std::fs::write(&path, bytes).unwrap();
+        GgufFile::open(&path)
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let full = bytes_of(&sample());
+        // The last tensor holds 12 bytes, padded to 32; cutting only padding loses nothing.
+        let needed = full.len() - (ALIGNMENT - 12);
+        assert!(open_bytes("whole.gguf", &full[..needed]).is_ok());
+        for len in 0..needed {
+            let result = open_bytes("cut.gguf", &full[..len]);
+            assert!(result.is_err(), "a file cut to {len} of {} bytes was accepted", full.len());
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_do_not_allocate() {
+        // A metadata string that claims 2^60 bytes.
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let err = open_bytes("huge.gguf", &bytes).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn other_versions_are_refused_by_number() {
+        let mut bytes = bytes_of(&sample());
+        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let err = open_bytes("v1.gguf", &bytes).unwrap_err().to_string();
+        assert!(err.contains("GGUF version 1 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_tensor_names_are_refused() {
+        let mut w = sample();
+        w.tensor("t.weight", &[1], GgmlType::F32, vec![0u8; 4]);
+        let err = open_bytes("dup.gguf", &bytes_of(&w)).unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+    }
+}
