@@ -14,7 +14,7 @@ use crate::gguf::{GgufFile, Value};
 
 /// Largest |Δlogit| accepted against llama.cpp on the F32 copy of the model. Both compute in
 /// f32; the difference is summation order (measured values are in docs/correctness.md).
-pub const LOGIT_TOLERANCE: f32 = 2e-3;
+pub const LOGIT_TOLERANCE: f32 = 5e-4;
 
 /// What a person checks by eye (the foundation issue's examples), on top of the ids.
 pub const EXPECTED_CONTINUATIONS: &[(&str, &str)] =
