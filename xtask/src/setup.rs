@@ -67,14 +67,17 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<bool>) -> anyhow::Result<
 fn vulkan_driver() -> anyhow::Result<bool> {
     let icd_dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"];
     let has_icd = icd_dirs.iter().any(|d| fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some()));
-    let has_loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
-        .iter()
-        .any(|p| Path::new(p).exists());
+    let has_loader =
+        ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
+            .iter()
+            .any(|p| Path::new(p).exists());
     if has_icd && has_loader {
         return Ok(false);
     }
     if Command::new("apt-get").arg("--version").output().is_err() {
-        bail!("no Vulkan driver found and no apt-get to install one: install your GPU's Vulkan driver or Mesa's lavapipe");
+        bail!(
+            "no Vulkan driver found and no apt-get to install one: install your GPU's Vulkan driver or Mesa's lavapipe"
+        );
     }
     let sudo = !is_root();
     let apt = |args: &[&str]| {

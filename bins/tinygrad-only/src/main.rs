@@ -49,7 +49,10 @@ impl Framework for TinygradOnly {
             anyhow!("no wgpu adapter for --device {spec}: install a Vulkan driver (`cargo xtask setup` installs Mesa's software one) or pick another device")
         })?;
         let info = setup.adapter.get_info();
-        let text = format!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+        let text = format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        );
         *self.adapter.lock().expect("adapter lock") = Some(text);
         Ok(device)
     }

@@ -11,7 +11,10 @@ fn greedy_output_matches_llama_cpp() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    conformance::check_bad_inputs(BIN, &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tinygrad-only-bad-input"));
+    conformance::check_bad_inputs(
+        BIN,
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tinygrad-only-bad-input"),
+    );
 }
 
 #[test]

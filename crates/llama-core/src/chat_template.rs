@@ -26,7 +26,13 @@ pub struct TemplateError(String);
 
 /// Renders `messages` with `template`, ending with the assistant's turn opened when
 /// `add_generation_prompt`. Templates call `raise_exception` for conversations they reject.
-pub fn render(template: &str, messages: &[Message], bos_token: &str, eos_token: &str, add_generation_prompt: bool) -> Result<String, TemplateError> {
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    bos_token: &str,
+    eos_token: &str,
+    add_generation_prompt: bool,
+) -> Result<String, TemplateError> {
     let mut env = Environment::new();
     // HF templates are written for Python's jinja2: `.strip()`, `.startswith()` and friends.
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

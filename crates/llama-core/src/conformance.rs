@@ -73,7 +73,8 @@ pub fn greedy_json(binary: &str, model: &Path, prompt: &str, max_tokens: usize, 
     let out = run(binary, &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{binary} failed on {prompt:?}: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{binary}: bad --json output ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{binary}: bad --json output ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Largest difference between two top-k lists compared rank by rank (robust to near-ties
@@ -99,12 +100,21 @@ pub fn check_against_llamacpp(binary: &str, extra: &[&str]) -> f32 {
         // Text is not compared with llama.cpp's: it drops special tokens (the third case meets
         // <|im_end|> under --ignore-eos) where we print them. The ids above are the ground truth.
         if let Some((_, expected)) = EXPECTED_CONTINUATIONS.iter().find(|(prompt, _)| *prompt == case.prompt) {
-            assert!(ours.text.starts_with(expected), "{:?} continued as {:?}, expected {expected:?}", case.prompt, ours.text);
+            assert!(
+                ours.text.starts_with(expected),
+                "{:?} continued as {:?}, expected {expected:?}",
+                case.prompt,
+                ours.text
+            );
         }
         assert_eq!(ours.top_logits.len(), case.top_logits.len());
         for (step, (a, b)) in ours.top_logits.iter().zip(&case.top_logits).enumerate() {
             let delta = max_logit_delta(a, b);
-            assert!(delta <= LOGIT_TOLERANCE, "{:?} step {step}: |Δlogit| {delta} > {LOGIT_TOLERANCE}: ours {a:?}, llama.cpp {b:?}", case.prompt);
+            assert!(
+                delta <= LOGIT_TOLERANCE,
+                "{:?} step {step}: |Δlogit| {delta} > {LOGIT_TOLERANCE}: ours {a:?}, llama.cpp {b:?}",
+                case.prompt
+            );
             worst = worst.max(delta);
         }
     }
@@ -149,7 +159,12 @@ pub fn write_tiny_model(path: &Path, arch: &str, attn_q_type_id: u32) {
             let bytes = ty.bytes_for(dim * dim).expect("whole blocks");
             w.tensor("blk.0.attn_q.weight", &[dim, dim], ty, vec![0u8; bytes])
         }
-        None => w.tensor_with_type_id("blk.0.attn_q.weight", vec![dim as u64, dim as u64], attn_q_type_id, vec![0u8; dim * dim]),
+        None => w.tensor_with_type_id(
+            "blk.0.attn_q.weight",
+            vec![dim as u64, dim as u64],
+            attn_q_type_id,
+            vec![0u8; dim * dim],
+        ),
     };
     matrix(&mut w, "blk.0.attn_k.weight", kv, dim);
     matrix(&mut w, "blk.0.attn_v.weight", kv, dim);
@@ -176,7 +191,8 @@ pub fn check_bad_inputs(binary: &str, scratch: &Path) {
     let p = |name: &str| scratch.join(name);
     let arg = |path: &Path| path.to_str().expect("utf-8 path").to_string();
     let one_shot = |model: &Path, extra: &[&str]| {
-        let mut args = vec!["--model".to_string(), arg(model), "--prompt".into(), "hi".into(), "--max-tokens".into(), "1".into()];
+        let mut args =
+            vec!["--model".to_string(), arg(model), "--prompt".into(), "hi".into(), "--max-tokens".into(), "1".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };

@@ -124,18 +124,11 @@ impl GgmlType {
     pub fn bytes_for(self, n_elements: usize) -> Result<usize, DequantError> {
         let block_elements = self.block_elements();
         if !n_elements.is_multiple_of(block_elements) {
-            return Err(DequantError::PartialBlock {
-                ty: self,
-                n_elements,
-                block_elements,
-            });
+            return Err(DequantError::PartialBlock { ty: self, n_elements, block_elements });
         }
         (n_elements / block_elements)
             .checked_mul(self.block_bytes())
-            .ok_or(DequantError::TooLarge {
-                ty: self,
-                n_elements,
-            })
+            .ok_or(DequantError::TooLarge { ty: self, n_elements })
     }
 }
 
@@ -149,32 +142,17 @@ impl std::fmt::Display for GgmlType {
 pub enum DequantError {
     #[error("cannot dequantize ggml type {ty} (id {}); supported types: {}", ty.id(), supported_type_names())]
     UnsupportedType { ty: GgmlType },
-    #[error(
-        "{n_elements} elements is not a whole number of {ty} blocks ({block_elements} elements each)"
-    )]
-    PartialBlock {
-        ty: GgmlType,
-        n_elements: usize,
-        block_elements: usize,
-    },
+    #[error("{n_elements} elements is not a whole number of {ty} blocks ({block_elements} elements each)")]
+    PartialBlock { ty: GgmlType, n_elements: usize, block_elements: usize },
     #[error("{n_elements} elements of {ty} need {expected} bytes, but {got} bytes were given")]
-    ByteLengthMismatch {
-        ty: GgmlType,
-        n_elements: usize,
-        expected: usize,
-        got: usize,
-    },
+    ByteLengthMismatch { ty: GgmlType, n_elements: usize, expected: usize, got: usize },
     #[error("{n_elements} elements of {ty} do not fit in memory")]
     TooLarge { ty: GgmlType, n_elements: usize },
 }
 
 /// "F32, F16, Q4_0, ...": the types [`dequantize_into`] accepts, for error messages.
 fn supported_type_names() -> String {
-    let names: Vec<&str> = GgmlType::ALL
-        .iter()
-        .filter(|ty| ty.can_dequantize())
-        .map(|ty| ty.name())
-        .collect();
+    let names: Vec<&str> = GgmlType::ALL.iter().filter(|ty| ty.can_dequantize()).map(|ty| ty.name()).collect();
     names.join(", ")
 }
 
@@ -219,20 +197,11 @@ fn row_dequantizer(ty: GgmlType) -> Option<RowDequantizer> {
     })
 }
 
-fn validate(
-    ty: GgmlType,
-    n_bytes: usize,
-    n_elements: usize,
-) -> Result<RowDequantizer, DequantError> {
+fn validate(ty: GgmlType, n_bytes: usize, n_elements: usize) -> Result<RowDequantizer, DequantError> {
     let row = row_dequantizer(ty).ok_or(DequantError::UnsupportedType { ty })?;
     let expected = ty.bytes_for(n_elements)?;
     if n_bytes != expected {
-        return Err(DequantError::ByteLengthMismatch {
-            ty,
-            n_elements,
-            expected,
-            got: n_bytes,
-        });
+        return Err(DequantError::ByteLengthMismatch { ty, n_elements, expected, got: n_bytes });
     }
     Ok(row)
 }
@@ -273,12 +242,7 @@ fn whole_blocks<'a, const BLOCK_BYTES: usize, const BLOCK_ELEMENTS: usize>(
     bytes
         .chunks_exact(BLOCK_BYTES)
         .zip(out.chunks_exact_mut(BLOCK_ELEMENTS))
-        .map(|(block, y)| {
-            (
-                block.try_into().expect("exact chunk"),
-                y.try_into().expect("exact chunk"),
-            )
-        })
+        .map(|(block, y)| (block.try_into().expect("exact chunk"), y.try_into().expect("exact chunk")))
 }
 
 /// The little-endian f16 at `offset`, widened to f32 (exact; NaNs stay NaN).
@@ -346,10 +310,7 @@ fn dequantize_row_q4_1(bytes: &[u8], out: &mut [f32]) {
 /// Fifth bits for elements `j` and `j + 16`, each already shifted to bit 4 (worth 16).
 #[inline(always)]
 fn q5_high_bits(qh: u32, j: usize) -> (u8, u8) {
-    (
-        (((qh >> j) << 4) & 0x10) as u8,
-        ((qh >> (j + 12)) & 0x10) as u8,
-    )
+    ((((qh >> j) << 4) & 0x10) as u8, ((qh >> (j + 12)) & 0x10) as u8)
 }
 
 /// `block_q5_0`: d: f16 | qh: u32 | qs[16]. value = (q - 16) * d.
@@ -404,11 +365,7 @@ fn c_max(a: f32, b: f32) -> f32 {
 /// # Panics
 /// If `src.len()` is not a multiple of 32.
 pub fn quantize_q8_0(src: &[f32]) -> Vec<u8> {
-    assert!(
-        src.len().is_multiple_of(QK_LEGACY),
-        "Q8_0 needs a multiple of 32 elements, got {}",
-        src.len()
-    );
+    assert!(src.len().is_multiple_of(QK_LEGACY), "Q8_0 needs a multiple of 32 elements, got {}", src.len());
     let mut out = Vec::with_capacity(src.len() / QK_LEGACY * GgmlType::Q8_0.block_bytes());
     for x in src.chunks_exact(QK_LEGACY) {
         let amax = x.iter().fold(0.0f32, |amax, &v| c_max(amax, v.abs()));
@@ -428,11 +385,7 @@ pub fn quantize_q8_0(src: &[f32]) -> Vec<u8> {
 /// # Panics
 /// If `src.len()` is not a multiple of 32.
 pub fn quantize_q4_0(src: &[f32]) -> Vec<u8> {
-    assert!(
-        src.len().is_multiple_of(QK_LEGACY),
-        "Q4_0 needs a multiple of 32 elements, got {}",
-        src.len()
-    );
+    assert!(src.len().is_multiple_of(QK_LEGACY), "Q4_0 needs a multiple of 32 elements, got {}", src.len());
     let mut out = Vec::with_capacity(src.len() / QK_LEGACY * GgmlType::Q4_0.block_bytes());
     for x in src.chunks_exact(QK_LEGACY) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
@@ -448,11 +401,7 @@ pub fn quantize_q4_0(src: &[f32]) -> Vec<u8> {
         // C converts through int8_t (truncation), then clamps to 15.
         let quantize = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
         let (lo, hi) = x.split_at(QK_LEGACY / 2);
-        out.extend(
-            lo.iter()
-                .zip(hi)
-                .map(|(&a, &b)| quantize(a) | (quantize(b) << 4)),
-        );
+        out.extend(lo.iter().zip(hi).map(|(&a, &b)| quantize(a) | (quantize(b) << 4)));
     }
     out
 }

@@ -52,7 +52,13 @@ pub trait Framework: Sized {
         let _ = Self::Backend::sync(device);
     }
 
-    fn load_model(&self, gguf: &GgufFile, config: LlamaConfig, context: usize, device: &Device<Self>) -> anyhow::Result<Llama<Self::Backend, Self::Kernels>> {
+    fn load_model(
+        &self,
+        gguf: &GgufFile,
+        config: LlamaConfig,
+        context: usize,
+        device: &Device<Self>,
+    ) -> anyhow::Result<Llama<Self::Backend, Self::Kernels>> {
         Ok(Llama::from_gguf(gguf, config, self.kernels(), context, device)?)
     }
 
@@ -113,7 +119,10 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     };
     let model_path = args.model_path();
     if args.model.is_none() && !model_path.exists() {
-        bail!("the default model {} is missing: run `cargo xtask setup` to fetch it, or pass --model FILE", model_path.display());
+        bail!(
+            "the default model {} is missing: run `cargo xtask setup` to fetch it, or pass --model FILE",
+            model_path.display()
+        );
     }
     let gguf = GgufFile::open(&model_path)?;
     let config = LlamaConfig::from_gguf(&gguf)?;
@@ -137,7 +146,11 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         bail!("the prompt is empty after tokenization; give some text");
     }
     if prompt.len() > context {
-        bail!("the prompt is {} tokens, longer than the context of {context} tokens (raise --ctx-size, up to {})", prompt.len(), config.context_length);
+        bail!(
+            "the prompt is {} tokens, longer than the context of {context} tokens (raise --ctx-size, up to {})",
+            prompt.len(),
+            config.context_length
+        );
     }
 
     let device = fw.device(&args.device)?;

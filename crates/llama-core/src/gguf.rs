@@ -188,10 +188,9 @@ impl GgufFile {
 
     fn parse(path: PathBuf, mmap: Mmap) -> Result<Self> {
         let mut r = Reader { bytes: &mmap, pos: 0, path: &path };
-        let magic = r.take(4, "the magic number").map_err(|_| GgufError::NotGguf {
-            path: path.clone(),
-            found: mmap[..mmap.len().min(4)].to_vec(),
-        })?;
+        let magic = r
+            .take(4, "the magic number")
+            .map_err(|_| GgufError::NotGguf { path: path.clone(), found: mmap[..mmap.len().min(4)].to_vec() })?;
         if magic != MAGIC {
             return Err(GgufError::NotGguf { path: path.clone(), found: magic.to_vec() });
         }
@@ -379,7 +378,10 @@ impl GgufFile {
         if info.shape() != expected_shape {
             return Err(GgufError::Malformed {
                 path: self.path.clone(),
-                what: format!("tensor `{name}` has shape {:?}, the model config needs {expected_shape:?}", info.shape()),
+                what: format!(
+                    "tensor `{name}` has shape {:?}, the model config needs {expected_shape:?}",
+                    info.shape()
+                ),
             });
         }
         Ok((info, self.tensor_type(info)?, self.tensor_bytes(info)?))

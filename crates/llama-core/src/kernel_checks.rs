@@ -56,7 +56,8 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 
     let ids = [5u32, 0, 39, 5];
     let got = download(k.embed(&weight, &ids, device));
-    let expected: Vec<f64> = ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
+    let expected: Vec<f64> =
+        ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
     assert_close("embed", &got, &expected, 0.0, 0.0);
 }
 
@@ -94,7 +95,8 @@ pub fn check_rope<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     };
     let x_t = upload::<B, 3>(&x, [tokens, heads, head_dim], device);
     let got = download(k.rope(x_t.clone(), table_row(&cos), table_row(&sin)));
-    let got_contiguous = download(k.rope(x_t, upload(&cos, [tokens, half], device), upload(&sin, [tokens, half], device)));
+    let got_contiguous =
+        download(k.rope(x_t, upload(&cos, [tokens, half], device), upload(&sin, [tokens, half], device)));
     let mut expected = vec![0.0f64; x.len()];
     for t in 0..tokens {
         for h in 0..heads {
@@ -121,7 +123,16 @@ pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 
 /// Naive causal GQA: query `t` of head `h` sits at position `keys - tokens + t`, reads KV head
 /// `h / (heads / kv_heads)`, and sees keys up to its own position.
-pub fn naive_attention(q: &[f32], k: &[f32], v: &[f32], tokens: usize, heads: usize, kv_heads: usize, keys: usize, head_dim: usize) -> Vec<f64> {
+pub fn naive_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tokens: usize,
+    heads: usize,
+    kv_heads: usize,
+    keys: usize,
+    head_dim: usize,
+) -> Vec<f64> {
     let group = heads / kv_heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![0.0f64; tokens * heads * head_dim];
@@ -214,7 +225,8 @@ pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device
     let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
     let tokens = [3u32, 17, 42, 5, 60, 8];
     let mut full = model.new_cache(16);
-    let expected: Vec<f64> = download(model.forward(&tokens, &mut full).expect("prefill")).iter().map(|&v| v as f64).collect();
+    let expected: Vec<f64> =
+        download(model.forward(&tokens, &mut full).expect("prefill")).iter().map(|&v| v as f64).collect();
     let mut stepwise = model.new_cache(16);
     model.forward(&tokens[..3], &mut stepwise).expect("prefill");
     let mut last = None;

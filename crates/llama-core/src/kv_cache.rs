@@ -3,7 +3,9 @@
 use burn::tensor::{Tensor, backend::Backend};
 
 #[derive(Debug, thiserror::Error)]
-#[error("the context is full: {needed} tokens do not fit in the {capacity}-token context (raise --ctx-size, up to the model's context length)")]
+#[error(
+    "the context is full: {needed} tokens do not fit in the {capacity}-token context (raise --ctx-size, up to the model's context length)"
+)]
 pub struct ContextFull {
     pub needed: usize,
     pub capacity: usize,

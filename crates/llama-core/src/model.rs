@@ -64,7 +64,13 @@ impl<B: Backend, K: Kernels<B>> GgufLoader<'_, B, K> {
     }
 
     /// A `rows × cols` matmul weight; `row_order` (new row → stored row) reorders it on the way.
-    fn matrix(&self, name: &str, rows: usize, cols: usize, row_order: Option<&[usize]>) -> Result<K::Weight, ModelError> {
+    fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        row_order: Option<&[usize]>,
+    ) -> Result<K::Weight, ModelError> {
         let (info, ggml_type, bytes) = self.gguf.tensor(name, &[rows, cols])?;
         let permuted;
         let bytes = match row_order {
@@ -73,7 +79,11 @@ impl<B: Backend, K: Kernels<B>> GgufLoader<'_, B, K> {
                 // Every row is a whole number of quantization blocks (bytes_for checked it when the
                 // file was opened), so moving rows keeps any block format valid.
                 let row_bytes = bytes.len() / rows;
-                permuted = order.iter().flat_map(|&r| &bytes[r * row_bytes..(r + 1) * row_bytes]).copied().collect::<Vec<u8>>();
+                permuted = order
+                    .iter()
+                    .flat_map(|&r| &bytes[r * row_bytes..(r + 1) * row_bytes])
+                    .copied()
+                    .collect::<Vec<u8>>();
                 &permuted[..]
             }
         };
@@ -89,7 +99,13 @@ impl<B: Backend, K: Kernels<B>> GgufLoader<'_, B, K> {
 impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// Loads every weight of a GGUF model; `context` is the KV-cache length the caller will use
     /// (RoPE tables are built for that many positions).
-    pub fn from_gguf(gguf: &GgufFile, config: LlamaConfig, kernels: K, context: usize, device: &B::Device) -> Result<Self, ModelError> {
+    pub fn from_gguf(
+        gguf: &GgufFile,
+        config: LlamaConfig,
+        kernels: K,
+        context: usize,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
         let c = &config;
         let (dim, hd) = (c.dim, c.head_dim());
         let loader = GgufLoader { gguf, kernels: &kernels, device };

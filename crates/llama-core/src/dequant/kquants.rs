@@ -49,11 +49,7 @@ pub(super) fn dequantize_row_q2_k(bytes: &[u8], out: &mut [f32]) {
 fn unpack_q3_k_scales(packed: &[u8]) -> [i32; 16] {
     let mut scales = [0i32; 16];
     for (j, scale) in scales.iter_mut().enumerate() {
-        let low = if j < 8 {
-            packed[j] & 0x0F
-        } else {
-            packed[j - 8] >> 4
-        };
+        let low = if j < 8 { packed[j] & 0x0F } else { packed[j - 8] >> 4 };
         let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
         *scale = (low | (high << 4)) as i32 - 32;
     }

@@ -7,11 +7,7 @@ use super::*;
 /// One fixture file from tests/fixtures/dequant (made by scripts/make_dequant_fixtures.py).
 macro_rules! fixture {
     ($file:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/dequant/",
-            $file
-        ))
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dequant/", $file))
     };
 }
 
@@ -33,10 +29,7 @@ const FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
 ];
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 /// Bitwise equality, except that any NaN matches any NaN (f16 -> f32 may quiet a NaN).
@@ -44,12 +37,7 @@ fn assert_bit_identical(ty: GgmlType, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{ty}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let same = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
-        assert!(
-            same,
-            "{ty}: element {i}: got {g:e} ({:#010x}), reference {w:e} ({:#010x})",
-            g.to_bits(),
-            w.to_bits()
-        );
+        assert!(same, "{ty}: element {i}: got {g:e} ({:#010x}), reference {w:e} ({:#010x})", g.to_bits(), w.to_bits());
     }
 }
 
@@ -123,31 +111,16 @@ fn large_tensor_takes_the_parallel_path() {
 #[test]
 fn unsupported_type_is_named_with_the_supported_list() {
     let err = dequantize(GgmlType::IQ2_XXS, &[0; 66], 256).unwrap_err();
-    assert!(matches!(
-        err,
-        DequantError::UnsupportedType {
-            ty: GgmlType::IQ2_XXS
-        }
-    ));
+    assert!(matches!(err, DequantError::UnsupportedType { ty: GgmlType::IQ2_XXS }));
     let message = err.to_string();
     assert!(message.contains("IQ2_XXS"), "{message}");
     assert!(
-        message
-            .contains("F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16"),
+        message.contains("F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16"),
         "{message}"
     );
-    for ty in [
-        GgmlType::Q8_1,
-        GgmlType::Q8K,
-        GgmlType::I32,
-        GgmlType::F64,
-        GgmlType::MXFP4,
-    ] {
+    for ty in [GgmlType::Q8_1, GgmlType::Q8K, GgmlType::I32, GgmlType::F64, GgmlType::MXFP4] {
         assert!(!ty.can_dequantize());
-        assert!(matches!(
-            dequantize_into(ty, &[], &mut []),
-            Err(DequantError::UnsupportedType { .. })
-        ));
+        assert!(matches!(dequantize_into(ty, &[], &mut []), Err(DequantError::UnsupportedType { .. })));
     }
 }
 
@@ -155,21 +128,8 @@ fn unsupported_type_is_named_with_the_supported_list() {
 fn wrong_byte_length_is_rejected() {
     let mut out = vec![0.0; 64];
     let err = dequantize_into(GgmlType::Q4_0, &[0; 35], &mut out).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DequantError::ByteLengthMismatch {
-                expected: 36,
-                got: 35,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("36") && err.to_string().contains("35"),
-        "{err}"
-    );
+    assert!(matches!(err, DequantError::ByteLengthMismatch { expected: 36, got: 35, .. }), "{err}");
+    assert!(err.to_string().contains("36") && err.to_string().contains("35"), "{err}");
     assert!(dequantize(GgmlType::Q6K, &[0; 211], 256).is_err());
     assert!(dequantize(GgmlType::F32, &[0; 8], 3).is_err());
 }
@@ -177,27 +137,14 @@ fn wrong_byte_length_is_rejected() {
 #[test]
 fn partial_block_is_rejected() {
     let err = dequantize(GgmlType::Q4_0, &[0; 18], 100).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DequantError::PartialBlock {
-                n_elements: 100,
-                block_elements: 32,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DequantError::PartialBlock { n_elements: 100, block_elements: 32, .. }), "{err}");
     assert!(err.to_string().contains("Q4_0"), "{err}");
     assert!(dequantize(GgmlType::Q4K, &[0; 144], 128).is_err());
 }
 
 #[test]
 fn empty_input_is_fine() {
-    assert_eq!(
-        dequantize(GgmlType::Q6K, &[], 0).unwrap(),
-        Vec::<f32>::new()
-    );
+    assert_eq!(dequantize(GgmlType::Q6K, &[], 0).unwrap(), Vec::<f32>::new());
 }
 
 #[test]
@@ -210,27 +157,15 @@ fn bytes_for_sizes_tensors() {
     assert_eq!(GgmlType::Q6K.bytes_for(256).unwrap(), 210);
     assert_eq!(GgmlType::IQ2_XXS.bytes_for(256).unwrap(), 66);
     assert_eq!(GgmlType::MXFP4.bytes_for(64).unwrap(), 34);
-    assert!(matches!(
-        GgmlType::Q4K.bytes_for(100),
-        Err(DequantError::PartialBlock { .. })
-    ));
-    assert!(matches!(
-        GgmlType::F64.bytes_for(usize::MAX),
-        Err(DequantError::TooLarge { .. })
-    ));
+    assert!(matches!(GgmlType::Q4K.bytes_for(100), Err(DequantError::PartialBlock { .. })));
+    assert!(matches!(GgmlType::F64.bytes_for(usize::MAX), Err(DequantError::TooLarge { .. })));
 }
 
 #[test]
 fn ids_and_names_round_trip() {
     for &ty in GgmlType::ALL {
         assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
-        assert_eq!(
-            GgmlType::ALL
-                .iter()
-                .filter(|t| t.name() == ty.name())
-                .count(),
-            1
-        );
+        assert_eq!(GgmlType::ALL.iter().filter(|t| t.name() == ty.name()).count(), 1);
     }
     assert_eq!(GgmlType::ALL.len(), 34);
     assert_eq!(GgmlType::from_id(12), Some(GgmlType::Q4K));
@@ -247,33 +182,19 @@ fn check_quantizer(ty: GgmlType, quantize: fn(&[f32]) -> Vec<u8>, source: &[u8],
     let got = quantize(&source);
     let want = &blocks[..got.len()];
     assert_eq!(got.len(), source.len() / 32 * ty.block_bytes());
-    for (i, (g, w)) in got
-        .chunks(ty.block_bytes())
-        .zip(want.chunks(ty.block_bytes()))
-        .enumerate()
-    {
+    for (i, (g, w)) in got.chunks(ty.block_bytes()).zip(want.chunks(ty.block_bytes())).enumerate() {
         assert_eq!(g, w, "{ty} block {i} differs from gguf-py");
     }
 }
 
 #[test]
 fn quantize_q8_0_matches_reference() {
-    check_quantizer(
-        GgmlType::Q8_0,
-        quantize_q8_0,
-        fixture!("Q8_0.source.f32"),
-        fixture!("Q8_0.bin"),
-    );
+    check_quantizer(GgmlType::Q8_0, quantize_q8_0, fixture!("Q8_0.source.f32"), fixture!("Q8_0.bin"));
 }
 
 #[test]
 fn quantize_q4_0_matches_reference() {
-    check_quantizer(
-        GgmlType::Q4_0,
-        quantize_q4_0,
-        fixture!("Q4_0.source.f32"),
-        fixture!("Q4_0.bin"),
-    );
+    check_quantizer(GgmlType::Q4_0, quantize_q4_0, fixture!("Q4_0.source.f32"), fixture!("Q4_0.bin"));
 }
 
 /// Round trip: each element comes back within half a quantization step (a whole step for
@@ -281,16 +202,9 @@ fn quantize_q4_0_matches_reference() {
 /// rounding of the scale; exactly representable grids come back exactly.
 #[test]
 fn quantizers_round_trip() {
-    let src: Vec<f32> = (0..4096)
-        .map(|i| ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * (1.0 + (i / 32) as f32))
-        .collect();
+    let src: Vec<f32> = (0..4096).map(|i| ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * (1.0 + (i / 32) as f32)).collect();
     for (ty, quantize, step_divisor, steps_of_error) in [
-        (
-            GgmlType::Q8_0,
-            quantize_q8_0 as fn(&[f32]) -> Vec<u8>,
-            127.0f32,
-            0.5f32,
-        ),
+        (GgmlType::Q8_0, quantize_q8_0 as fn(&[f32]) -> Vec<u8>, 127.0f32, 0.5f32),
         (GgmlType::Q4_0, quantize_q4_0, 8.0, 1.0),
     ] {
         let back = dequantize(ty, &quantize(&src), src.len()).unwrap();
@@ -298,23 +212,13 @@ fn quantizers_round_trip() {
             let amax = block_in.iter().fold(0.0f32, |a, v| a.max(v.abs()));
             let tolerance = amax / step_divisor * steps_of_error + amax * 2e-3;
             for (x, y) in block_in.iter().zip(block_out) {
-                assert!(
-                    (x - y).abs() <= tolerance,
-                    "{ty}: {x} -> {y} (tolerance {tolerance})"
-                );
+                assert!((x - y).abs() <= tolerance, "{ty}: {x} -> {y} (tolerance {tolerance})");
             }
         }
     }
-    let grid: Vec<f32> = (-127..=127)
-        .chain(0..33)
-        .map(|i| i as f32)
-        .collect::<Vec<_>>()[..256]
-        .to_vec();
+    let grid: Vec<f32> = (-127..=127).chain(0..33).map(|i| i as f32).collect::<Vec<_>>()[..256].to_vec();
     let back = dequantize(GgmlType::Q8_0, &quantize_q8_0(&grid), 256).unwrap();
     assert_eq!(&back[..32], &grid[..32]);
     let nibbles: Vec<f32> = (0..32).map(|i| (i % 16) as f32 - 8.0).collect();
-    assert_eq!(
-        dequantize(GgmlType::Q4_0, &quantize_q4_0(&nibbles), 32).unwrap(),
-        nibbles
-    );
+    assert_eq!(dequantize(GgmlType::Q4_0, &quantize_q4_0(&nibbles), 32).unwrap(), nibbles);
 }

@@ -79,7 +79,10 @@ impl GgufWriter {
     /// existing file.
     pub fn write_new_file(&self, path: &Path) -> io::Result<()> {
         if path.exists() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists; not overwriting it", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists; not overwriting it", path.display()),
+            ));
         }
         let partial = path.with_extension("gguf.partial");
         let mut file = io::BufWriter::new(std::fs::File::create(&partial)?);

@@ -1,0 +1,50 @@
+//! The fast-path operations at Llama 3.2 1B shapes on both frameworks through `Composed`.
+//! Names read `<framework>/<op>/<shape>`, so criterion's report is a side-by-side comparison.
+//! Each iteration includes reading the result back to the host (the honest per-token cost).
+
+use burn::tensor::backend::Backend;
+use criterion::{Criterion, criterion_group, criterion_main};
+use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, random, read_back};
+use llama_core::kernels::{Composed, Kernels};
+
+fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Device) {
+    let k = Composed;
+    let mut group = c.benchmark_group(framework);
+    group.sample_size(10);
+
+    let x = random::<B, 2>([1, DIM], device);
+    let norm_weight = random::<B, 1>([DIM], device);
+    group.bench_function("rms_norm/1x2048", |b| b.iter(|| read_back(k.rms_norm(x.clone(), &norm_weight, 1e-5))));
+
+    let q = random::<B, 3>([1, HEADS, HEAD_DIM], device);
+    let cos = random::<B, 2>([1, HEAD_DIM / 2], device);
+    let sin = random::<B, 2>([1, HEAD_DIM / 2], device);
+    group.bench_function("rope/1x32x64", |b| b.iter(|| read_back(k.rope(q.clone(), cos.clone(), sin.clone()))));
+
+    for keys in [128, 1024, 4096] {
+        let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
+        let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
+        group.bench_function(format!("attention_decode/1q_{keys}k"), |b| {
+            b.iter(|| read_back(k.attention(q.clone(), keys_t.clone(), values.clone())))
+        });
+    }
+
+    for &(name, input, output) in WEIGHT_SHAPES {
+        let weight = <Composed as Kernels<B>>::dense_weight(&k, random::<B, 2>([input, output], device));
+        for tokens in [1, 128] {
+            let x = random::<B, 2>([tokens, input], device);
+            group.bench_function(format!("linear_{name}/M{tokens}_{input}x{output}"), |b| {
+                b.iter(|| read_back(k.linear(x.clone(), &weight)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>>(c, "tinygrad-only(burn-wgpu)", &burn_wgpu::WgpuDevice::default());
+    bench_backend::<burn_tch::LibTorch<f32>>(c, "pytorch-only(burn-tch)", &burn_tch::LibTorchDevice::Cpu);
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

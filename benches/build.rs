@@ -1,0 +1,2 @@
+// The same libtorch rpath as pytorch-only's (one script, included).
+include!("../bins/pytorch-only/build.rs");
