@@ -24,7 +24,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
     for keys in [128, 1024, 4096] {
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
-        group.bench_function(format!("attention_decode/1q_{keys}k"), |b| {
+        group.bench_function(format!("attention_decode/1query_{keys}keys"), |b| {
             b.iter(|| read_back(k.attention(q.clone(), keys_t.clone(), values.clone())))
         });
     }
