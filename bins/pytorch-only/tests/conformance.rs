@@ -22,3 +22,8 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
     type B = burn_tch::LibTorch<f32>;
     llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_tch::LibTorchDevice::Cpu);
 }
+
+#[test]
+fn benchmark_mode_reports_every_figure() {
+    conformance::check_benchmark_json(BIN);
+}

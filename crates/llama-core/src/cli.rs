@@ -67,6 +67,23 @@ pub struct Args {
     #[arg(long)]
     pub ignore_eos: bool,
 
+    /// Measure speed: one warm-up, then --iterations runs of prefill + decode. Without --model,
+    /// a random-weight model of the --size shape (default 1B) is built on the device
+    #[arg(long)]
+    pub benchmark: bool,
+
+    /// Measured runs in --benchmark mode
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+
+    /// Prompt length in --benchmark mode
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+
+    /// Tokens to decode per run in --benchmark mode
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: usize,
+
     /// Print one JSON object on stdout instead of streaming text
     #[arg(long)]
     pub json: bool,

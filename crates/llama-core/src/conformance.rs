@@ -244,3 +244,23 @@ pub fn check_bad_inputs(binary: &str, scratch: &Path) {
     check(one_shot(&default_model(), &["--size", "8B"]), "--size 8B");
     check(one_shot(&default_model(), &["--device", "tpu"]), "unknown --device `tpu`");
 }
+
+/// `--benchmark --json` on the default model reports every figure, each a positive number.
+pub fn check_benchmark_json(binary: &str) {
+    let model = default_model();
+    let args = ["--benchmark", "--model", model.to_str().expect("utf-8 path"), "--json"];
+    let out = run(binary, &[&args[..], &["--iterations", "2", "--prompt-tokens", "5", "--gen-tokens", "3"]].concat());
+    assert!(out.status.success(), "{binary} --benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(2), "{report}");
+    for key in ["load_s", "weight_bytes_per_token", "peak_host_rss_bytes"] {
+        assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {report}");
+    }
+    let summary = &report["summary"];
+    for key in ["time_to_first_token_s", "prefill_tok_s", "decode_tok_s", "weight_gb_s"] {
+        assert!(summary[key].as_f64().is_some_and(|v| v > 0.0), "summary.{key} in {report}");
+    }
+    for key in ["mean_ms", "median_ms", "p10_ms", "p90_ms"] {
+        assert!(summary["decode_latency"][key].as_f64().is_some_and(|v| v > 0.0), "decode_latency.{key} in {report}");
+    }
+}

@@ -47,6 +47,11 @@ pub trait Framework: Sized {
     /// The fast-path provider this binary runs the model with.
     fn kernels(&self) -> Self::Kernels;
 
+    /// Device memory in use, where the framework can tell.
+    fn device_memory_bytes(&self, _device: &Device<Self>) -> Option<u64> {
+        None
+    }
+
     /// Called once before exit: wait for outstanding device work.
     fn cleanup(&self, device: &Device<Self>) {
         let _ = Self::Backend::sync(device);
@@ -90,7 +95,7 @@ pub trait Framework: Sized {
     }
 
     fn run(&self, args: Args) -> anyhow::Result<()> {
-        run_one_shot(self, &args)
+        if args.benchmark { crate::benchmark::run(self, &args) } else { run_one_shot(self, &args) }
     }
 }
 
@@ -171,13 +176,14 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     };
     let mut cache = model.new_cache(context);
     let stdout = std::io::stdout();
-    let generation = generation::generate(&model, &mut cache, &tokenizer, &prompt, &params, &mut sampler, |piece| {
-        if !args.json {
-            let mut out = stdout.lock();
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        }
-    })?;
+    let generation =
+        generation::generate(&model, &mut cache, Some(&tokenizer), &prompt, &params, &mut sampler, |piece| {
+            if !args.json {
+                let mut out = stdout.lock();
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+        })?;
     fw.cleanup(&device);
 
     let n = generation.generated_tokens.len();

@@ -55,23 +55,24 @@ fn logits_to_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
 }
 
 /// Prefills `prompt` after whatever `cache` holds, then samples up to `params.max_tokens` tokens,
-/// calling `on_text` with each piece of complete UTF-8 as it is decoded.
+/// calling `on_text` with each piece of complete UTF-8 as it is decoded. Without a tokenizer
+/// (random-weight benchmark models) there is no text and no end-of-generation token.
 pub fn generate<B: Backend, K: Kernels<B>>(
     model: &Llama<B, K>,
     cache: &mut KvCache<B>,
-    tokenizer: &Tokenizer,
+    tokenizer: Option<&Tokenizer>,
     prompt: &[u32],
     params: &GenerationParams,
     sampler: &mut Sampler,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
     let mut timings = Timings::default();
-    let mut decoder = StreamDecoder::new(tokenizer);
+    let mut decoder = tokenizer.map(StreamDecoder::new);
     let mut generated = Vec::new();
     let mut top_logits = Vec::new();
     let mut text = String::new();
-    let mut emit = |piece: String, text: &mut String| {
-        if !piece.is_empty() {
+    let mut emit = |piece: Option<String>, text: &mut String| {
+        if let Some(piece) = piece.filter(|p| !p.is_empty()) {
             on_text(&piece);
             text.push_str(&piece);
         }
@@ -92,12 +93,12 @@ pub fn generate<B: Backend, K: Kernels<B>>(
         } else {
             timings.decode_step_s.push(step_start.elapsed().as_secs_f64());
         }
-        if !params.ignore_eos && tokenizer.is_end_of_generation(next) {
+        if !params.ignore_eos && tokenizer.is_some_and(|t| t.is_end_of_generation(next)) {
             stop_reason = StopReason::EndOfGeneration;
             break;
         }
         generated.push(next);
-        emit(decoder.push(next), &mut text);
+        emit(decoder.as_mut().map(|d| d.push(next)), &mut text);
         if generated.len() == params.max_tokens {
             break;
         }
@@ -108,7 +109,7 @@ pub fn generate<B: Backend, K: Kernels<B>>(
         step_start = Instant::now();
         logits = logits_to_host(model.forward(&[next], cache)?);
     }
-    emit(decoder.finish(), &mut text);
+    emit(decoder.as_mut().map(|d| d.finish()), &mut text);
     timings.decode_s = timings.decode_step_s.iter().sum::<f64>();
     Ok(Generation { generated_tokens: generated, text, top_logits, stop_reason, timings })
 }

@@ -6,6 +6,7 @@
 //! [`model`] (the decoder), [`sampling`] and [`generation`] (the loop), [`cli`] and [`framework`]
 //! (what every binary shares). docs/architecture.md explains the split.
 
+pub mod benchmark;
 pub mod chat_template;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod gguf;
 pub mod kernel_checks;
 pub mod kernels;
 pub mod kv_cache;
+pub mod metrics;
 pub mod model;
 pub mod rope;
 pub mod sampling;

@@ -1,0 +1,186 @@
+//! `--benchmark`: one warm-up, then `--iterations` runs of prefill P + decode G tokens, each
+//! token brought back to the host before its clock stops (what a streaming chat pays).
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::Args;
+use crate::config::{LlamaConfig, ModelSize};
+use crate::framework::Framework;
+use crate::generation::{self, GenerationParams};
+use crate::gguf::GgufFile;
+use crate::kernels::Kernels;
+use crate::metrics::{self, LatencyStats};
+use crate::model::Llama;
+use crate::sampling::{Rng, Sampler};
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunMetrics {
+    pub time_to_first_token_s: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub decode_latency: LatencyStats,
+    /// Weight bytes one decoded token reads ÷ median time per token.
+    pub weight_gb_s: f64,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    metrics::percentile(&v, 50.0)
+}
+
+/// Pseudo-random prompt ids (fixed seed, so every framework sees the same prompt).
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    let mut rng = Rng::new(0x5eed);
+    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+}
+
+pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
+    let (p, g, n) = (args.prompt_tokens, args.gen_tokens, args.iterations);
+    if p == 0 || g < 2 || n == 0 {
+        bail!("--benchmark needs --prompt-tokens ≥ 1, --gen-tokens ≥ 2 and --iterations ≥ 1 (got {p}, {g}, {n})");
+    }
+    let context = p + g;
+    let device = fw.device(&args.device)?;
+    let load_start = Instant::now();
+    let (model, source) = match &args.model {
+        Some(path) => {
+            let gguf = GgufFile::open(path)?;
+            let config = LlamaConfig::from_gguf(&gguf)?;
+            if let Some(size) = args.size {
+                config.check_size(size, &path.display().to_string())?;
+            }
+            if context > config.context_length {
+                bail!(
+                    "--prompt-tokens + --gen-tokens = {context} exceeds the model's context length of {}",
+                    config.context_length
+                );
+            }
+            (fw.load_model(&gguf, config, context, &device)?, path.display().to_string())
+        }
+        None => {
+            let size = args.size.unwrap_or(ModelSize::B1);
+            let model = Llama::random(size.config(), size.tied_embeddings(), fw.kernels(), context, &device);
+            (
+                model,
+                format!(
+                    "random-weight Llama 3.x {size} shape (no --model: N(0, 0.02) weights generated on the device)"
+                ),
+            )
+        }
+    };
+    F::Backend::sync(&device).context("waiting for the weights to reach the device")?;
+    let load_s = load_start.elapsed().as_secs_f64();
+
+    let config = model.config.clone();
+    let bytes_per_param = size_of::<burn::tensor::ops::FloatElem<F::Backend>>() as f64;
+    let weight_bytes_per_token = metrics::matmul_params_per_token(&config) as f64 * bytes_per_param;
+    let prompt = prompt_ids(p, config.vocab_size);
+    let params = GenerationParams { max_tokens: g, ignore_eos: true, record_top_logits: 0 };
+    let mut cache = model.new_cache(context);
+    let mut measure = || -> anyhow::Result<RunMetrics> {
+        cache.clear();
+        let run = generation::generate(&model, &mut cache, None, &prompt, &params, &mut Sampler::new(0.0, 0), |_| {})?;
+        let t = &run.timings;
+        let latency = LatencyStats::from_seconds(&t.decode_step_s);
+        Ok(RunMetrics {
+            time_to_first_token_s: t.time_to_first_token_s,
+            prefill_tok_s: generation::rate(p, t.prefill_s),
+            decode_tok_s: generation::rate(t.decode_step_s.len(), t.decode_s),
+            weight_gb_s: if latency.median_ms > 0.0 {
+                weight_bytes_per_token / (latency.median_ms * 1e-3) / 1e9
+            } else {
+                0.0
+            },
+            decode_latency: latency,
+        })
+    };
+    eprintln!("{}: warm-up run (prefill {p} + decode {g} tokens) ...", fw.name());
+    measure()?;
+    let mut runs = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = measure()?;
+        if !args.json {
+            if i == 0 {
+                print_header(fw, &fw.device_info(&device), &source, p, g, n, load_s);
+            }
+            print_row(&format!("{}", i + 1), &m);
+        }
+        runs.push(m);
+    }
+    let summary = RunMetrics {
+        time_to_first_token_s: median(runs.iter().map(|r| r.time_to_first_token_s)),
+        prefill_tok_s: median(runs.iter().map(|r| r.prefill_tok_s)),
+        decode_tok_s: median(runs.iter().map(|r| r.decode_tok_s)),
+        decode_latency: LatencyStats {
+            mean_ms: median(runs.iter().map(|r| r.decode_latency.mean_ms)),
+            median_ms: median(runs.iter().map(|r| r.decode_latency.median_ms)),
+            p10_ms: median(runs.iter().map(|r| r.decode_latency.p10_ms)),
+            p90_ms: median(runs.iter().map(|r| r.decode_latency.p90_ms)),
+        },
+        weight_gb_s: median(runs.iter().map(|r| r.weight_gb_s)),
+    };
+    let peak_rss = metrics::peak_rss_bytes();
+    let device_memory = fw.device_memory_bytes(&device);
+    fw.cleanup(&device);
+    if args.json {
+        let out = json!({
+            "framework": fw.name(),
+            "stack": fw.stack(),
+            "kernels": model.kernels().name(),
+            "device": fw.device_info(&device),
+            "model": source,
+            "shape": { "layers": config.n_layers, "dim": config.dim, "heads": config.n_heads, "kv_heads": config.n_kv_heads, "ffn_dim": config.ffn_dim, "vocab": config.vocab_size },
+            "prompt_tokens": p,
+            "gen_tokens": g,
+            "iterations": n,
+            "load_s": load_s,
+            "weight_bytes_per_token": weight_bytes_per_token,
+            "peak_host_rss_bytes": peak_rss,
+            "device_memory_bytes": device_memory,
+            "runs": runs,
+            "summary": summary,
+        });
+        println!("{out}");
+    } else {
+        print_row("median", &summary);
+        let mib = |b: Option<u64>| {
+            b.map_or("n/a (the framework does not report it)".to_string(), |b| {
+                format!("{:.0} MiB", b as f64 / 1048576.0)
+            })
+        };
+        println!("peak host RSS {}, device memory {}", mib(peak_rss), mib(device_memory));
+    }
+    Ok(())
+}
+
+fn print_header<F: Framework>(fw: &F, device: &str, source: &str, p: usize, g: usize, n: usize, load_s: f64) {
+    println!("{} · {} · {device}", fw.name(), fw.stack());
+    println!("model: {source}");
+    println!("prefill {p} + decode {g} tokens, {n} measured runs after 1 warm-up; load {load_s:.2} s");
+    println!(
+        "{:>6} {:>9} {:>13} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "run", "TTFT ms", "prefill tok/s", "decode tok/s", "mean ms", "p50 ms", "p10 ms", "p90 ms", "GB/s"
+    );
+}
+
+fn print_row(label: &str, m: &RunMetrics) {
+    let l = &m.decode_latency;
+    println!(
+        "{label:>6} {:>9.1} {:>13.1} {:>12.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2}",
+        m.time_to_first_token_s * 1e3,
+        m.prefill_tok_s,
+        m.decode_tok_s,
+        l.mean_ms,
+        l.median_ms,
+        l.p10_ms,
+        l.p90_ms,
+        m.weight_gb_s
+    );
+}
