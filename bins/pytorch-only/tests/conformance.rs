@@ -27,3 +27,11 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
 fn benchmark_mode_reports_every_figure() {
     conformance::check_benchmark_json(BIN);
 }
+
+#[test]
+fn synthetic_llama_3_model_loads_and_generates() {
+    conformance::check_synthetic_model(
+        BIN,
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pytorch-only-synthetic"),
+    );
+}

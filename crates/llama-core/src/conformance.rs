@@ -264,3 +264,26 @@ pub fn check_benchmark_json(binary: &str) {
         assert!(summary["decode_latency"][key].as_f64().is_some_and(|v| v > 0.0), "decode_latency.{key} in {report}");
     }
 }
+
+/// A synthetic Llama 3.2 1B-shaped model (one layer, Q8_0, real Llama 3 tokenizer) written by
+/// [`crate::synth`] loads and generates: the prompt tokenizes as Hugging Face's tokenizer does.
+pub fn check_synthetic_model(binary: &str, scratch: &Path) {
+    std::fs::create_dir_all(scratch).expect("scratch dir");
+    let path = scratch.join("synthetic-1b-1layer-q8_0.gguf");
+    let _ = std::fs::remove_file(&path);
+    let root = models_dir().join("..");
+    let opts = crate::synth::SynthOptions {
+        size: crate::config::ModelSize::B1,
+        weights: crate::synth::WeightType::Q8_0,
+        out: path.clone(),
+        tokenizer: "models/llama-3.2/tokenizer.json".into(),
+        seed: 7,
+        layers: Some(1),
+    };
+    crate::synth::write(&root, &opts).expect("write synthetic model");
+    let out = greedy_json(binary, &path, "Hello there", 3, &[]);
+    std::fs::remove_file(&path).expect("remove synthetic model");
+    // <|begin_of_text|> "Hello" " there", as Hugging Face's Llama 3.2 tokenizer gives.
+    assert_eq!(out.prompt_tokens, [128000, 9906, 1070]);
+    assert_eq!(out.generated_tokens.len(), 3);
+}

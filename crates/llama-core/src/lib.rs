@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod rope;
 pub mod sampling;
+pub mod synth;
 pub mod tokenizer;
 
 // Re-exported so binaries and benches name one Burn version.

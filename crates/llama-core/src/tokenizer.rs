@@ -82,6 +82,18 @@ impl TokenKind {
     fn is_special(self) -> bool {
         matches!(self, Self::Unknown | Self::Control | Self::UserDefined)
     }
+
+    /// The code GGUF's `tokenizer.ggml.token_type` uses for this kind.
+    fn gguf_code(self) -> i64 {
+        match self {
+            Self::Normal => 1,
+            Self::Unknown => 2,
+            Self::Control => 3,
+            Self::UserDefined => 4,
+            Self::Unused => 5,
+            Self::Byte => 6,
+        }
+    }
 }
 
 /// Token texts that end a generation, from llama.cpp's end-of-turn and end-of-generation lists.

@@ -32,47 +32,12 @@ fn llama32_json() -> Tokenizer {
     Tokenizer::from_file(&model_file("llama-3.2/tokenizer.json"), None).unwrap()
 }
 
-/// The tokenizer.json's vocabulary as GGUF metadata would carry it (what llama.cpp's converter
-/// writes: added tokens typed control if special, user-defined otherwise), with pre "llama-bpe".
+/// The tokenizer.json's vocabulary as GGUF metadata carries it, with pre "llama-bpe".
 fn llama32_parts() -> TokenizerParts {
-    let path = model_file("llama-3.2/tokenizer.json");
-    let json: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let vocab = json["model"]["vocab"].as_object().unwrap();
-    let added = json["added_tokens"].as_array().unwrap();
-    let size = vocab.len() + added.len();
-    let mut tokens = vec![String::new(); size];
-    let mut token_types = vec![1i64; size];
-    for (text, id) in vocab {
-        tokens[id.as_u64().unwrap() as usize] = text.clone();
-    }
-    for token in added {
-        let id = token["id"].as_u64().unwrap() as usize;
-        tokens[id] = token["content"].as_str().unwrap().to_string();
-        token_types[id] = if token["special"].as_bool().unwrap() { 3 } else { 4 };
-    }
-    assert!(tokens.iter().all(|t| !t.is_empty()), "ids in {} are not contiguous", path.display());
-    // Older files write merges as "a b", newer ones as ["a", "b"].
-    let merges = json["model"]["merges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            m.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()))
-        })
-        .collect();
-    TokenizerParts {
-        origin: format!("{} as GGUF metadata", path.display()),
-        model: "gpt2".into(),
-        pre: Some("llama-bpe".into()),
-        tokens,
-        token_types,
-        merges,
-        bos_id: Some(128000),
-        eos_id: Some(128009),
-        ..TokenizerParts::default()
-    }
+    let parts =
+        TokenizerParts::from_tokenizer_json(&model_file("llama-3.2/tokenizer.json"), "llama-bpe", 128_257).unwrap();
+    assert_eq!((parts.bos_id, parts.eos_id), (Some(128000), Some(128009)));
+    parts
 }
 
 struct Case {
@@ -142,20 +107,11 @@ fn llama_bpe_from_gguf_metadata_matches_hugging_face() {
 #[test]
 fn llama_bpe_gguf_file_matches_hugging_face() {
     let parts = llama32_parts();
-    let strings = |items: &[String]| Value::Array(items.iter().map(|s| Value::String(s.clone())).collect());
     let mut writer = GgufWriter::new();
-    writer
-        .metadata("general.architecture", Value::String("llama".into()))
-        .metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
-        .metadata("tokenizer.ggml.pre", Value::String("llama-bpe".into()))
-        .metadata("tokenizer.ggml.tokens", strings(&parts.tokens))
-        .metadata(
-            "tokenizer.ggml.token_type",
-            Value::Array(parts.token_types.iter().map(|&t| Value::I32(t as i32)).collect()),
-        )
-        .metadata("tokenizer.ggml.merges", strings(&parts.merges))
-        .metadata("tokenizer.ggml.bos_token_id", Value::U32(128000))
-        .metadata("tokenizer.ggml.eos_token_id", Value::U32(128009));
+    writer.metadata("general.architecture", Value::String("llama".into()));
+    for (key, value) in parts.gguf_metadata() {
+        writer.metadata(key, value);
+    }
     let path = std::env::temp_dir().join(format!("llama-core-tokenizer-test-{}.gguf", std::process::id()));
     let _ = std::fs::remove_file(&path);
     writer.write_new_file(&path).unwrap();

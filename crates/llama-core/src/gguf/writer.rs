@@ -8,12 +8,28 @@ use crate::dequant::GgmlType;
 
 const ALIGNMENT: usize = 32;
 
+/// A tensor's bytes: given up front, or produced while the file is written (so a multi-GB
+/// synthetic model never has to sit in memory whole).
+enum Bytes {
+    Ready(Vec<u8>),
+    Later { len: usize, make: Box<dyn Fn() -> Vec<u8>> },
+}
+
+impl Bytes {
+    fn len(&self) -> usize {
+        match self {
+            Bytes::Ready(data) => data.len(),
+            Bytes::Later { len, .. } => *len,
+        }
+    }
+}
+
 struct PendingTensor {
     name: String,
     /// ggml order (fastest-varying first).
     dims: Vec<u64>,
     type_id: u32,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 #[derive(Default)]
@@ -40,7 +56,22 @@ impl GgufWriter {
 
     /// Any type id, even one no ggml version defines (for testing how readers refuse it).
     pub fn tensor_with_type_id(&mut self, name: &str, dims: Vec<u64>, type_id: u32, data: Vec<u8>) -> &mut Self {
-        self.tensors.push(PendingTensor { name: name.to_string(), dims, type_id, data });
+        self.tensors.push(PendingTensor { name: name.to_string(), dims, type_id, data: Bytes::Ready(data) });
+        self
+    }
+
+    /// A tensor whose `len` bytes `make` produces when the file is written.
+    pub fn tensor_later(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        ty: GgmlType,
+        len: usize,
+        make: impl Fn() -> Vec<u8> + 'static,
+    ) -> &mut Self {
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        let data = Bytes::Later { len, make: Box::new(make) };
+        self.tensors.push(PendingTensor { name: name.to_string(), dims, type_id: ty.id(), data });
         self
     }
 
@@ -69,8 +100,23 @@ impl GgufWriter {
         header.resize(header.len().next_multiple_of(ALIGNMENT), 0);
         out.write_all(&header)?;
         for t in &self.tensors {
-            out.write_all(&t.data)?;
-            out.write_all(&vec![0u8; t.data.len().next_multiple_of(ALIGNMENT) - t.data.len()])?;
+            let made;
+            let data = match &t.data {
+                Bytes::Ready(data) => data,
+                Bytes::Later { len, make } => {
+                    made = make();
+                    if made.len() != *len {
+                        return Err(io::Error::other(format!(
+                            "tensor {}: made {} bytes, declared {len}",
+                            t.name,
+                            made.len()
+                        )));
+                    }
+                    &made
+                }
+            };
+            out.write_all(data)?;
+            out.write_all(&vec![0u8; data.len().next_multiple_of(ALIGNMENT) - data.len()])?;
         }
         Ok(())
     }
@@ -85,10 +131,18 @@ impl GgufWriter {
             ));
         }
         let partial = path.with_extension("gguf.partial");
-        let mut file = io::BufWriter::new(std::fs::File::create(&partial)?);
-        self.write(&mut file)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&partial, path)
+        let written = (|| {
+            let mut file = io::BufWriter::new(std::fs::File::create(&partial)?);
+            self.write(&mut file)?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })();
+        match written {
+            Ok(()) => std::fs::rename(&partial, path),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(e)
+            }
+        }
     }
 }
 

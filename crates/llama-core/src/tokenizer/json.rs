@@ -167,3 +167,91 @@ impl Template {
         Ok(Self { bos, eos, add_bos: Some(bos.is_some()), add_eos: Some(eos.is_some()) })
     }
 }
+
+impl super::TokenizerParts {
+    /// A tokenizer.json's vocabulary as GGUF metadata carries it (what llama.cpp's converter
+    /// writes: added tokens typed control if special, user-defined otherwise), keeping the
+    /// first `vocab_size` ids. `pre` names the pre-tokenizer family (e.g. "llama-bpe").
+    pub fn from_tokenizer_json(path: &Path, pre: &str, vocab_size: usize) -> Result<Self> {
+        let origin = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TokenizerError::Read { path: path.into(), source })?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|source| TokenizerError::Json { path: path.into(), source })?;
+        let vocab =
+            json.pointer("/model/vocab").and_then(Json::as_object).ok_or_else(|| invalid(&origin, "no model.vocab"))?;
+        let added = json["added_tokens"].as_array().cloned().unwrap_or_default();
+        let size = vocab.len() + added.len();
+        if size < vocab_size {
+            return Err(invalid(&origin, format!("{size} tokens, fewer than the {vocab_size} asked for")));
+        }
+        let mut tokens = vec![String::new(); size];
+        let mut token_types = vec![TokenKind::Normal.gguf_code(); size];
+        let id_of = |v: &Json| v.as_u64().map(|id| id as usize).filter(|&id| id < size);
+        for (text, id) in vocab {
+            let id = id_of(id).ok_or_else(|| invalid(&origin, format!("token {text:?} has a bad id")))?;
+            tokens[id] = text.clone();
+        }
+        for token in &added {
+            let id = id_of(&token["id"]).ok_or_else(|| invalid(&origin, "an added token has a bad id"))?;
+            tokens[id] = token["content"].as_str().unwrap_or_default().to_string();
+            let special = token["special"].as_bool().unwrap_or(false);
+            token_types[id] = if special { TokenKind::Control } else { TokenKind::UserDefined }.gguf_code();
+        }
+        if let Some(id) = tokens.iter().position(String::is_empty) {
+            return Err(invalid(&origin, format!("no token has id {id}: ids are not contiguous")));
+        }
+        tokens.truncate(vocab_size);
+        token_types.truncate(vocab_size);
+        // Older files write merges as "a b", newer ones as ["a", "b"].
+        let merges = json
+            .pointer("/model/merges")
+            .and_then(Json::as_array)
+            .ok_or_else(|| invalid(&origin, "no model.merges"))?
+            .iter()
+            .map(|m| match (m.as_str(), m[0].as_str(), m[1].as_str()) {
+                (Some(pair), _, _) => Ok(pair.to_string()),
+                (None, Some(left), Some(right)) => Ok(format!("{left} {right}")),
+                _ => Err(invalid(&origin, format!("merge {m} is neither \"a b\" nor [\"a\", \"b\"]"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let id_of_text = |text: &str| tokens.iter().position(|t| t == text).map(|id| id as u32);
+        Ok(Self {
+            origin: format!("{origin} as GGUF metadata"),
+            model: "gpt2".into(),
+            pre: Some(pre.to_string()),
+            bos_id: id_of_text("<|begin_of_text|>"),
+            eos_id: id_of_text("<|eot_id|>").or_else(|| id_of_text("<|end_of_text|>")),
+            eot_id: id_of_text("<|eot_id|>"),
+            tokens,
+            token_types,
+            merges,
+            ..Self::default()
+        })
+    }
+
+    /// The `tokenizer.ggml.*` keys a GGUF file carries for these parts.
+    pub fn gguf_metadata(&self) -> Vec<(&'static str, Value)> {
+        let strings = |items: &[String]| Value::Array(items.iter().map(|s| Value::String(s.clone())).collect());
+        let mut keys = vec![
+            ("tokenizer.ggml.model", Value::String(self.model.clone())),
+            ("tokenizer.ggml.tokens", strings(&self.tokens)),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(self.token_types.iter().map(|&t| Value::I32(t as i32)).collect()),
+            ),
+            ("tokenizer.ggml.merges", strings(&self.merges)),
+        ];
+        let ids = [
+            ("tokenizer.ggml.pre", self.pre.clone().map(Value::String)),
+            ("tokenizer.ggml.bos_token_id", self.bos_id.map(Value::U32)),
+            ("tokenizer.ggml.eos_token_id", self.eos_id.map(Value::U32)),
+            ("tokenizer.ggml.eot_token_id", self.eot_id.map(Value::U32)),
+            ("tokenizer.ggml.eom_token_id", self.eom_id.map(Value::U32)),
+            ("tokenizer.ggml.add_bos_token", self.add_bos.map(Value::Bool)),
+            ("tokenizer.ggml.add_eos_token", self.add_eos.map(Value::Bool)),
+        ];
+        keys.extend(ids.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        keys
+    }
+}
