@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup`, `cargo xtask test`.
 
+mod compare;
 mod setup;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Task {
         #[arg(long)]
         layers: Option<usize>,
     },
+    /// Build both binaries in release, check they agree, and benchmark them side by side.
+    Compare(compare::CompareArgs),
     /// Set up, then run every test of the workspace (both binaries included).
     Test {
         /// Extra arguments for `cargo test`, after `--`
@@ -61,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Setup => setup::run(&root),
+        Task::Compare(args) => compare::run(&root, &args),
         Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
             use llama_core::synth;
             synth::write(&root, &synth::SynthOptions { size, weights: dtype, out, tokenizer, seed, layers })
