@@ -35,3 +35,8 @@ fn synthetic_llama_3_model_loads_and_generates() {
         &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tinygrad-only-synthetic"),
     );
 }
+
+#[test]
+fn half_precision_still_counts() {
+    conformance::check_half_precision(BIN);
+}

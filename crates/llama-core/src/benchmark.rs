@@ -48,6 +48,10 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     }
     let context = p + g;
     let device = fw.device(&args.device)?;
+    let (dtype, dtype_note) = crate::framework::apply_dtype::<F>(&device, args)?;
+    if let Some(note) = &dtype_note {
+        eprintln!("{}: {note}", fw.name());
+    }
     let load_start = Instant::now();
     let (model, source) = match &args.model {
         Some(path) => {
@@ -79,7 +83,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let load_s = load_start.elapsed().as_secs_f64();
 
     let config = model.config.clone();
-    let bytes_per_param = size_of::<burn::tensor::ops::FloatElem<F::Backend>>() as f64;
+    // Composed keeps every weight dense in the compute dtype.
+    let bytes_per_param = dtype.bytes() as f64;
     let weight_bytes_per_token = metrics::matmul_params_per_token(&config) as f64 * bytes_per_param;
     let prompt = prompt_ids(p, config.vocab_size);
     let params = GenerationParams { max_tokens: g, ignore_eos: true, record_top_logits: 0 };
@@ -108,7 +113,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         let m = measure()?;
         if !args.json {
             if i == 0 {
-                print_header(fw, &fw.device_info(&device), &source, p, g, n, load_s);
+                print_header(fw, &format!("{} · {dtype:?}", fw.device_info(&device)), &source, p, g, n, load_s);
             }
             print_row(&format!("{}", i + 1), &m);
         }
@@ -134,6 +139,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "framework": fw.name(),
             "stack": fw.stack(),
             "kernels": model.kernels().name(),
+            "dtype": dtype,
             "device": fw.device_info(&device),
             "model": source,
             "shape": { "layers": config.n_layers, "dim": config.dim, "heads": config.n_heads, "kv_heads": config.n_kv_heads, "ffn_dim": config.ffn_dim, "vocab": config.vocab_size },

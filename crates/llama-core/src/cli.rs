@@ -51,6 +51,14 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Compute and weight dtype on the device
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: FloatType,
+
+    /// Half precision: --dtype f16 (bf16 where the device has no f16 kernels; the output says which)
+    #[arg(long, conflicts_with = "dtype")]
+    pub half: bool,
+
     /// Device: for tinygrad-only auto|cpu|gpu[:N]; for pytorch-only cpu|cuda[:N]
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -95,6 +103,28 @@ pub struct Args {
     /// Log loading and timing details to stderr
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FloatType {
+    pub fn dtype(self) -> burn::tensor::DType {
+        match self {
+            FloatType::F32 => burn::tensor::DType::F32,
+            FloatType::F16 => burn::tensor::DType::F16,
+            FloatType::Bf16 => burn::tensor::DType::BF16,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        if self == FloatType::F32 { 4 } else { 2 }
+    }
 }
 
 fn non_negative_f32(s: &str) -> Result<f32, String> {

@@ -287,3 +287,21 @@ pub fn check_synthetic_model(binary: &str, scratch: &Path) {
     assert_eq!(out.prompt_tokens, [128000, 9906, 1070]);
     assert_eq!(out.generated_tokens.len(), 3);
 }
+
+/// `--half` runs in 16-bit and still counts "1, 2, 3, 4," on (its greedy margins are wide).
+pub fn check_half_precision(binary: &str) {
+    let model = default_model();
+    let case = reference().cases.into_iter().find(|c| c.prompt == "1, 2, 3, 4,").expect("counting case");
+    let out = run(
+        binary,
+        &["--model", model.to_str().expect("utf-8 path"), "--half", "--raw", "--temperature", "0"]
+            .into_iter()
+            .chain(["--max-tokens", "12", "--ignore-eos", "--json", "--prompt", &case.prompt])
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{binary} --half failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(matches!(report["dtype"].as_str(), Some("f16" | "bf16")), "{report}");
+    let ids: Vec<u32> = serde_json::from_value(report["generated_tokens"].clone()).expect("ids");
+    assert_eq!(ids, case.generated_tokens[..12], "{binary} --half: {}", report["text"]);
+}

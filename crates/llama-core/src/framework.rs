@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches};
 use serde_json::json;
 
 use crate::chat_template::{self, Message};
-use crate::cli::Args;
+use crate::cli::{Args, FloatType};
 use crate::config::LlamaConfig;
 use crate::generation::{self, GenerationParams};
 use crate::gguf::GgufFile;
@@ -99,6 +99,24 @@ pub trait Framework: Sized {
     }
 }
 
+/// Sets the device's float dtype from `--dtype`/`--half`, before any tensor exists on it (Burn
+/// fixes a device's dtype at its first tensor). `--half` falls back to bf16 where f16 is
+/// unsupported. Returns the dtype in use and, for a fallback, a note saying so.
+pub fn apply_dtype<F: Framework>(device: &Device<F>, args: &Args) -> anyhow::Result<(FloatType, Option<String>)> {
+    let int = <burn::tensor::ops::IntElem<F::Backend> as burn::tensor::Element>::dtype();
+    let set = |t: FloatType| burn::tensor::set_default_dtypes::<F::Backend>(device, t.dtype(), int);
+    let wanted = if args.half { FloatType::F16 } else { args.dtype };
+    match set(wanted) {
+        Ok(()) => Ok((wanted, None)),
+        Err(e) if args.half => {
+            set(FloatType::Bf16)
+                .map_err(|e2| anyhow::anyhow!("--half: neither f16 ({e}) nor bf16 ({e2}) works on this device"))?;
+            Ok((FloatType::Bf16, Some(format!("f16 is not supported on this device ({e}); using bf16"))))
+        }
+        Err(e) => bail!("--dtype {wanted:?}: {e}"),
+    }
+}
+
 /// Parses the command line, runs, and turns any error into a message and exit code 1.
 pub fn main<F: Framework>(framework: F) -> ExitCode {
     let command = Args::command().name(framework.name()).bin_name(framework.name());
@@ -159,6 +177,10 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     }
 
     let device = fw.device(&args.device)?;
+    let (dtype, dtype_note) = apply_dtype::<F>(&device, args)?;
+    if let Some(note) = &dtype_note {
+        eprintln!("{}: {note}", fw.name());
+    }
     let device_info = fw.device_info(&device);
     tracing::info!("{} on {device_info}", fw.stack());
     let load_start = Instant::now();
@@ -197,6 +219,7 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "kernels": model.kernels().name(),
             "device": device_info,
             "model": fw.model_info(&gguf, &config),
+            "dtype": dtype,
             "seed": seed,
             "temperature": args.temperature,
             "prompt_tokens": prompt,

@@ -8,7 +8,7 @@
 //! implementing a llama-core trait for a burn-wgpu type, but it may implement it for a local
 //! struct (`struct WgpuKernels; impl Kernels<Wgpu> for WgpuKernels`).
 
-use burn::tensor::{Bool, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData, activation, backend::Backend};
 
 use crate::dequant::{self, DequantError, GgmlType};
 
@@ -100,8 +100,15 @@ impl<B: Backend> Kernels<B> for Composed {
     }
 
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
-        let inv_rms = x.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip();
-        x * inv_rms * weight.clone().unsqueeze::<2>()
+        // The mean of squares in f32: in f16 a residual stream value above 256 squares past the
+        // largest f16 (65504).
+        let dtype = x.dtype();
+        let in_f32 = |t: Tensor<B, 2>| if dtype == DType::F32 { t } else { t.cast(DType::F32) };
+        let x32 = in_f32(x);
+        let inv_rms = x32.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip();
+        let normed = x32 * inv_rms;
+        let normed = if dtype == DType::F32 { normed } else { normed.cast(dtype) };
+        normed * weight.clone().unsqueeze::<2>()
     }
 
     fn rope(&self, x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
