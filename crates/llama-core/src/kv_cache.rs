@@ -46,7 +46,12 @@ impl<B: Backend> KvCache<B> {
 
     /// Forgets every cached token; the memory stays allocated.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.truncate(0);
+    }
+
+    /// Keeps the first `len` cached tokens (a shared prefix) and forgets the rest.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     /// Fails before any work if `new_tokens` more would overflow the cache.

@@ -1,0 +1,68 @@
+//! One full decode step and one 128-token prefill of a random-weight model on both frameworks.
+//! The shape is SmolLM2-135M's (a Llama) by default, so it runs on a CPU; set
+//! `LLAMA_BENCH_SIZE=1B|3B|8B|70B` for a published Llama 3.x shape.
+
+use burn::tensor::backend::Backend;
+use criterion::{Criterion, criterion_group, criterion_main};
+use llama_core::config::{LlamaConfig, ModelSize};
+use llama_core::kernels::Composed;
+use llama_core::model::Llama;
+
+const PREFILL: usize = 128;
+
+fn shape() -> (String, LlamaConfig, bool) {
+    match std::env::var("LLAMA_BENCH_SIZE").ok().as_deref() {
+        None | Some("") => {
+            let smollm2_135m = LlamaConfig {
+                vocab_size: 49152,
+                dim: 576,
+                n_layers: 30,
+                n_heads: 9,
+                n_kv_heads: 3,
+                ffn_dim: 1536,
+                rope_theta: 100_000.0,
+                norm_eps: 1e-5,
+                context_length: 8192,
+            };
+            ("smollm2-135m-shape".into(), smollm2_135m, true)
+        }
+        Some(name) => {
+            let size = <ModelSize as clap::ValueEnum>::from_str(name, true)
+                .unwrap_or_else(|e| panic!("LLAMA_BENCH_SIZE={name}: {e}"));
+            (format!("llama-{size}-shape"), size.config(), size.tied_embeddings())
+        }
+    }
+}
+
+fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Device) {
+    let (name, config, tied) = shape();
+    let model = Llama::<B, Composed>::random(config.clone(), tied, Composed, PREFILL + 2, device);
+    let prompt: Vec<u32> = (0..PREFILL as u32).map(|i| (i * 7919) % config.vocab_size as u32).collect();
+    let mut group = c.benchmark_group(framework);
+    group.sample_size(10);
+    group.bench_function(format!("prefill_{PREFILL}/{name}"), |b| {
+        let mut cache = model.new_cache(PREFILL + 2);
+        b.iter(|| {
+            cache.clear();
+            let _ = model.forward(&prompt, &mut cache).expect("prefill").into_data();
+        })
+    });
+    group.bench_function(format!("decode_step_after_{PREFILL}/{name}"), |b| {
+        let mut cache = model.new_cache(PREFILL + 2);
+        model.forward(&prompt, &mut cache).expect("prefill");
+        // Each iteration decodes position 128 again over the same 128 cached tokens.
+        b.iter(|| {
+            cache.truncate(PREFILL);
+            let _ = model.forward(&[1], &mut cache).expect("decode").into_data();
+        })
+    });
+    group.finish();
+}
+
+fn model(c: &mut Criterion) {
+    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>>(c, "tinygrad-only(burn-wgpu)", &burn_wgpu::WgpuDevice::default());
+    bench_backend::<burn_tch::LibTorch<f32>>(c, "pytorch-only(burn-tch)", &burn_tch::LibTorchDevice::Cpu);
+}
+
+criterion_group!(benches, model);
+criterion_main!(benches);
