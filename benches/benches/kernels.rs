@@ -30,7 +30,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
     }
 
     for &(name, input, output) in WEIGHT_SHAPES {
-        let weight = <Composed as Kernels<B>>::dense_weight(&k, random::<B, 2>([input, output], device));
+        let weight = <Composed as Kernels<B>>::random_weight(&k, output, input, 1.0, device);
         for tokens in [1, 128] {
             let x = random::<B, 2>([tokens, input], device);
             group.bench_function(format!("linear_{name}/M{tokens}_{input}x{output}"), |b| {

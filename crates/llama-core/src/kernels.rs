@@ -8,7 +8,7 @@
 //! implementing a llama-core trait for a burn-wgpu type, but it may implement it for a local
 //! struct (`struct WgpuKernels; impl Kernels<Wgpu> for WgpuKernels`).
 
-use burn::tensor::{Bool, DType, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData, activation, backend::Backend};
 
 use crate::dequant::{self, DequantError, GgmlType};
 
@@ -35,8 +35,9 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// Uploads a weight read from a GGUF file.
     fn load_weight(&self, raw: RawWeight<'_>, device: &B::Device) -> Result<Self::Weight, DequantError>;
 
-    /// Wraps a dense weight created on the device, laid out `[in, out]` (random-weight models).
-    fn dense_weight(&self, weight_in_out: Tensor<B, 2>) -> Self::Weight;
+    /// A `rows × cols` (`[out, in]`) weight of N(0, `std`²) values generated on the device
+    /// (random-weight models for speed measurements).
+    fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &B::Device) -> Self::Weight;
 
     /// `x · Wᵀ` for the stored `[out, in]` weight W: `[tokens, in]` → `[tokens, out]`.
     fn linear(&self, x: Tensor<B, 2>, weight: &Self::Weight) -> Tensor<B, 2>;
@@ -61,42 +62,82 @@ pub trait Kernels<B: Backend>: Send + Sync {
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2>;
 }
 
-/// The reference provider: plain compositions of Burn tensor ops, dense f32 weights.
+/// The reference provider: plain compositions of Burn tensor ops, dense weights.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Composed;
 
+/// Largest block of a dense weight: wgpu binds each tensor as one storage buffer, and drivers
+/// cap those (lavapipe: 128 MiB); Llama 3's 128256 × 2048 embedding is 1 GiB in f32.
+const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// A dense weight laid out `[in, out]`, split along `out` into column blocks of at most
+/// [`MAX_BLOCK_BYTES`] (counted in f32), so `linear` is `x · W` block by block.
+///
+/// Why `[in, out]` and not GGUF's `[out, in]` with a transposed view: burn-wgpu 0.21 with fusion
+/// computes wrong decode (M = 1) results in that layout inside the full model (found by
+/// `kernel_checks::check_incremental_decode`; syncing around the matmul, or a contiguous
+/// right-hand side, both fix it). The transpose happens once, on the host, at load.
+#[derive(Debug, Clone)]
+pub struct DenseWeight<B: Backend> {
+    /// `[in, out_i]` each; the `out_i` add up to `out`.
+    blocks: Vec<Tensor<B, 2>>,
+    /// Output features per block (the last may have fewer).
+    block_out: usize,
+}
+
+/// Output rows per block for a weight with `cols` inputs.
+fn rows_per_block(rows: usize, cols: usize) -> usize {
+    (MAX_BLOCK_BYTES / 4 / cols.max(1)).clamp(1, rows.max(1))
+}
+
 impl<B: Backend> Kernels<B> for Composed {
-    /// `[in, out]`, contiguous: `linear` is a plain `x · W`.
-    ///
-    /// Why not keep GGUF's `[out, in]` and multiply by a transposed view: burn-wgpu 0.21 with
-    /// fusion computes wrong decode (M = 1) results in that layout inside the full model (found
-    /// by `kernel_checks::check_incremental_decode`; syncing around the matmul, or a contiguous
-    /// right-hand side, both fix it). The transpose happens once, on the host, at load.
-    type Weight = Tensor<B, 2>;
+    type Weight = DenseWeight<B>;
 
     fn name(&self) -> &'static str {
         "composed burn ops"
     }
 
-    fn load_weight(&self, raw: RawWeight<'_>, device: &B::Device) -> Result<Tensor<B, 2>, DequantError> {
-        let values = dequant::dequantize(raw.ggml_type, raw.bytes, raw.rows * raw.cols)?;
-        let transposed = transpose(&values, raw.rows, raw.cols);
-        Ok(Tensor::from_data(TensorData::new(transposed, [raw.cols, raw.rows]), device))
+    fn load_weight(&self, raw: RawWeight<'_>, device: &B::Device) -> Result<DenseWeight<B>, DequantError> {
+        let block_out = rows_per_block(raw.rows, raw.cols);
+        let row_bytes = raw.ggml_type.bytes_for(raw.cols)?;
+        let mut blocks = Vec::new();
+        for first in (0..raw.rows).step_by(block_out) {
+            let rows = block_out.min(raw.rows - first);
+            let bytes = &raw.bytes[first * row_bytes..(first + rows) * row_bytes];
+            let values = dequant::dequantize(raw.ggml_type, bytes, rows * raw.cols)?;
+            let transposed = transpose(&values, rows, raw.cols);
+            blocks.push(Tensor::from_data(TensorData::new(transposed, [raw.cols, rows]), device));
+        }
+        Ok(DenseWeight { blocks, block_out })
     }
 
-    fn dense_weight(&self, weight_in_out: Tensor<B, 2>) -> Tensor<B, 2> {
-        weight_in_out
+    fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &B::Device) -> DenseWeight<B> {
+        let block_out = rows_per_block(rows, cols);
+        let blocks = (0..rows)
+            .step_by(block_out)
+            .map(|first| Tensor::random([cols, block_out.min(rows - first)], Distribution::Normal(0.0, std), device))
+            .collect();
+        DenseWeight { blocks, block_out }
     }
 
-    fn linear(&self, x: Tensor<B, 2>, weight: &Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(weight.clone())
+    fn linear(&self, x: Tensor<B, 2>, weight: &DenseWeight<B>) -> Tensor<B, 2> {
+        match weight.blocks.as_slice() {
+            [single] => x.matmul(single.clone()),
+            blocks => Tensor::cat(blocks.iter().map(|b| x.clone().matmul(b.clone())).collect(), 1),
+        }
     }
 
-    fn embed(&self, table: &Tensor<B, 2>, ids: &[u32], device: &B::Device) -> Tensor<B, 2> {
-        // The table is stored [dim, vocab]: a token's embedding is a column.
-        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
-        let n = ids.len();
-        table.clone().select(1, Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), device)).transpose()
+    fn embed(&self, table: &DenseWeight<B>, ids: &[u32], _device: &B::Device) -> Tensor<B, 2> {
+        // The table is stored [dim, vocab] in column blocks: a token's embedding is a column.
+        let columns = ids
+            .iter()
+            .map(|&id| {
+                let (block, col) = (id as usize / table.block_out, id as usize % table.block_out);
+                let b = &table.blocks[block];
+                b.clone().slice([0..b.dims()[0], col..col + 1])
+            })
+            .collect();
+        Tensor::cat(columns, 1).transpose()
     }
 
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {

@@ -4,7 +4,7 @@
 //! `x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x))`. Final norm, then the output head (the
 //! token embedding itself when the file has no `output.weight`).
 
-use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::config::LlamaConfig;
 use crate::dequant::DequantError;
@@ -153,9 +153,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// measurements where no trained weights are needed.
     pub fn random(config: LlamaConfig, tied: bool, kernels: K, context: usize, device: &B::Device) -> Self {
         let c = &config;
-        let dense = |rows: usize, cols: usize| {
-            kernels.dense_weight(Tensor::random([cols, rows], Distribution::Normal(0.0, 0.02), device))
-        };
+        let dense = |rows: usize, cols: usize| kernels.random_weight(rows, cols, 0.02, device);
         let ones = || Tensor::<B, 1>::ones([c.dim], device);
         let layers = (0..c.n_layers)
             .map(|_| Layer {
