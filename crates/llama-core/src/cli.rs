@@ -1,6 +1,6 @@
 //! Command-line flags shared by every framework binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
@@ -12,7 +12,8 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The workspace's `models/` folder (where set-up puts the default model).
 pub fn models_dir() -> PathBuf {
     // llama-core lives at <workspace>/crates/llama-core.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("models")
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().and_then(Path::parent).unwrap_or(crate_dir).join("models")
 }
 
 #[derive(Debug, Clone, Parser)]
