@@ -1,10 +1,7 @@
 //! `--benchmark`: one warm-up, then `--iterations` runs of prefill P + decode G tokens, each
 //! token brought back to the host before its clock stops (what a streaming chat pays).
 
-use std::time::Instant;
-
-use anyhow::{Context, bail};
-use burn::tensor::backend::Backend;
+use anyhow::bail;
 use serde::Serialize;
 use serde_json::json;
 
@@ -47,13 +44,9 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         bail!("--benchmark needs --prompt-tokens ≥ 1, --gen-tokens ≥ 2 and --iterations ≥ 1 (got {p}, {g}, {n})");
     }
     let context = p + g;
-    let device = fw.device(&args.device)?;
-    let (dtype, dtype_note) = crate::framework::apply_dtype::<F>(&device, args)?;
-    if let Some(note) = &dtype_note {
-        eprintln!("{}: {note}", fw.name());
-    }
-    let load_start = Instant::now();
-    let (model, source) = match &args.model {
+    let (device, dtype, device_info) = crate::framework::prepare_device(fw, args)?;
+    let mut source = String::new();
+    let (model, load_s) = crate::framework::timed_load::<F>(&device, || match &args.model {
         Some(path) => {
             let gguf = GgufFile::open(path)?;
             let config = LlamaConfig::from_gguf(&gguf)?;
@@ -66,32 +59,28 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
                     config.context_length
                 );
             }
-            (fw.load_model(&gguf, config, context, &device)?, path.display().to_string())
+            source = path.display().to_string();
+            fw.load_model(&gguf, config, context, &device)
         }
         None => {
             let size = args.size.unwrap_or(ModelSize::B1);
-            let model = Llama::random(size.config(), size.tied_embeddings(), fw.kernels(), context, &device);
-            (
-                model,
-                format!(
-                    "random-weight Llama 3.x {size} shape (no --model: N(0, 0.02) weights generated on the device)"
-                ),
-            )
+            source = format!(
+                "random-weight Llama 3.x {size} shape (no --model: N(0, 0.02) weights generated on the device)"
+            );
+            Ok(Llama::random(size.config(), size.tied_embeddings(), fw.kernels(), context, &device))
         }
-    };
-    F::Backend::sync(&device).context("waiting for the weights to reach the device")?;
-    let load_s = load_start.elapsed().as_secs_f64();
+    })?;
 
     let config = model.config.clone();
     // Composed keeps every weight dense in the compute dtype.
     let bytes_per_param = dtype.bytes() as f64;
     let weight_bytes_per_token = metrics::matmul_params_per_token(&config) as f64 * bytes_per_param;
     let prompt = prompt_ids(p, config.vocab_size);
-    let params = GenerationParams { max_tokens: g, ignore_eos: true, record_top_logits: 0 };
+    let params = GenerationParams { ignore_eos: true, ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
     let mut measure = || -> anyhow::Result<RunMetrics> {
         cache.clear();
-        let run = generation::generate(&model, &mut cache, None, &prompt, &params, &mut Sampler::new(0.0, 0), |_| {})?;
+        let run = generation::generate(&model, &mut cache, None, &prompt, &params, &mut Sampler::greedy(), |_| {})?;
         let t = &run.timings;
         let latency = LatencyStats::from_seconds(&t.decode_step_s);
         Ok(RunMetrics {
@@ -113,7 +102,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         let m = measure()?;
         if !args.json {
             if i == 0 {
-                print_header(fw, &format!("{} · {dtype:?}", fw.device_info(&device)), &source, p, g, n, load_s);
+                print_header(fw, &format!("{device_info} · {dtype:?}"), &source, p, g, n, load_s);
             }
             print_row(&format!("{}", i + 1), &m);
         }
@@ -140,7 +129,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "stack": fw.stack(),
             "kernels": model.kernels().name(),
             "dtype": dtype,
-            "device": fw.device_info(&device),
+            "device": device_info,
             "model": source,
             "shape": { "layers": config.n_layers, "dim": config.dim, "heads": config.n_heads, "kv_heads": config.n_kv_heads, "ffn_dim": config.ffn_dim, "vocab": config.vocab_size },
             "prompt_tokens": p,

@@ -1,14 +1,19 @@
 //! Rendering a conversation into the model's prompt with its own Jinja chat template.
 
+use std::path::Path;
+
 use minijinja::{Environment, ErrorKind, context};
 use serde::Serialize;
+
+use crate::gguf::{GgufFile, Value};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Used when the GGUF has no `tokenizer.chat_template`: Meta's Llama 3 format.
 pub const LLAMA3_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}\
 <|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>\
 {% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
@@ -21,28 +26,114 @@ impl Message {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("chat template: {0}")]
-pub struct TemplateError(String);
+pub enum TemplateError {
+    #[error("chat template: {0}")]
+    Render(String),
+    #[error("chat template file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
 
-/// Renders `messages` with `template`, ending with the assistant's turn opened when
-/// `add_generation_prompt`. Templates call `raise_exception` for conversations they reject.
-pub fn render(
-    template: &str,
-    messages: &[Message],
-    bos_token: &str,
-    eos_token: &str,
-    add_generation_prompt: bool,
-) -> Result<String, TemplateError> {
-    let mut env = Environment::new();
-    // HF templates are written for Python's jinja2: `.strip()`, `.startswith()` and friends.
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template("chat", template).map_err(|e| TemplateError(e.to_string()))?;
-    let tmpl = env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
-    tmpl.render(context! { messages, bos_token, eos_token, add_generation_prompt })
-        .map_err(|e| TemplateError(e.to_string()))
+/// Where a [`ChatTemplate`]'s source came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateSource {
+    File,
+    Model,
+    BuiltInLlama3,
+}
+
+/// A model's chat template with the special-token texts it is rendered with.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    pub origin: TemplateSource,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// `override_file` if given, else the GGUF's `tokenizer.chat_template`, else Llama 3's.
+    pub fn for_model(
+        gguf: &GgufFile,
+        tokenizer: &Tokenizer,
+        override_file: Option<&Path>,
+    ) -> Result<Self, TemplateError> {
+        let (source, origin) = match (override_file, gguf.get("tokenizer.chat_template")) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| TemplateError::Read { path: path.display().to_string(), source })?;
+                (text, TemplateSource::File)
+            }
+            (None, Some(Value::String(t))) => (t.clone(), TemplateSource::Model),
+            (None, _) => (LLAMA3_TEMPLATE.to_string(), TemplateSource::BuiltInLlama3),
+        };
+        let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
+        let bos_token = token_text(tokenizer.bos_id());
+        let eos_token = token_text(tokenizer.eos_id().or(tokenizer.end_of_generation_ids().first().copied()));
+        let template = Self { source, origin, bos_token, eos_token };
+        // A template that does not parse is reported now, not at the first message.
+        template.render(&[], false)?;
+        Ok(template)
+    }
+
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            origin: TemplateSource::File,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        }
+    }
+
+    /// The conversation as text, ending with the assistant's turn opened when
+    /// `add_generation_prompt`. Templates call `raise_exception` for conversations they reject.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let mut env = Environment::new();
+        // As transformers (and llama-cpp-python) render chat templates: a block tag's own line
+        // break and indentation are not output.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        // HF templates are written for Python's jinja2: `.strip()`, `.startswith()` and friends.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        // Llama 3.1+ templates print today's date in the system prompt, as transformers does.
+        env.add_function("strftime_now", |format: String| -> Result<String, minijinja::Error> {
+            use std::fmt::Write;
+            let mut out = String::new();
+            write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format `{format}`"))
+            })?;
+            Ok(out)
+        });
+        let render_err = |e: minijinja::Error| TemplateError::Render(format!("{e:#}"));
+        env.add_template("chat", &self.source).map_err(render_err)?;
+        let tmpl = env.get_template("chat").map_err(render_err)?;
+        let (bos_token, eos_token) = (&self.bos_token, &self.eos_token);
+        tmpl.render(context! { messages, bos_token, eos_token, add_generation_prompt }).map_err(render_err)
+    }
+
+    /// Renders and tokenizes, parsing special-token text as llama.cpp does for chat prompts.
+    pub fn encode(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, TemplateError> {
+        let rendered = self.render(messages, add_generation_prompt)?;
+        let mut ids = tokenizer.encode(&rendered, true)?;
+        // Templates that write `{{ bos_token }}` themselves would otherwise get a second BOS.
+        if let (Some(bos), [first, second, ..]) = (tokenizer.bos_id(), ids.as_slice())
+            && *first == bos
+            && *second == bos
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -51,7 +142,8 @@ mod tests {
 
     #[test]
     fn llama3_fallback_renders_the_header_format() {
-        let out = render(LLAMA3_TEMPLATE, &[Message::new("user", " hi ")], "<|begin_of_text|>", "", true).unwrap();
+        let t = ChatTemplate::new(LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>");
+        let out = t.render(&[Message::new("user", " hi ")], true).unwrap();
         assert_eq!(
             out,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
@@ -60,7 +152,20 @@ mod tests {
 
     #[test]
     fn raise_exception_is_an_error() {
-        let err = render("{{ raise_exception('no system role') }}", &[], "", "", true).unwrap_err();
+        let err = ChatTemplate::new("{{ raise_exception('no system role') }}", "", "").render(&[], true).unwrap_err();
         assert!(err.to_string().contains("no system role"), "{err}");
+    }
+
+    #[test]
+    fn strftime_now_formats_today() {
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "");
+        let year: i32 = t.render(&[], true).unwrap().parse().unwrap();
+        assert!((2024..3000).contains(&year), "{year}");
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let t = ChatTemplate::new("{{ messages[0]['content'].strip().upper() }}", "", "");
+        assert_eq!(t.render(&[Message::new("user", "  hi ")], true).unwrap(), "HI");
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::config::ModelSize;
+use crate::sampling::SamplingParams;
 
 /// The model `cargo xtask setup` fetches, used when `--model` is not given.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -28,7 +29,8 @@ pub struct Args {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
 
-    /// One-shot: generate a continuation of this prompt, print it and exit
+    /// One-shot: answer this prompt, print the reply and exit [default: an interactive chat,
+    /// one message a line; lines from a pipe work too]
     #[arg(long)]
     pub prompt: Option<String>,
 
@@ -40,13 +42,38 @@ pub struct Args {
     #[arg(long)]
     pub system: Option<String>,
 
-    /// Maximum number of tokens to generate
+    /// Jinja chat template file to use instead of the model's own
+    /// [default: the GGUF's tokenizer.chat_template, else Llama 3's]
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+
+    /// Maximum number of tokens to generate (per reply in a chat)
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
 
     /// Sampling temperature; 0 picks the most likely token (ties to the lowest id)
     #[arg(long, default_value_t = 0.7, value_parser = non_negative_f32)]
     pub temperature: f32,
+
+    /// Sample from the K most likely tokens only; 0 keeps all
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+
+    /// Sample from the fewest most likely tokens whose probabilities sum to P; 1 keeps all
+    #[arg(long, default_value_t = 0.95, value_parser = probability_above_zero)]
+    pub top_p: f32,
+
+    /// Drop tokens less likely than P times the most likely one; 0 keeps all
+    #[arg(long, default_value_t = 0.05, value_parser = probability)]
+    pub min_p: f32,
+
+    /// Penalise tokens seen in the last --repeat-last-n tokens by this factor; 1 is off
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f32)]
+    pub repeat_penalty: f32,
+
+    /// How many recent tokens --repeat-penalty looks at
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
 
     /// Random seed for sampling [default: a fresh one, printed with --verbose and in --json]
     #[arg(long)]
@@ -128,13 +155,40 @@ impl FloatType {
     }
 }
 
-fn non_negative_f32(s: &str) -> Result<f32, String> {
+fn parse_f32(s: &str, accept: impl Fn(f32) -> bool, range: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(format!("must be a finite number >= 0, got {s}")) }
+    if v.is_finite() && accept(v) { Ok(v) } else { Err(format!("must be {range}, got {s}")) }
+}
+
+fn non_negative_f32(s: &str) -> Result<f32, String> {
+    parse_f32(s, |v| v >= 0.0, "a finite number >= 0")
+}
+
+fn positive_f32(s: &str) -> Result<f32, String> {
+    parse_f32(s, |v| v > 0.0, "a finite number > 0")
+}
+
+fn probability(s: &str) -> Result<f32, String> {
+    parse_f32(s, |v| (0.0..=1.0).contains(&v), "between 0 and 1")
+}
+
+fn probability_above_zero(s: &str) -> Result<f32, String> {
+    parse_f32(s, |v| v > 0.0 && v <= 1.0, "above 0 and at most 1")
 }
 
 impl Args {
     pub fn model_path(&self) -> PathBuf {
         self.model.clone().unwrap_or_else(|| models_dir().join(DEFAULT_MODEL_FILE))
+    }
+
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+        }
     }
 }

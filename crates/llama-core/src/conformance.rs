@@ -2,6 +2,8 @@
 //! `cargo xtask compare`): greedy output against the committed llama.cpp reference, and clean
 //! errors on bad input.
 
+pub mod chat;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -304,4 +306,57 @@ pub fn check_half_precision(binary: &str) {
     assert!(matches!(report["dtype"].as_str(), Some("f16" | "bf16")), "{report}");
     let ids: Vec<u32> = serde_json::from_value(report["generated_tokens"].clone()).expect("ids");
     assert_eq!(ids, case.generated_tokens[..12], "{binary} --half: {}", report["text"]);
+}
+
+/// The integration tests every framework binary runs, written once: a binary's
+/// `tests/conformance.rs` calls this with its package name, then adds its own kernel checks.
+#[macro_export]
+macro_rules! binary_conformance_tests {
+    ($bin:literal) => {
+        const BIN: &str = env!(concat!("CARGO_BIN_EXE_", $bin));
+
+        fn scratch(name: &str) -> std::path::PathBuf {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", $bin))
+        }
+
+        #[test]
+        fn greedy_output_matches_llama_cpp() {
+            $crate::conformance::check_against_llamacpp(BIN, &[]);
+        }
+
+        #[test]
+        fn bad_input_is_a_clear_error() {
+            $crate::conformance::check_bad_inputs(BIN, &scratch("bad-input"));
+        }
+
+        #[test]
+        fn benchmark_mode_reports_every_figure() {
+            $crate::conformance::check_benchmark_json(BIN);
+        }
+
+        #[test]
+        fn synthetic_llama_3_model_loads_and_generates() {
+            $crate::conformance::check_synthetic_model(BIN, &scratch("synthetic"));
+        }
+
+        #[test]
+        fn half_precision_still_counts() {
+            $crate::conformance::check_half_precision(BIN);
+        }
+
+        #[test]
+        fn chat_remembers_earlier_turns_and_reuses_the_cache() {
+            $crate::conformance::chat::check_chat_session(BIN);
+        }
+
+        #[test]
+        fn chat_with_the_same_seed_repeats_its_reply() {
+            $crate::conformance::chat::check_seeded_chat_repeats(BIN);
+        }
+
+        #[test]
+        fn ctrl_c_stops_the_reply_not_the_chat() {
+            $crate::conformance::chat::check_ctrl_c_stops_only_the_reply(BIN);
+        }
+    };
 }

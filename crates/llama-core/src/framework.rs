@@ -4,7 +4,6 @@
 //! and describe the device) and calls [`main`]. Everything else — loading, tokenizing, the chat
 //! template, generation, output — lives here once, so adding a framework is one small bin crate.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,14 +12,11 @@ use burn::tensor::backend::Backend;
 use clap::{CommandFactory, FromArgMatches};
 use serde_json::json;
 
-use crate::chat_template::{self, Message};
 use crate::cli::{Args, FloatType};
 use crate::config::LlamaConfig;
-use crate::generation::{self, GenerationParams};
 use crate::gguf::GgufFile;
 use crate::kernels::Kernels;
 use crate::model::Llama;
-use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
 
 pub type Device<F> = burn::tensor::Device<<F as Framework>::Backend>;
@@ -94,8 +90,15 @@ pub trait Framework: Sized {
         })
     }
 
+    /// `--benchmark` measures, `--prompt` answers once, and anything else opens a chat.
     fn run(&self, args: Args) -> anyhow::Result<()> {
-        if args.benchmark { crate::benchmark::run(self, &args) } else { run_one_shot(self, &args) }
+        if args.benchmark {
+            crate::benchmark::run(self, &args)
+        } else if let Some(prompt) = &args.prompt {
+            crate::one_shot::run(self, &args, prompt)
+        } else {
+            crate::interactive::run(self, &args)
+        }
     }
 }
 
@@ -136,21 +139,29 @@ pub fn main<F: Framework>(framework: F) -> ExitCode {
     }
 }
 
-fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
-    let Some(prompt_text) = &args.prompt else {
-        bail!("no --prompt given: interactive chat is not available yet; pass --prompt TEXT");
-    };
-    let model_path = args.model_path();
-    if args.model.is_none() && !model_path.exists() {
+/// A model file and its tokenizer, checked against the flags but not yet on the device: errors
+/// in the file or the flags are reported before the slow part.
+pub struct ModelFile {
+    pub path: std::path::PathBuf,
+    pub gguf: GgufFile,
+    pub config: LlamaConfig,
+    pub tokenizer: Tokenizer,
+    /// KV cache length: `--ctx-size`, else the model's capped at [`DEFAULT_CONTEXT`].
+    pub context: usize,
+}
+
+pub fn open_model_file<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<ModelFile> {
+    let path = args.model_path();
+    if args.model.is_none() && !path.exists() {
         bail!(
             "the default model {} is missing: run `cargo xtask setup` to fetch it, or pass --model FILE",
-            model_path.display()
+            path.display()
         );
     }
-    let gguf = GgufFile::open(&model_path)?;
+    let gguf = GgufFile::open(&path)?;
     let config = LlamaConfig::from_gguf(&gguf)?;
     if let Some(size) = args.size {
-        config.check_size(size, &model_path.display().to_string())?;
+        config.check_size(size, &path.display().to_string())?;
     }
     let tokenizer = fw.load_tokenizer(args, &gguf)?;
     if tokenizer.vocab_size() > config.vocab_size {
@@ -164,124 +175,35 @@ fn run_one_shot<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         Some(n) => n,
         None => config.context_length.min(DEFAULT_CONTEXT),
     };
-    let prompt = encode_prompt(args, prompt_text, &gguf, &tokenizer)?;
-    if prompt.is_empty() {
-        bail!("the prompt is empty after tokenization; give some text");
-    }
-    if prompt.len() > context {
-        bail!(
-            "the prompt is {} tokens, longer than the context of {context} tokens (raise --ctx-size, up to {})",
-            prompt.len(),
-            config.context_length
-        );
-    }
+    Ok(ModelFile { path, gguf, config, tokenizer, context })
+}
 
+/// The device from `--device` with the dtype from `--dtype`/`--half` applied (a fallback is said
+/// on stderr), and a line describing it.
+pub fn prepare_device<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<(Device<F>, FloatType, String)> {
     let device = fw.device(&args.device)?;
-    let (dtype, dtype_note) = apply_dtype::<F>(&device, args)?;
-    if let Some(note) = &dtype_note {
+    let (dtype, note) = apply_dtype::<F>(&device, args)?;
+    if let Some(note) = &note {
         eprintln!("{}: {note}", fw.name());
     }
-    let device_info = fw.device_info(&device);
-    tracing::info!("{} on {device_info}", fw.stack());
-    let load_start = Instant::now();
-    let model = fw.load_model(&gguf, config.clone(), context, &device)?;
-    F::Backend::sync(&device).context("waiting for the weights to reach the device")?;
-    let load_s = load_start.elapsed().as_secs_f64();
-    tracing::info!("loaded {} in {load_s:.2}s, {} prompt tokens", model_path.display(), prompt.len());
-
-    let seed = args.seed.unwrap_or_else(fresh_seed);
-    let mut sampler = Sampler::new(args.temperature, seed);
-    let params = GenerationParams {
-        max_tokens: args.max_tokens,
-        ignore_eos: args.ignore_eos,
-        record_top_logits: if args.json { args.top_logits } else { 0 },
-    };
-    let mut cache = model.new_cache(context);
-    let stdout = std::io::stdout();
-    let generation =
-        generation::generate(&model, &mut cache, Some(&tokenizer), &prompt, &params, &mut sampler, |piece| {
-            if !args.json {
-                let mut out = stdout.lock();
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
-            }
-        })?;
-    fw.cleanup(&device);
-
-    let n = generation.generated_tokens.len();
-    let t = &generation.timings;
-    let prefill_tok_s = generation::rate(prompt.len(), t.prefill_s);
-    let decode_tok_s = generation::rate(t.decode_step_s.len(), t.decode_s);
-    if args.json {
-        let out = json!({
-            "framework": fw.name(),
-            "stack": fw.stack(),
-            "kernels": model.kernels().name(),
-            "device": device_info,
-            "model": fw.model_info(&gguf, &config),
-            "dtype": dtype,
-            "seed": seed,
-            "temperature": args.temperature,
-            "prompt_tokens": prompt,
-            "generated_tokens": generation.generated_tokens,
-            "text": generation.text,
-            "stop_reason": generation.stop_reason,
-            "top_logits": generation.top_logits,
-            "timings": {
-                "load_s": load_s,
-                "time_to_first_token_s": t.time_to_first_token_s,
-                "prefill_s": t.prefill_s,
-                "decode_s": t.decode_s,
-                "prefill_tok_s": prefill_tok_s,
-                "decode_tok_s": decode_tok_s,
-                "decode_step_s": t.decode_step_s,
-            },
-        });
-        println!("{out}");
-    } else {
-        println!();
-        if std::io::stderr().is_terminal() || args.verbose {
-            eprintln!(
-                "[{} tokens, {:?}; TTFT {:.0} ms, prefill {prefill_tok_s:.1} tok/s, decode {decode_tok_s:.1} tok/s, seed {seed}]",
-                n,
-                generation.stop_reason,
-                t.time_to_first_token_s * 1e3,
-            );
-        }
-    }
-    Ok(())
+    let info = fw.device_info(&device);
+    tracing::info!("{} on {info}", fw.stack());
+    Ok((device, dtype, info))
 }
 
-/// `--raw`: the text as is. Otherwise the model's chat template (or Llama 3's) around one user
-/// message. Special-token text is parsed in both, as llama.cpp does for prompts.
-fn encode_prompt(args: &Args, text: &str, gguf: &GgufFile, tokenizer: &Tokenizer) -> anyhow::Result<Vec<u32>> {
-    if args.raw {
-        return Ok(tokenizer.encode(text, true)?);
-    }
-    let template = match gguf.get("tokenizer.chat_template") {
-        Some(crate::gguf::Value::String(t)) => t.as_str(),
-        _ => chat_template::LLAMA3_TEMPLATE,
-    };
-    let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
-    let bos = token_text(tokenizer.bos_id());
-    let eos = token_text(tokenizer.end_of_generation_ids().first().copied());
-    let mut messages = Vec::new();
-    if let Some(system) = &args.system {
-        messages.push(Message::new("system", system));
-    }
-    messages.push(Message::new("user", text));
-    let rendered = chat_template::render(template, &messages, &bos, &eos, true)?;
-    let mut ids = tokenizer.encode(&rendered, true)?;
-    // Templates that write `{{ bos_token }}` themselves would otherwise get a second BOS.
-    if let (Some(bos), [first, second, ..]) = (tokenizer.bos_id(), ids.as_slice())
-        && *first == bos
-        && *second == bos
-    {
-        ids.remove(0);
-    }
-    Ok(ids)
+/// Builds the model with `build` and waits until its weights are on the device; returns it with
+/// the seconds that took.
+pub fn timed_load<F: Framework>(
+    device: &Device<F>,
+    build: impl FnOnce() -> anyhow::Result<Llama<F::Backend, F::Kernels>>,
+) -> anyhow::Result<(Llama<F::Backend, F::Kernels>, f64)> {
+    let start = Instant::now();
+    let model = build()?;
+    F::Backend::sync(device).context("waiting for the weights to reach the device")?;
+    Ok((model, start.elapsed().as_secs_f64()))
 }
 
-fn fresh_seed() -> u64 {
+/// A seed from the clock, for runs without `--seed`.
+pub fn fresh_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

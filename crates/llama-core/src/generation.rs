@@ -1,5 +1,7 @@
 //! The generation loop: one batched prefill of the prompt, then one token per step.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -18,6 +20,18 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
     /// How many of the largest logits to record at each step (0: none).
     pub record_top_logits: usize,
+    /// Set from elsewhere (a Ctrl-C handler) to stop after the current token.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl GenerationParams {
+    pub fn new(max_tokens: usize) -> Self {
+        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,6 +40,7 @@ pub enum StopReason {
     MaxTokens,
     EndOfGeneration,
     ContextFull,
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,7 +71,8 @@ fn logits_to_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
 
 /// Prefills `prompt` after whatever `cache` holds, then samples up to `params.max_tokens` tokens,
 /// calling `on_text` with each piece of complete UTF-8 as it is decoded. Without a tokenizer
-/// (random-weight benchmark models) there is no text and no end-of-generation token.
+/// (random-weight benchmark models) there is no text and no end-of-generation token. The sampler
+/// sees every prompt and generated token (for its repetition penalty).
 pub fn generate<B: Backend, K: Kernels<B>>(
     model: &Llama<B, K>,
     cache: &mut KvCache<B>,
@@ -78,6 +94,9 @@ pub fn generate<B: Backend, K: Kernels<B>>(
         }
     };
 
+    for &id in prompt {
+        sampler.accept(id);
+    }
     let start = Instant::now();
     let mut logits = logits_to_host(model.forward(prompt, cache)?);
     timings.prefill_s = start.elapsed().as_secs_f64();
@@ -98,8 +117,13 @@ pub fn generate<B: Backend, K: Kernels<B>>(
             break;
         }
         generated.push(next);
+        sampler.accept(next);
         emit(decoder.as_mut().map(|d| d.push(next)), &mut text);
         if generated.len() == params.max_tokens {
+            break;
+        }
+        if params.interrupted() {
+            stop_reason = StopReason::Interrupted;
             break;
         }
         if cache.check_room(1).is_err() {

@@ -3,10 +3,12 @@
 //!
 //! Reading order: [`gguf`] and [`dequant`] (the file), [`config`] (the shape), [`tokenizer`] and
 //! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam), [`rope`], [`kv_cache`],
-//! [`model`] (the decoder), [`sampling`] and [`generation`] (the loop), [`cli`] and [`framework`]
-//! (what every binary shares). docs/architecture.md explains the split.
+//! [`model`] (the decoder), [`sampling`] and [`generation`] (the loop), [`chat`] (multi-turn with a
+//! kept cache), [`cli`], [`framework`], [`one_shot`], [`interactive`] and [`benchmark`] (what every
+//! binary shares). docs/architecture.md explains the split.
 
 pub mod benchmark;
+pub mod chat;
 pub mod chat_template;
 pub mod cli;
 pub mod config;
@@ -15,11 +17,13 @@ pub mod dequant;
 pub mod framework;
 pub mod generation;
 pub mod gguf;
+pub mod interactive;
 pub mod kernel_checks;
 pub mod kernels;
 pub mod kv_cache;
 pub mod metrics;
 pub mod model;
+pub mod one_shot;
 pub mod rope;
 pub mod sampling;
 pub mod synth;

@@ -1,4 +1,11 @@
 //! Choosing the next token from the logits.
+//!
+//! The chain is llama.cpp's default order, so the same flags mean the same thing in both:
+//! repetition penalty → (temperature 0: argmax) → top-k → top-p → min-p → temperature → draw.
+//! top-p and min-p therefore judge the untempered distribution; temperature only reshapes what
+//! they kept.
+
+use std::collections::VecDeque;
 
 /// SplitMix64: tiny, fast and identical on every platform, so a seed gives the same tokens
 /// everywhere (statistical quality is ample for sampling).
@@ -49,79 +56,145 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     ids.into_iter().map(|id| (id, logits[id as usize])).collect()
 }
 
-/// Temperature sampling; temperature 0 is greedy argmax.
+/// Every knob of the sampling chain. `Default` is llama.cpp's defaults with our temperature.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SamplingParams {
+    /// 0 picks the most likely token (after the repetition penalty).
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the fewest most likely tokens whose probabilities reach this sum; 1 keeps all.
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one; 0 keeps all.
+    pub min_p: f32,
+    /// Divide positive (multiply negative) logits of recently seen tokens by this; 1 is off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens (prompt included) the penalty looks at.
+    pub repeat_last_n: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.7, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64 }
+    }
+}
+
+impl SamplingParams {
+    /// Always the most likely token: what correctness checks and benchmarks use.
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, ..Self::default() }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sampler {
-    temperature: f32,
+    params: SamplingParams,
     rng: Rng,
+    /// The last `repeat_last_n` tokens seen, for the repetition penalty.
+    recent: VecDeque<u32>,
 }
 
 impl Sampler {
-    pub fn new(temperature: f32, seed: u64) -> Self {
-        Self { temperature, rng: Rng::new(seed) }
+    pub fn new(params: SamplingParams, seed: u64) -> Self {
+        Self { recent: VecDeque::with_capacity(params.repeat_last_n), params, rng: Rng::new(seed) }
+    }
+
+    pub fn greedy() -> Self {
+        Self::new(SamplingParams::greedy(), 0)
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Records a token of the context (prompt or generated) for the repetition penalty.
+    pub fn accept(&mut self, id: u32) {
+        if self.params.repeat_last_n == 0 {
+            return;
+        }
+        if self.recent.len() == self.params.repeat_last_n {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
+    }
+
+    /// Forgets the recorded context (a new conversation).
+    pub fn clear_history(&mut self) {
+        self.recent.clear();
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.temperature <= 0.0 {
-            return argmax(logits);
-        }
-        let inv_t = 1.0 / self.temperature as f64;
-        let max = logits[argmax(logits) as usize] as f64;
-        // Softmax in f64 relative to the max: no overflow, and tiny probabilities keep their weight.
-        let weights: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) * inv_t).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        let mut target = self.rng.next_f64() * total;
-        for (id, w) in weights.iter().enumerate() {
-            if target < *w {
-                return id as u32;
+        let candidates = self.distribution(logits);
+        let mut target = self.rng.next_f64();
+        for &(id, p) in &candidates {
+            if target < p {
+                return id;
             }
-            target -= w;
+            target -= p;
         }
-        argmax(logits) // only reachable through rounding at the very end of the range
+        // Only reachable through rounding at the very end of the range.
+        candidates.first().map_or_else(|| argmax(logits), |c| c.0)
     }
+
+    /// The tokens that can be drawn next and their probabilities (summing to 1), most likely
+    /// first. Greedy is a single candidate with probability 1.
+    pub fn distribution(&self, logits: &[f32]) -> Vec<(u32, f64)> {
+        let p = &self.params;
+        let penalized = self.penalized(logits);
+        let logits = penalized.as_deref().unwrap_or(logits);
+        if p.temperature <= 0.0 {
+            return vec![(argmax(logits), 1.0)];
+        }
+        let k = if p.top_k == 0 { logits.len() } else { p.top_k };
+        let mut kept: Vec<(u32, f64)> = top_k(logits, k).into_iter().map(|(id, l)| (id, l as f64)).collect();
+        if p.top_p < 1.0 {
+            let probs = softmax(&kept, 1.0);
+            let mut sum = 0.0;
+            // The fewest leading tokens whose mass reaches top_p; at least one.
+            let keep = probs.iter().position(|&q| {
+                sum += q;
+                sum >= p.top_p as f64
+            });
+            kept.truncate(keep.map_or(kept.len(), |i| i + 1));
+        }
+        if p.min_p > 0.0 {
+            let probs = softmax(&kept, 1.0);
+            let threshold = probs[0] * p.min_p as f64;
+            let keep = probs.iter().take_while(|&&q| q >= threshold).count().max(1);
+            kept.truncate(keep);
+        }
+        let probs = softmax(&kept, p.temperature as f64);
+        kept.iter().zip(probs).map(|(&(id, _), q)| (id, q)).collect()
+    }
+
+    /// Logits with the repetition penalty applied, or `None` when it is off.
+    fn penalized(&self, logits: &[f32]) -> Option<Vec<f32>> {
+        let penalty = self.params.repeat_penalty;
+        if penalty == 1.0 || self.recent.is_empty() {
+            return None;
+        }
+        let mut out = logits.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        for &id in &self.recent {
+            // Each distinct token is penalised once, however often it appeared.
+            if let Some(l) = out.get_mut(id as usize)
+                && seen.insert(id)
+            {
+                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Softmax of candidates sorted by logit, largest first, at `temperature`; computed in f64
+/// relative to the largest so nothing overflows and tiny probabilities keep their weight.
+fn softmax(sorted: &[(u32, f64)], temperature: f64) -> Vec<f64> {
+    let Some(&(_, max)) = sorted.first() else { return Vec::new() };
+    let weights: Vec<f64> = sorted.iter().map(|&(_, l)| ((l - max) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    weights.into_iter().map(|w| w / total).collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn argmax_ties_go_to_the_lowest_id() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, 0.5, 0.5]), 1);
-    }
-
-    #[test]
-    fn top_k_is_sorted_and_stable() {
-        assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9], 3), vec![(1, 0.9), (3, 0.9), (2, 0.5)]);
-        assert_eq!(top_k(&[0.1], 5), vec![(0, 0.1)]);
-    }
-
-    #[test]
-    fn zero_temperature_is_greedy() {
-        let mut s = Sampler::new(0.0, 1);
-        assert_eq!(s.sample(&[0.0, 2.0, 1.0]), 1);
-    }
-
-    #[test]
-    fn sampling_follows_the_softmax() {
-        // logits ln(1), ln(3): probabilities 1/4 and 3/4 at temperature 1.
-        let logits = [0.0f32, 3.0f32.ln()];
-        let mut s = Sampler::new(1.0, 42);
-        let n = 40_000;
-        let ones = (0..n).filter(|_| s.sample(&logits) == 1).count();
-        let p = ones as f64 / n as f64;
-        assert!((p - 0.75).abs() < 0.01, "p(1) = {p}");
-    }
-
-    #[test]
-    fn same_seed_same_tokens() {
-        let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
-        let run = |seed| {
-            let mut s = Sampler::new(0.8, seed);
-            (0..20).map(|_| s.sample(&logits)).collect::<Vec<_>>()
-        };
-        assert_eq!(run(7), run(7));
-        assert_ne!(run(7), run(8));
-    }
-}
+mod tests;
