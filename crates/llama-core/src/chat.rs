@@ -75,10 +75,6 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
         Self { model, tokenizer, template, system, turns: Vec::new(), cache, cached: Vec::new(), sampler, params }
     }
 
-    pub fn messages(&self) -> Vec<Message> {
-        self.system.iter().map(|s| Message::new("system", s)).chain(self.turns.iter().cloned()).collect()
-    }
-
     pub fn template_origin(&self) -> crate::chat_template::TemplateSource {
         self.template.origin
     }
@@ -102,16 +98,13 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
 
     /// Adds the user's message, generates the assistant's reply (streamed through `on_text`) and
     /// adds it too; an interrupted or cut-off reply is kept as far as it went. Older turns are
-    /// dropped, and counted in the stats, when the conversation would not leave room for a reply.
+    /// dropped, and counted in the stats, when the conversation would not leave room for a reply;
+    /// a message refused as too long changes nothing.
     pub fn reply(&mut self, user: &str, on_text: impl FnMut(&str)) -> Result<TurnStats, ChatError> {
-        self.turns.push(Message::new("user", user));
-        let (prompt, dropped_turns) = match self.fit_prompt() {
-            Ok(fitted) => fitted,
-            Err(e) => {
-                self.turns.pop();
-                return Err(e);
-            }
-        };
+        let mut turns = self.turns.clone();
+        turns.push(Message::new("user", user));
+        let (prompt, dropped_turns) = self.fit_prompt(&mut turns)?;
+        self.turns = turns;
         let reused = common_prefix(&self.cached, &prompt).min(prompt.len() - 1);
         self.cache.truncate(reused);
         self.cached.truncate(reused);
@@ -144,15 +137,17 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
         })
     }
 
-    /// The conversation's prompt ids, after dropping the oldest user/assistant pairs while it
-    /// leaves less room than a reply may take (`--max-tokens`, at most half the context). Returns
-    /// how many turns were dropped.
-    fn fit_prompt(&mut self) -> Result<(Vec<u32>, usize), ChatError> {
+    /// The prompt ids for `turns` (ending with the new user message), after dropping the oldest
+    /// user/assistant pairs from `turns` while it leaves less room than a reply may take
+    /// (`--max-tokens`, at most half the context). Returns how many messages were dropped.
+    fn fit_prompt(&self, turns: &mut Vec<Message>) -> Result<(Vec<u32>, usize), ChatError> {
         let capacity = self.cache.capacity();
         let reserve = self.params.max_tokens.clamp(1, (capacity / 2).max(1));
         let mut dropped = 0;
         loop {
-            let prompt = self.template.encode(self.tokenizer, &self.messages(), true)?;
+            let messages: Vec<Message> =
+                self.system.iter().map(|s| Message::new("system", s)).chain(turns.iter().cloned()).collect();
+            let prompt = self.template.encode(self.tokenizer, &messages, true)?;
             if prompt.is_empty() {
                 return Err(TemplateError::Render("the template renders the conversation as no text".into()).into());
             }
@@ -160,15 +155,15 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
                 return Ok((prompt, dropped));
             }
             // Only the new user message left: take it if any reply fits, else refuse.
-            if self.turns.len() <= 1 {
+            if turns.len() <= 1 {
                 return if prompt.len() < capacity {
                     Ok((prompt, dropped))
                 } else {
                     Err(ChatError::TooLong { tokens: prompt.len(), capacity })
                 };
             }
-            let pair = if self.turns.len() >= 3 { 2 } else { 1 };
-            self.turns.drain(..pair);
+            let pair = if turns.len() >= 3 { 2 } else { 1 };
+            turns.drain(..pair);
             dropped += pair;
         }
     }

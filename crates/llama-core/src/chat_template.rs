@@ -44,6 +44,16 @@ pub enum TemplateSource {
     BuiltInLlama3,
 }
 
+impl std::fmt::Display for TemplateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TemplateSource::File => "the --chat-template file",
+            TemplateSource::Model => "the model's own chat template",
+            TemplateSource::BuiltInLlama3 => "the built-in Llama 3 chat template (the model has none)",
+        })
+    }
+}
+
 /// A model's chat template with the special-token texts it is rendered with.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {

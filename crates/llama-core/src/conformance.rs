@@ -355,6 +355,11 @@ macro_rules! binary_conformance_tests {
         }
 
         #[test]
+        fn chat_drops_old_turns_when_the_context_is_full() {
+            $crate::conformance::chat::check_context_overflow(BIN);
+        }
+
+        #[test]
         fn ctrl_c_stops_the_reply_not_the_chat() {
             $crate::conformance::chat::check_ctrl_c_stops_only_the_reply(BIN);
         }

@@ -39,7 +39,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         ChatSession::new(&model, &file.tokenizer, template, args.system.clone(), file.context, sampler, params);
     if interactive || args.verbose {
         eprintln!(
-            "{} · {} · {device_info} · {:?}\n{} loaded in {load_s:.1} s, {}-token context, seed {seed}, {:?} chat template\n{HELP}",
+            "{} · {} · {device_info} · {:?}\n{} loaded in {load_s:.1} s; {}-token context; seed {seed}; {}\n{HELP}",
             fw.name(),
             fw.stack(),
             dtype,

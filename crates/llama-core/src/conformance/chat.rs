@@ -123,6 +123,24 @@ pub fn check_chat_session(binary: &str) {
     eprintln!("{binary} chat:\n{}", t.output);
 }
 
+/// A small context: older turns are dropped (and the turn line says so) rather than silently
+/// cut, and a message too long for the context is refused while the chat goes on.
+pub fn check_context_overflow(binary: &str) {
+    let long_message = "Please tell me more about this. ".repeat(20);
+    let t = run_chat(
+        binary,
+        &["--temperature", "0", "--max-tokens", "8", "--ctx-size", "100"],
+        &["Hello!", "What is the capital of France?", "And of Italy?", &long_message, "And of Spain?"],
+    );
+    assert_eq!(t.turns.len(), 4, "four replies expected (the long message refused): {}", t.output);
+    assert!(
+        t.turns.iter().any(|turn| turn.line.contains("oldest messages to fit the context")),
+        "no turn dropped old messages in a 100-token context: {}",
+        t.output
+    );
+    assert!(t.output.contains("leaves no room for a reply in the 100-token context"), "{}", t.output);
+}
+
 /// The same seed gives the same sampled reply.
 pub fn check_seeded_chat_repeats(binary: &str) {
     let args = ["--seed", "7", "--temperature", "0.8", "--max-tokens", "16"];
