@@ -1,6 +1,8 @@
 //! Shared set-up for the criterion benches: Llama 3.2 1B shapes and random inputs per backend.
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
+use criterion::BenchmarkGroup;
+use criterion::measurement::Measurement;
 
 /// Llama 3.2 1B: dim 2048, 32 heads of 64, 8 KV heads, FFN 8192, vocab 128256.
 pub const DIM: usize = 2048;
@@ -27,4 +29,17 @@ pub fn random<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device)
 /// Blocks until the tensor's value is on the host: what a decode step pays.
 pub fn read_back<B: Backend, const D: usize>(t: Tensor<B, D>) {
     let _ = t.into_data();
+}
+
+/// Calls made before timing starts. burn-wgpu compiles and autotunes a kernel on its first calls
+/// for a shape, which takes seconds on a software device; criterion's own time-based warm-up is
+/// too short for that under `--quick` and would count it as the operation's cost.
+pub const WARM_CALLS: usize = 3;
+
+/// Benchmarks `f` as `name` in `group` after [`WARM_CALLS`] untimed calls.
+pub fn bench_warmed<M: Measurement>(group: &mut BenchmarkGroup<'_, M>, name: impl Into<String>, mut f: impl FnMut()) {
+    for _ in 0..WARM_CALLS {
+        f();
+    }
+    group.bench_function(name.into(), |b| b.iter(&mut f));
 }

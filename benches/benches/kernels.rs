@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
-use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, random, read_back};
+use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, bench_warmed, random, read_back};
 use llama_core::kernels::{Composed, Kernels};
 
 fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Device) {
@@ -14,18 +14,18 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
 
     let x = random::<B, 2>([1, DIM], device);
     let norm_weight = random::<B, 1>([DIM], device);
-    group.bench_function("rms_norm/1x2048", |b| b.iter(|| read_back(k.rms_norm(x.clone(), &norm_weight, 1e-5))));
+    bench_warmed(&mut group, "rms_norm/1x2048", || read_back(k.rms_norm(x.clone(), &norm_weight, 1e-5)));
 
     let q = random::<B, 3>([1, HEADS, HEAD_DIM], device);
     let cos = random::<B, 2>([1, HEAD_DIM / 2], device);
     let sin = random::<B, 2>([1, HEAD_DIM / 2], device);
-    group.bench_function("rope/1x32x64", |b| b.iter(|| read_back(k.rope(q.clone(), cos.clone(), sin.clone()))));
+    bench_warmed(&mut group, "rope/1x32x64", || read_back(k.rope(q.clone(), cos.clone(), sin.clone())));
 
     for keys in [128, 1024, 4096] {
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
-        group.bench_function(format!("attention_decode/1query_{keys}keys"), |b| {
-            b.iter(|| read_back(k.attention(q.clone(), keys_t.clone(), values.clone())))
+        bench_warmed(&mut group, format!("attention_decode/1query_{keys}keys"), || {
+            read_back(k.attention(q.clone(), keys_t.clone(), values.clone()))
         });
     }
 
@@ -33,8 +33,8 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
         let weight = <Composed as Kernels<B>>::random_weight(&k, output, input, 1.0, device);
         for tokens in [1, 128] {
             let x = random::<B, 2>([tokens, input], device);
-            group.bench_function(format!("linear_{name}/M{tokens}_{input}x{output}"), |b| {
-                b.iter(|| read_back(k.linear(x.clone(), &weight)))
+            bench_warmed(&mut group, format!("linear_{name}/M{tokens}_{input}x{output}"), || {
+                read_back(k.linear(x.clone(), &weight))
             });
         }
     }

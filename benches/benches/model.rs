@@ -4,6 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
+use llama_benches::bench_warmed;
 use llama_core::config::{LlamaConfig, ModelSize};
 use llama_core::kernels::Composed;
 use llama_core::model::Llama;
@@ -40,21 +41,17 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
     let prompt: Vec<u32> = (0..PREFILL as u32).map(|i| (i * 7919) % config.vocab_size as u32).collect();
     let mut group = c.benchmark_group(framework);
     group.sample_size(10);
-    group.bench_function(format!("prefill_{PREFILL}/{name}"), |b| {
-        let mut cache = model.new_cache(PREFILL + 2);
-        b.iter(|| {
-            cache.clear();
-            let _ = model.forward(&prompt, &mut cache).expect("prefill").into_data();
-        })
+    let mut cache = model.new_cache(PREFILL + 2);
+    bench_warmed(&mut group, format!("prefill_{PREFILL}/{name}"), || {
+        cache.clear();
+        let _ = model.forward(&prompt, &mut cache).expect("prefill").into_data();
     });
-    group.bench_function(format!("decode_step_after_{PREFILL}/{name}"), |b| {
-        let mut cache = model.new_cache(PREFILL + 2);
-        model.forward(&prompt, &mut cache).expect("prefill");
-        // Each iteration decodes position 128 again over the same 128 cached tokens.
-        b.iter(|| {
-            cache.truncate(PREFILL);
-            let _ = model.forward(&[1], &mut cache).expect("decode").into_data();
-        })
+    cache.clear();
+    model.forward(&prompt, &mut cache).expect("prefill");
+    // Each call decodes position 128 again over the same 128 cached tokens.
+    bench_warmed(&mut group, format!("decode_step_after_{PREFILL}/{name}"), || {
+        cache.truncate(PREFILL);
+        let _ = model.forward(&[1], &mut cache).expect("decode").into_data();
     });
     group.finish();
 }
