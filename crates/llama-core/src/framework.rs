@@ -4,6 +4,7 @@
 //! and describe the device) and calls [`main`]. Everything else — loading, tokenizing, the chat
 //! template, generation, output — lives here once, so adding a framework is one small bin crate.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -201,6 +202,13 @@ pub fn timed_load<F: Framework>(
     let model = build()?;
     F::Backend::sync(device).context("waiting for the weights to reach the device")?;
     Ok((model, start.elapsed().as_secs_f64()))
+}
+
+/// Writes a piece of generated text to stdout straight away: replies stream as they are made.
+pub fn print_streamed(piece: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(piece.as_bytes());
+    let _ = out.flush();
 }
 
 /// A seed from the clock, for runs without `--seed`.

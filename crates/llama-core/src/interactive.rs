@@ -4,7 +4,7 @@
 //! is a turn and stdout carries nothing but the replies (one per line group), so scripts can
 //! drive it. Ctrl-C stops the reply being generated; Ctrl-D or `/exit` quits.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -80,12 +80,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             _ => {}
         }
         interrupt.start_reply();
-        let stdout = std::io::stdout();
-        let result = chat.reply(line, |piece| {
-            let mut out = stdout.lock();
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        });
+        let result = chat.reply(line, framework::print_streamed);
         interrupt.end_reply();
         match result {
             Ok(stats) => {

@@ -1,6 +1,6 @@
 //! `--prompt TEXT`: generate one reply (or, with `--raw`, one continuation), print it and exit.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::bail;
 use serde_json::json;
@@ -39,13 +39,10 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
         ..GenerationParams::new(args.max_tokens)
     };
     let mut cache = model.new_cache(file.context);
-    let stdout = std::io::stdout();
     let generation =
         generation::generate(&model, &mut cache, Some(&file.tokenizer), &prompt, &params, &mut sampler, |piece| {
             if !args.json {
-                let mut out = stdout.lock();
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
+                framework::print_streamed(piece);
             }
         })?;
     fw.cleanup(&device);
