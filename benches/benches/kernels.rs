@@ -17,9 +17,9 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
     bench_warmed(&mut group, "rms_norm/1x2048", || read_back(k.rms_norm(x.clone(), &norm_weight, 1e-5)));
 
     let q = random::<B, 3>([1, HEADS, HEAD_DIM], device);
-    let cos = random::<B, 2>([1, HEAD_DIM / 2], device);
-    let sin = random::<B, 2>([1, HEAD_DIM / 2], device);
-    bench_warmed(&mut group, "rope/1x32x64", || read_back(k.rope(q.clone(), cos.clone(), sin.clone())));
+    let inv_freq = llama_core::rope::inverse_frequencies(HEAD_DIM, 500_000.0, None);
+    let tables = llama_core::rope::RopeTables::<B>::new(&inv_freq, 4096, device);
+    bench_warmed(&mut group, "rope/1x32x64", || read_back(k.rope(q.clone(), &tables, 1000)));
 
     for keys in [128, 1024, 4096] {
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);

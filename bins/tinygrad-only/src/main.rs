@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail};
-use burn_wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics::AutoGraphicsApi};
+use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
 use llama_core::framework::{self, Framework};
-use llama_core::kernels::Composed;
+use tinygrad_only::{Wgpu, WgpuKernels};
 
 #[derive(Default)]
 struct TinygradOnly {
@@ -16,15 +16,15 @@ struct TinygradOnly {
 }
 
 impl Framework for TinygradOnly {
-    type Backend = Wgpu<f32, i32, u32>;
-    type Kernels = Composed;
+    type Backend = Wgpu;
+    type Kernels = WgpuKernels;
 
     fn name(&self) -> &'static str {
         "tinygrad-only"
     }
 
     fn stack(&self) -> &'static str {
-        "burn-wgpu 0.21 (fusion, autotune)"
+        "burn-wgpu 0.21 (fusion, autotune) + our CubeCL kernels"
     }
 
     fn device(&self, spec: &str) -> anyhow::Result<WgpuDevice> {
@@ -61,8 +61,8 @@ impl Framework for TinygradOnly {
         self.adapter.lock().expect("adapter lock").clone().unwrap_or_else(|| format!("{device:?}"))
     }
 
-    fn kernels(&self) -> Composed {
-        Composed
+    fn kernels(&self) -> WgpuKernels {
+        WgpuKernels
     }
 }
 

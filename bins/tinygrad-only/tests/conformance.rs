@@ -8,3 +8,8 @@ fn composed_kernels_match_naive_loops_on_wgpu() {
     type B = burn_wgpu::Wgpu<f32, i32, u32>;
     llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_wgpu::WgpuDevice::default());
 }
+
+#[test]
+fn cubecl_kernels_match_naive_loops_on_wgpu() {
+    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels, &burn_wgpu::WgpuDevice::default());
+}

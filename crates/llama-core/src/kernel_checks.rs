@@ -4,7 +4,7 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use crate::dequant::GgmlType;
+use crate::dequant::{self, GgmlType};
 use crate::kernels::{Kernels, RawWeight};
 use crate::sampling::Rng;
 
@@ -35,82 +35,124 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f64], abs: f64, rel: f6
 const ABS: f64 = 1e-4;
 const REL: f64 = 1e-4;
 
+/// `rows × cols` weight bytes in `ty` made from `values`, for the formats providers keep packed.
+/// Q4_1 has no quantizer here: its blocks get the Q4_0 nibbles with a separate minimum.
+fn weight_bytes(ty: GgmlType, values: &[f32]) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        GgmlType::Q8_0 => dequant::quantize_q8_0(values),
+        GgmlType::Q4_0 => dequant::quantize_q4_0(values),
+        GgmlType::Q4_1 => dequant::quantize_q4_0(values)
+            .chunks(18)
+            .enumerate()
+            .flat_map(|(i, block)| {
+                let min = half::f16::from_f32(-0.3 - 0.01 * (i % 7) as f32).to_le_bytes();
+                [&block[..2], &min[..], &block[2..]].concat()
+            })
+            .collect(),
+        other => panic!("no test bytes for {other:?}"),
+    }
+}
+
+/// The weight formats [`check_linear`] loads.
+pub const LINEAR_TYPES: [GgmlType; 5] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+
+/// `x · Wᵀ` in f64 from the weight as llama-core dequantizes it.
+fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -> Vec<f64> {
+    (0..tokens)
+        .flat_map(|t| (0..rows).map(move |r| (0..cols).map(|c| x[t * cols + c] as f64 * w[r * cols + c] as f64).sum()))
+        .collect()
+}
+
+/// `linear`, `linear_swiglu` and `embed` for every weight format in [`LINEAR_TYPES`], against
+/// llama-core's own dequantization (itself checked against llama.cpp).
 pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let (cols, rows) = (96, 40);
-    let w = random(rows * cols, 2);
-    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let raw = RawWeight { name: "test.weight", ggml_type: GgmlType::F32, bytes: &bytes, rows, cols };
-    let weight = k.load_weight(raw, device).expect("load f32 weight");
-    // One token (decode, a matrix-vector product) and several (prefill) take different paths.
-    for tokens in [1, 3] {
-        let x = random(tokens * cols, 1);
-        let got = download(k.linear(upload(&x, [tokens, cols], device), &weight));
-        let expected: Vec<f64> = (0..tokens)
-            .flat_map(|t| {
-                let (x, w) = (&x, &w);
-                (0..rows).map(move |r| (0..cols).map(|c| x[t * cols + c] as f64 * w[r * cols + c] as f64).sum())
-            })
-            .collect();
-        assert_close(&format!("linear tokens={tokens}"), &got, &expected, ABS * 10.0, REL);
-    }
+    for ty in LINEAR_TYPES {
+        let load = |seed: u64| {
+            let bytes = weight_bytes(ty, &random(rows * cols, seed));
+            let dense = dequant::dequantize(ty, &bytes, rows * cols).expect("dequantize test weight");
+            let raw = RawWeight { name: "test.weight", ggml_type: ty, bytes: &bytes, rows, cols };
+            (k.load_weight(raw, device).unwrap_or_else(|e| panic!("load {ty:?} weight: {e}")), dense)
+        };
+        let (weight, w) = load(2);
+        let (up_weight, up) = load(3);
+        // Decode is one token; prefill is several (6 spans more than one token tile).
+        for tokens in [1, 3, 6] {
+            let x = random(tokens * cols, 1);
+            let x_t = upload::<B, 2>(&x, [tokens, cols], device);
+            let expected = naive_linear(&x, &w, tokens, rows, cols);
+            let got = download(k.linear(x_t.clone(), &weight));
+            assert_close(&format!("linear {ty:?} tokens={tokens}"), &got, &expected, ABS * 10.0, REL * 10.0);
 
-    let ids = [5u32, 0, 39, 5];
-    let got = download(k.embed(&weight, &ids, device));
-    let expected: Vec<f64> =
-        ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
-    assert_close("embed", &got, &expected, 0.0, 0.0);
+            let up_expected = naive_linear(&x, &up, tokens, rows, cols);
+            let swiglu: Vec<f64> =
+                expected.iter().zip(&up_expected).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+            let got = download(k.linear_swiglu(x_t, &weight, &up_weight));
+            assert_close(&format!("linear_swiglu {ty:?} tokens={tokens}"), &got, &swiglu, ABS * 10.0, REL * 10.0);
+        }
+
+        let ids = [5u32, 0, 39, 5];
+        let got = download(k.embed(&weight, &ids, device));
+        let expected: Vec<f64> =
+            ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
+        assert_close(&format!("embed {ty:?}"), &got, &expected, 1e-6, 1e-6);
+    }
 }
 
 pub fn check_rms_norm<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
-    let (cols, eps) = (64, 1e-5);
+    let (cols, eps) = (576, 1e-5);
     let w = random(cols, 4);
-    for rows in [1, 4] {
-        let x = random(rows * cols, 3);
-        let got = download(k.rms_norm(upload(&x, [rows, cols], device), &upload(&w, [cols], device), eps));
-        let expected: Vec<f64> = x
-            .chunks(cols)
+    let norm = |x: &[f32]| -> Vec<f64> {
+        x.chunks(cols)
             .flat_map(|row| {
                 let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
                 let inv = 1.0 / (ms + eps).sqrt();
                 row.iter().zip(&w).map(move |(&v, &g)| v as f64 * inv * g as f64)
             })
-            .collect();
-        assert_close(&format!("rms_norm rows={rows}"), &got, &expected, ABS, REL);
+            .collect()
+    };
+    for rows in [1, 4] {
+        let x = random(rows * cols, 3);
+        let got = download(k.rms_norm(upload(&x, [rows, cols], device), &upload(&w, [cols], device), eps));
+        assert_close(&format!("rms_norm rows={rows}"), &got, &norm(&x), ABS, REL);
+
+        let delta = random(rows * cols, 5);
+        let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        let (got_sum, got_norm) =
+            k.add_rms_norm(upload(&x, [rows, cols], device), upload(&delta, [rows, cols], device), &upload(&w, [cols], device), eps);
+        let sum_f64: Vec<f64> = sum.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("add_rms_norm sum rows={rows}"), &download(got_sum), &sum_f64, 0.0, 0.0);
+        assert_close(&format!("add_rms_norm rows={rows}"), &download(got_norm), &norm(&sum), ABS, REL);
     }
 }
 
 pub fn check_rope<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
-    let (tokens, heads, head_dim) = (3, 2, 8);
+    let (tokens, heads, head_dim, positions) = (3, 2, 8, 16);
     let half = head_dim / 2;
+    let inv_freq = crate::rope::inverse_frequencies(head_dim, 10_000.0, None);
+    let tables = crate::rope::RopeTables::<B>::new(&inv_freq, positions, device);
     let x = random(tokens * heads * head_dim, 5);
-    let angles: Vec<f32> = (0..tokens * half).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-    let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
-    let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
-    // As the model calls it: cos/sin are row views into the position tables.
-    let table_row = |values: &[f32]| {
-        let offset = 5;
-        let mut table = vec![9.0f32; (offset + tokens + 2) * half];
-        table[offset * half..(offset + tokens) * half].copy_from_slice(values);
-        upload::<B, 2>(&table, [offset + tokens + 2, half], device).slice([offset..offset + tokens, 0..half])
-    };
     let x_t = upload::<B, 3>(&x, [tokens, heads, head_dim], device);
-    let got = download(k.rope(x_t.clone(), table_row(&cos), table_row(&sin)));
-    let got_contiguous =
-        download(k.rope(x_t, upload(&cos, [tokens, half], device), upload(&sin, [tokens, half], device)));
-    let mut expected = vec![0.0f64; x.len()];
-    for t in 0..tokens {
-        for h in 0..heads {
-            let base = (t * heads + h) * head_dim;
-            for i in 0..half {
-                let (c, s) = (cos[t * half + i] as f64, sin[t * half + i] as f64);
-                let (a, b) = (x[base + i] as f64, x[base + i + half] as f64);
-                expected[base + i] = a * c - b * s;
-                expected[base + i + half] = b * c + a * s;
+    // At the first position and further in, where the table rows are a view at an offset.
+    for start in [0, 5, positions - tokens] {
+        let got = download(k.rope(x_t.clone(), &tables, start));
+        let mut expected = vec![0.0f64; x.len()];
+        for t in 0..tokens {
+            for h in 0..heads {
+                let base = (t * heads + h) * head_dim;
+                for i in 0..half {
+                    let angle = ((start + t) as f32 * inv_freq[i]) as f64;
+                    let (c, s) = (angle.cos(), angle.sin());
+                    let (a, b) = (x[base + i] as f64, x[base + i + half] as f64);
+                    expected[base + i] = a * c - b * s;
+                    expected[base + i + half] = b * c + a * s;
+                }
             }
         }
+        assert_close(&format!("rope start={start}"), &got, &expected, ABS, REL);
     }
-    assert_close("rope", &got_contiguous, &expected, ABS, REL);
-    assert_close("rope with table views", &got, &expected, ABS, REL);
 }
 
 pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
@@ -164,7 +206,8 @@ pub fn naive_attention(
 /// Prefill (several queries, causal mask) and decode (one query over every key) shapes.
 pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let (heads, kv_heads, head_dim) = (6, 2, 16);
-    for (tokens, keys) in [(5, 5), (3, 9), (1, 12)] {
+    // The long ones span several of a split-KV kernel's key blocks.
+    for (tokens, keys) in [(5, 5), (3, 9), (1, 12), (1, 150), (4, 133)] {
         let q = random(tokens * heads * head_dim, 8);
         let kk = random(kv_heads * keys * head_dim, 9);
         let v = random(kv_heads * keys * head_dim, 10);

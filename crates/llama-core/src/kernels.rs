@@ -11,6 +11,7 @@
 use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData, activation, backend::Backend};
 
 use crate::dequant::{self, DequantError, GgmlType};
+use crate::rope::RopeTables;
 
 /// A matmul weight as stored in the file, before the provider decides how to keep it.
 #[derive(Debug, Clone, Copy)]
@@ -49,9 +50,21 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2>;
 
-    /// Rotary embedding in half-split layout (see [`crate::rope`]): `x` is `[tokens, heads, head_dim]`,
-    /// `cos`/`sin` are `[tokens, head_dim / 2]` for the tokens' positions.
-    fn rope(&self, x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3>;
+    /// `(x + delta, rms_norm(x + delta))`: the residual add fused into the norm that follows it.
+    fn add_rms_norm(
+        &self,
+        x: Tensor<B, 2>,
+        delta: Tensor<B, 2>,
+        weight: &Tensor<B, 1>,
+        eps: f64,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let sum = x + delta;
+        (sum.clone(), self.rms_norm(sum, weight, eps))
+    }
+
+    /// Rotary embedding in half-split layout (see [`crate::rope`]) of `x` `[tokens, heads, head_dim]`
+    /// whose tokens sit at positions `start .. start + tokens`.
+    fn rope(&self, x: Tensor<B, 3>, tables: &RopeTables<B>, start: usize) -> Tensor<B, 3>;
 
     /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the cached
     /// `k`, `v` `[kv_heads, keys, head_dim]`, where the queries sit at positions
@@ -60,6 +73,12 @@ pub trait Kernels<B: Backend>: Send + Sync {
 
     /// `silu(gate) * up`, the SwiGLU activation.
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2>;
+
+    /// `swiglu(x · Gateᵀ, x · Upᵀ)`: the feed-forward's first half. A provider may read both
+    /// weights in one pass over `x` and never write the two intermediate activations.
+    fn linear_swiglu(&self, x: Tensor<B, 2>, gate: &Self::Weight, up: &Self::Weight) -> Tensor<B, 2> {
+        self.swiglu(self.linear(x.clone(), gate), self.linear(x, up))
+    }
 }
 
 /// The reference provider: plain compositions of Burn tensor ops, dense weights.
@@ -152,8 +171,9 @@ impl<B: Backend> Kernels<B> for Composed {
         normed * weight.clone().unsqueeze::<2>()
     }
 
-    fn rope(&self, x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
+    fn rope(&self, x: Tensor<B, 3>, tables: &RopeTables<B>, start: usize) -> Tensor<B, 3> {
         let [tokens, heads, head_dim] = x.dims();
+        let (cos, sin) = tables.range(start, tokens);
         let half = head_dim / 2;
         let x1 = x.clone().slice([0..tokens, 0..heads, 0..half]);
         let x2 = x.slice([0..tokens, 0..heads, half..head_dim]);

@@ -206,28 +206,28 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let k = &self.kernels;
         let (n, hd) = (tokens.len(), c.head_dim());
         let eps = c.norm_eps as f64;
-        let (cos, sin) = self.rope.range(cache.len(), n);
+        let start = cache.len();
         let mut x = k.embed(&self.token_embedding, tokens, &self.device);
+        // Each residual add is fused into the norm after it: `h` is always the normed stream.
+        let mut h = k.rms_norm(x.clone(), &self.layers[0].attn_norm, eps);
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = k.rms_norm(x.clone(), &layer.attn_norm, eps);
             let q = k.linear(h.clone(), &layer.wq).reshape([n, c.n_heads, hd]);
             let keys = k.linear(h.clone(), &layer.wk).reshape([n, c.n_kv_heads, hd]);
             let values = k.linear(h, &layer.wv).reshape([n, c.n_kv_heads, hd]);
-            let q = k.rope(q, cos.clone(), sin.clone());
-            let keys = k.rope(keys, cos.clone(), sin.clone());
+            let q = k.rope(q, &self.rope, start);
+            let keys = k.rope(keys, &self.rope, start);
             let (all_keys, all_values) = cache.append(i, keys.swap_dims(0, 1), values.swap_dims(0, 1));
             let attended = k.attention(q, all_keys, all_values);
-            x = x + k.linear(attended, &layer.wo);
+            let (x_mid, h_mid) = k.add_rms_norm(x, k.linear(attended, &layer.wo), &layer.ffn_norm, eps);
 
-            let h = k.rms_norm(x.clone(), &layer.ffn_norm, eps);
-            let gate = k.linear(h.clone(), &layer.w_gate);
-            let up = k.linear(h, &layer.w_up);
-            x = x + k.linear(k.swiglu(gate, up), &layer.w_down);
+            let ffn = k.linear(k.linear_swiglu(h_mid, &layer.w_gate, &layer.w_up), &layer.w_down);
+            let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
+            (x, h) = k.add_rms_norm(x_mid, ffn, next_norm, eps);
         }
+        drop(x);
         cache.advance(n);
         // Only the last position's logits are needed to pick the next token.
-        let last = x.slice([n - 1..n, 0..c.dim]);
-        let last = k.rms_norm(last, &self.final_norm, eps);
+        let last = h.slice([n - 1..n, 0..c.dim]);
         Ok(k.linear(last, self.output.as_ref().unwrap_or(&self.token_embedding)))
     }
 }

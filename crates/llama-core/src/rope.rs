@@ -58,6 +58,11 @@ impl<B: Backend> RopeTables<B> {
         }
     }
 
+    /// The whole `[positions, head_dim / 2]` cos and sin tables.
+    pub fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>) {
+        (&self.cos, &self.sin)
+    }
+
     /// `(cos, sin)` rows for positions `start .. start + len`.
     pub fn range(&self, start: usize, len: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let half = self.cos.dims()[1];

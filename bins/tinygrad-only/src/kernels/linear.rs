@@ -1,0 +1,490 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill) products against weights kept in their
+//! GGUF block format, dequantized in registers; the fused gate/up SwiGLU; embedding lookup.
+//!
+//! One workgroup owns [`ROWS`] weight rows; the [`LANES`] threads of a row each take every
+//! `LANES`-th block of 32 weights, dequantize it in registers and multiply it into the running
+//! sums of up to [`MAX_TILE`] tokens, so prefill reads each weight once per tile of tokens, not
+//! once per token. A shared-memory tree then adds the lanes' sums.
+//!
+//! Block formats all become `w = d·q + m` with an unsigned `q`: Q4_1 stores `m`; Q4_0's is `-8d`
+//! and Q8_0's (its signed bytes re-biased by +128 at load) is `-128d`, so a block's dot product is
+//! `d·Σq·x + m·Σx` and costs two multiply-adds per weight.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use cubecl::prelude::*;
+
+use super::fused::CubeT;
+
+/// Threads sharing one weight row.
+pub const LANES: u32 = 32;
+/// Weight rows per workgroup.
+pub const ROWS: u32 = 4;
+/// Most tokens one workgroup multiplies per pass over its rows (prefill).
+pub const MAX_TILE: u32 = 4;
+
+/// How a [`super::PackedWeight`]'s bytes are laid out on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// `[rows, cols]` floats (f32 or f16).
+    Dense,
+    /// 4-bit quants, 4 words per block of 32 (GGUF's nibble order); `mins` present for Q4_1.
+    Bits4 { has_min: bool },
+    /// 8-bit quants biased to unsigned, 8 words per block.
+    Bits8,
+}
+
+/// Σ w·x over one block of weights `block` against `x[x_at ..]`, dequantizing in registers.
+#[cube]
+fn quant_block_dot<F: Float, S: Float>(
+    x: &Tensor<F>,
+    x_at: usize,
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    block: usize,
+    #[comptime] bits: u32,
+    #[comptime] has_min: bool,
+) -> f32 {
+    let mut qx = f32::new(0.0);
+    let mut sx = f32::new(0.0);
+    let words = comptime!(bits as usize);
+    #[unroll]
+    for w in 0..words {
+        let word = quants[block * words + w];
+        #[unroll]
+        for byte in 0..4u32 {
+            let i = x_at + w * 4 + byte as usize;
+            if comptime!(bits == 8) {
+                let xv = f32::cast_from(x[i]);
+                qx += f32::cast_from((word >> (byte * 8)) & 0xFF) * xv;
+                sx += xv;
+            } else {
+                // Byte j of a Q4 block holds weight j in its low nibble and weight j + 16 in its high one.
+                let low = f32::cast_from(x[i]);
+                let high = f32::cast_from(x[i + 16]);
+                qx += f32::cast_from((word >> (byte * 8)) & 0xF) * low;
+                qx += f32::cast_from((word >> (byte * 8 + 4)) & 0xF) * high;
+                sx += low + high;
+            }
+        }
+    }
+    let d = f32::cast_from(scales[block]);
+    let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
+    if comptime!(has_min) {
+        m = f32::cast_from(mins[block]);
+    }
+    d * qx + m * sx
+}
+
+/// Σ w·x over 32 dense weights starting at `w_at`.
+#[cube]
+fn dense_block_dot<F: Float, W: Float>(x: &Tensor<F>, x_at: usize, w: &Tensor<W>, w_at: usize) -> f32 {
+    let mut sum = f32::new(0.0);
+    #[unroll]
+    for j in 0..32usize {
+        sum += f32::cast_from(w[w_at + j]) * f32::cast_from(x[x_at + j]);
+    }
+    sum
+}
+
+/// Adds the lanes' partial sums of each row and writes `out[token, row]` (or, `gated`,
+/// `silu(gate) · up`, the gate sums in `acc` and the up sums in `acc_up`).
+#[cube]
+fn reduce_and_store<F: Float>(
+    acc: &Array<f32>,
+    acc_up: &Array<f32>,
+    out: &mut Tensor<F>,
+    row: usize,
+    valid: bool,
+    first_token: usize,
+    #[comptime] gated: bool,
+    #[comptime] tile: u32,
+) {
+    let tokens = out.shape(0);
+    let n = out.shape(1);
+    let lane = UNIT_POS_X as usize;
+    let width = comptime!((LANES * ROWS) as usize);
+    let slot = UNIT_POS_Y as usize * comptime!(LANES as usize) + lane;
+    let sums = comptime!(if gated { 2 * tile } else { tile });
+    let mut partial = SharedMemory::<f32>::new(comptime!((LANES * ROWS * MAX_TILE * 2) as usize));
+    #[unroll]
+    for t in 0..tile {
+        partial[t as usize * width + slot] = acc[t as usize];
+        if comptime!(gated) {
+            partial[(tile + t) as usize * width + slot] = acc_up[t as usize];
+        }
+    }
+    sync_cube();
+    #[unroll]
+    for step in 1..6u32 {
+        let stride = comptime!((LANES >> step) as usize);
+        if lane < stride {
+            #[unroll]
+            for s in 0..sums {
+                let at = s as usize * width + slot;
+                partial[at] += partial[at + stride];
+            }
+        }
+        sync_cube();
+    }
+    if lane == 0 && valid {
+        #[unroll]
+        for t in 0..tile {
+            let token = first_token + t as usize;
+            if token < tokens {
+                let mut value = partial[t as usize * width + slot];
+                if comptime!(gated) {
+                    let up = partial[(tile + t) as usize * width + slot];
+                    value = value / (f32::new(1.0) + f32::exp(-value)) * up;
+                }
+                out[token * n + row] = F::cast_from(value);
+            }
+        }
+    }
+}
+
+/// `out = x · Wᵀ` (or `silu(x · Gateᵀ) · (x · Upᵀ)` when `gated`) for block-quantized weights.
+#[cube(launch)]
+fn linear_quant_kernel<F: Float, S: Float>(
+    x: &Tensor<F>,
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    up_quants: &Tensor<u32>,
+    up_scales: &Tensor<S>,
+    up_mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    first_row: u32,
+    chunk_rows: u32,
+    #[comptime] bits: u32,
+    #[comptime] has_min: bool,
+    #[comptime] gated: bool,
+    #[comptime] tile: u32,
+    #[define(F, S)] _dtypes: [StorageType; 2],
+) {
+    let tokens = x.shape(0);
+    let k = x.shape(1);
+    let local_row = (CUBE_POS_X * ROWS + UNIT_POS_Y) as usize;
+    // Rows past the chunk's end still take part in the barriers: they read its last row and
+    // write nothing.
+    let row_read = min(local_row, chunk_rows as usize - 1);
+    let first_token = (CUBE_POS_Y * tile) as usize;
+    let blocks = k / 32;
+    let mut acc = Array::<f32>::new(comptime!(tile as usize));
+    let mut acc_up = Array::<f32>::new(comptime!(tile as usize));
+    #[unroll]
+    for t in 0..tile {
+        acc[t as usize] = f32::new(0.0);
+        acc_up[t as usize] = f32::new(0.0);
+    }
+    let mut b = UNIT_POS_X as usize;
+    while b < blocks {
+        let block = row_read * blocks + b;
+        #[unroll]
+        for t in 0..tile {
+            let x_at = min(first_token + t as usize, tokens - 1) * k + b * 32;
+            acc[t as usize] += quant_block_dot::<F, S>(x, x_at, quants, scales, mins, block, bits, has_min);
+            if comptime!(gated) {
+                acc_up[t as usize] +=
+                    quant_block_dot::<F, S>(x, x_at, up_quants, up_scales, up_mins, block, bits, has_min);
+            }
+        }
+        b += comptime!(LANES as usize);
+    }
+    let row = first_row as usize + local_row;
+    reduce_and_store::<F>(&acc, &acc_up, out, row, local_row < chunk_rows as usize, first_token, gated, tile);
+}
+
+/// The same for dense f32/f16 weights `[rows, cols]`.
+#[cube(launch)]
+fn linear_dense_kernel<F: Float, W: Float>(
+    x: &Tensor<F>,
+    w: &Tensor<W>,
+    w_up: &Tensor<W>,
+    out: &mut Tensor<F>,
+    first_row: u32,
+    chunk_rows: u32,
+    #[comptime] gated: bool,
+    #[comptime] tile: u32,
+    #[define(F, W)] _dtypes: [StorageType; 2],
+) {
+    let tokens = x.shape(0);
+    let k = x.shape(1);
+    let local_row = (CUBE_POS_X * ROWS + UNIT_POS_Y) as usize;
+    let row_read = min(local_row, chunk_rows as usize - 1);
+    let first_token = (CUBE_POS_Y * tile) as usize;
+    let blocks = k / 32;
+    let mut acc = Array::<f32>::new(comptime!(tile as usize));
+    let mut acc_up = Array::<f32>::new(comptime!(tile as usize));
+    #[unroll]
+    for t in 0..tile {
+        acc[t as usize] = f32::new(0.0);
+        acc_up[t as usize] = f32::new(0.0);
+    }
+    let mut b = UNIT_POS_X as usize;
+    while b < blocks {
+        let w_at = row_read * k + b * 32;
+        #[unroll]
+        for t in 0..tile {
+            let x_at = min(first_token + t as usize, tokens - 1) * k + b * 32;
+            acc[t as usize] += dense_block_dot::<F, W>(x, x_at, w, w_at);
+            if comptime!(gated) {
+                acc_up[t as usize] += dense_block_dot::<F, W>(x, x_at, w_up, w_at);
+            }
+        }
+        b += comptime!(LANES as usize);
+    }
+    // Inputs past the last whole block of 32 (dense weights may have any width).
+    let mut c = blocks * 32 + UNIT_POS_X as usize;
+    while c < k {
+        #[unroll]
+        for t in 0..tile {
+            let x_c = f32::cast_from(x[min(first_token + t as usize, tokens - 1) * k + c]);
+            acc[t as usize] += f32::cast_from(w[row_read * k + c]) * x_c;
+            if comptime!(gated) {
+                acc_up[t as usize] += f32::cast_from(w_up[row_read * k + c]) * x_c;
+            }
+        }
+        c += comptime!(LANES as usize);
+    }
+    let row = first_row as usize + local_row;
+    reduce_and_store::<F>(&acc, &acc_up, out, row, local_row < chunk_rows as usize, first_token, gated, tile);
+}
+
+/// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
+/// `picks`, `out[token, c] = W[row, c]`.
+#[cube(launch)]
+fn embed_quant_kernel<F: Float, S: Float>(
+    picks: &Tensor<u32>,
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    first_pair: u32,
+    #[comptime] bits: u32,
+    #[comptime] has_min: bool,
+    #[define(F, S)] _dtypes: [StorageType; 2],
+) {
+    let pair = (first_pair + CUBE_POS_X) as usize;
+    let t = picks[2 * pair] as usize;
+    let row = picks[2 * pair + 1] as usize;
+    let k = out.shape(1);
+    let words = comptime!(bits as usize);
+    let mut c = UNIT_POS_X as usize;
+    while c < k {
+        let block = row * (k / 32) + c / 32;
+        let j = c % 32;
+        let q = if comptime!(bits == 8) {
+            (quants[block * words + j / 4] >> (((j % 4) * 8) as u32)) & 0xFF
+        } else {
+            let within = j % 16;
+            let shift = ((within % 4) * 8 + (j / 16) * 4) as u32;
+            (quants[block * words + within / 4] >> shift) & 0xF
+        };
+        let d = f32::cast_from(scales[block]);
+        let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
+        if comptime!(has_min) {
+            m = f32::cast_from(mins[block]);
+        }
+        out[t * k + c] = F::cast_from(d * f32::cast_from(q) + m);
+        c += CUBE_DIM_X as usize;
+    }
+}
+
+/// The same for one chunk of a dense table.
+#[cube(launch)]
+fn embed_dense_kernel<F: Float, W: Float>(
+    picks: &Tensor<u32>,
+    w: &Tensor<W>,
+    out: &mut Tensor<F>,
+    first_pair: u32,
+    #[define(F, W)] _dtypes: [StorageType; 2],
+) {
+    let pair = (first_pair + CUBE_POS_X) as usize;
+    let t = picks[2 * pair] as usize;
+    let row = picks[2 * pair + 1] as usize;
+    let k = out.shape(1);
+    let mut c = UNIT_POS_X as usize;
+    while c < k {
+        out[t * k + c] = F::cast_from(w[row * k + c]);
+        c += CUBE_DIM_X as usize;
+    }
+}
+
+/// One run of whole rows of a weight, small enough for one storage binding.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Dense: the values. Blocks: the quants as u32 words.
+    pub data: CubeT,
+    /// One scale `d` per block of 32 (block formats).
+    pub scales: Option<CubeT>,
+    /// One minimum `m` per block of 32 (Q4_1).
+    pub mins: Option<CubeT>,
+    pub rows: usize,
+}
+
+/// A `[rows, cols]` weight on the device, as the kernels above read it: split by rows into
+/// chunks, because wgpu binds a tensor as one storage buffer and drivers cap those (lavapipe:
+/// 128 MiB; Llama 3's embedding is 263 MB even in Q8_0).
+#[derive(Debug, Clone)]
+pub struct DeviceWeight {
+    pub packing: Packing,
+    pub chunks: Vec<Chunk>,
+    /// Rows in every chunk but the last.
+    pub rows_per_chunk: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Packing {
+    /// `(bits, has_min)` of a block format.
+    fn block_format(self) -> Option<(u32, bool)> {
+        match self {
+            Packing::Dense => None,
+            Packing::Bits4 { has_min } => Some((4, has_min)),
+            Packing::Bits8 => Some((8, false)),
+        }
+    }
+}
+
+/// A one-element stand-in for an argument a kernel variant never reads (wgpu needs every binding).
+fn placeholder(like: &CubeT) -> CubeT {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::new([1]), like.dtype)
+}
+
+impl Chunk {
+    fn scales(&self) -> CubeT {
+        self.scales.clone().expect("block formats have scales")
+    }
+
+    fn mins(&self) -> CubeT {
+        self.mins.clone().unwrap_or_else(|| placeholder(&self.scales()))
+    }
+}
+
+/// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
+pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> CubeT {
+    let tokens = x.meta.shape()[0];
+    let out = empty_device_contiguous_dtype(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new([tokens, weight.rows]),
+        x.dtype,
+    );
+    let tile = if tokens == 1 { 1 } else { MAX_TILE };
+    let dim = CubeDim::new_2d(LANES, ROWS);
+    let client = x.client.clone();
+    let gated = up.is_some();
+    for (i, chunk) in weight.chunks.iter().enumerate() {
+        let up_chunk = up.map(|u| &u.chunks[i]);
+        let first_row = (i * weight.rows_per_chunk) as u32;
+        let count = CubeCount::Static(chunk.rows.div_ceil(ROWS as usize) as u32, tokens.div_ceil(tile as usize) as u32, 1);
+        match weight.packing.block_format() {
+            None => {
+                let w_up = up_chunk.map_or_else(|| placeholder(&chunk.data), |u| u.data.clone());
+                linear_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    x.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    w_up.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_row,
+                    chunk.rows as u32,
+                    gated,
+                    tile,
+                    [x.dtype.into(), chunk.data.dtype.into()],
+                );
+            }
+            Some((bits, has_min)) => {
+                let (uq, us, um) = match up_chunk {
+                    Some(u) => (u.data.clone(), u.scales(), u.mins()),
+                    None => (placeholder(&chunk.data), placeholder(&chunk.scales()), placeholder(&chunk.scales())),
+                };
+                linear_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    x.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    chunk.scales().into_tensor_arg(),
+                    chunk.mins().into_tensor_arg(),
+                    uq.into_tensor_arg(),
+                    us.into_tensor_arg(),
+                    um.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_row,
+                    chunk.rows as u32,
+                    bits,
+                    has_min,
+                    gated,
+                    tile,
+                    [x.dtype.into(), chunk.scales().dtype.into()],
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Which rows of `table` `ids` needs, grouped by chunk: a flat list of `(token, row in chunk)`
+/// pairs sorted by chunk, and for each chunk used `(chunk, first pair, pairs)`.
+pub fn embed_picks(ids: &[u32], table: &DeviceWeight) -> (Vec<u32>, Vec<(usize, usize, usize)>) {
+    let mut order: Vec<(usize, usize)> = ids.iter().enumerate().map(|(token, &id)| (id as usize, token)).collect();
+    order.sort_by_key(|&(id, token)| (id / table.rows_per_chunk, token));
+    let mut picks = Vec::with_capacity(2 * ids.len());
+    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    for (pair, &(id, token)) in order.iter().enumerate() {
+        let chunk = id / table.rows_per_chunk;
+        match groups.last_mut() {
+            Some((last, _, count)) if *last == chunk => *count += 1,
+            _ => groups.push((chunk, pair, 1)),
+        }
+        picks.extend([token as u32, (id % table.rows_per_chunk) as u32]);
+    }
+    (picks, groups)
+}
+
+/// The rows [`embed_picks`] chose, as a `[tokens, cols]` tensor of `dtype`; `picks` is its pair
+/// list on the device.
+pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeight, dtype: DType) -> CubeT {
+    let tokens = picks.meta.shape()[0] / 2;
+    let out =
+        empty_device_contiguous_dtype(picks.client.clone(), picks.device.clone(), Shape::new([tokens, table.cols]), dtype);
+    let client = picks.client.clone();
+    for &(i, first_pair, pairs) in groups {
+        let chunk = &table.chunks[i];
+        let count = CubeCount::Static(pairs as u32, 1, 1);
+        let dim = CubeDim::new_1d(64);
+        let first_pair = first_pair as u32;
+        match table.packing.block_format() {
+            None => embed_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                &client,
+                count,
+                dim,
+                picks.clone().into_tensor_arg(),
+                chunk.data.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                first_pair,
+                [dtype.into(), chunk.data.dtype.into()],
+            ),
+            Some((bits, has_min)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                &client,
+                count,
+                dim,
+                picks.clone().into_tensor_arg(),
+                chunk.data.clone().into_tensor_arg(),
+                chunk.scales().into_tensor_arg(),
+                chunk.mins().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                first_pair,
+                bits,
+                has_min,
+                [dtype.into(), chunk.scales().dtype.into()],
+            ),
+        }
+    }
+    out
+}

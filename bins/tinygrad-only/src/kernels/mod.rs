@@ -1,0 +1,229 @@
+//! tinygrad-only's fast path: llama-core's [`Kernels`] implemented with our own CubeCL kernels,
+//! recorded into burn-wgpu's fusion stream (see [`fused`]).
+//!
+//! | operation | kernel | what it fuses |
+//! |---|---|---|
+//! | `linear` | [`linear`] | dequantization into the matrix-vector/matrix-matrix product |
+//! | `linear_swiglu` | [`linear`] | gate and up products, SiLU and the multiply |
+//! | `embed` | [`linear`] | dequantization into the row lookup |
+//! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
+//! | `rope` | [`rope`] | table lookup and rotation |
+//! | `attention` | [`attention`] | scores, causal limit, softmax, weighted values (split-KV) |
+//!
+//! `swiglu` alone stays composed: burn's fuser already makes it one kernel. docs/kernels.md has
+//! each kernel's bytes per token and measured speed.
+
+mod attention;
+mod fused;
+mod linear;
+mod norm;
+mod pack;
+mod rope;
+
+use burn::tensor::backend::Backend as _;
+use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, TensorPrimitive};
+use half::f16;
+use llama_core::dequant::{DequantError, GgmlType};
+use llama_core::kernels::{Composed, Kernels, RawWeight};
+use llama_core::rope::RopeTables;
+
+use fused::{Cube, CubeT, LazyTensor, custom_op};
+pub use linear::DeviceWeight;
+use linear::{Chunk, Packing};
+use pack::HostChunk;
+
+/// The backend these kernels run on.
+pub type Wgpu = burn_wgpu::Wgpu<f32, i32, u32>;
+type Device = burn_wgpu::WgpuDevice;
+
+/// Largest chunk of a weight, in device bytes (wgpu binds each as one storage buffer; lavapipe
+/// allows 128 MiB).
+const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WgpuKernels;
+
+fn lazy<const D: usize>(t: Tensor<Wgpu, D>) -> LazyTensor {
+    t.into_primitive().tensor()
+}
+
+fn tensor<const D: usize>(t: LazyTensor) -> Tensor<Wgpu, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// Flushes `t`'s pending work and returns its device buffer (load time only).
+fn resolve_float<const D: usize>(t: Tensor<Wgpu, D>) -> CubeT {
+    let t = lazy(t);
+    t.client.clone().resolve_tensor_float::<Cube>(t)
+}
+
+fn upload_float<E: burn::tensor::Element>(values: Vec<E>, dtype: DType, device: &Device) -> CubeT {
+    let len = values.len();
+    resolve_float(Tensor::<Wgpu, 1>::from_data(TensorData::new(values, [len]), (device, dtype)))
+}
+
+fn upload_u32(values: Vec<u32>, device: &Device) -> Tensor<Wgpu, 1, Int> {
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), (device, DType::U32))
+}
+
+fn upload_words(values: Vec<u32>, device: &Device) -> CubeT {
+    let t = upload_u32(values, device).into_primitive();
+    t.client.clone().resolve_tensor_int::<Cube>(t)
+}
+
+/// f16 where the device has it (half the bytes), else f32.
+fn half_dtype(device: &Device) -> DType {
+    if Wgpu::supports_dtype(device, DType::F16) { DType::F16 } else { DType::F32 }
+}
+
+fn upload_halves(values: Vec<f16>, device: &Device) -> CubeT {
+    match half_dtype(device) {
+        DType::F16 => upload_float(values, DType::F16, device),
+        _ => upload_float(values.into_iter().map(f32::from).collect(), DType::F32, device),
+    }
+}
+
+fn rows_per_chunk(row_bytes: usize, rows: usize) -> usize {
+    (MAX_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.max(1))
+}
+
+impl WgpuKernels {
+    /// One output of a kernel on `inputs`, of `x`'s dtype and the given shape.
+    fn launch<const I: usize, const D: usize>(
+        name: &'static str,
+        inputs: [LazyTensor; I],
+        shape: [usize; D],
+        body: impl Fn([CubeT; I]) -> CubeT + Send + Sync + 'static,
+    ) -> Tensor<Wgpu, D> {
+        let dtype = inputs[0].dtype;
+        let [out] = custom_op(name, inputs, [(shape.into(), dtype)], move |inputs| [body(inputs)]);
+        tensor(out)
+    }
+}
+
+fn contiguous(t: CubeT) -> CubeT {
+    burn_cubecl::kernel::into_contiguous(t)
+}
+
+impl Kernels<Wgpu> for WgpuKernels {
+    type Weight = DeviceWeight;
+
+    fn name(&self) -> &'static str {
+        "CubeCL kernels (quantized matmul, fused norm/RoPE/SwiGLU, split-KV attention)"
+    }
+
+    fn load_weight(&self, raw: RawWeight<'_>, device: &Device) -> Result<DeviceWeight, DequantError> {
+        let row_bytes = raw.ggml_type.bytes_for(raw.cols)?;
+        let per_chunk = rows_per_chunk(pack::device_row_bytes(raw.ggml_type, raw.cols), raw.rows);
+        // Block formats hold whole blocks of 32 per row (the file's reader checked that).
+        let packing = pack::packing_for(raw.ggml_type);
+        let mut chunks = Vec::new();
+        for first in (0..raw.rows).step_by(per_chunk) {
+            let rows = per_chunk.min(raw.rows - first);
+            let bytes = &raw.bytes[first * row_bytes..(first + rows) * row_bytes];
+            let elements = rows * raw.cols;
+            let host = match packing {
+                Packing::Dense if raw.ggml_type != GgmlType::F16 => {
+                    HostChunk::F32(llama_core::dequant::dequantize(raw.ggml_type, bytes, elements)?)
+                }
+                _ => pack::pack(raw.ggml_type, bytes, elements)?,
+            };
+            chunks.push(match host {
+                HostChunk::F32(values) => Chunk { data: upload_float(values, DType::F32, device), scales: None, mins: None, rows },
+                HostChunk::F16(values) => Chunk { data: upload_halves(values, device), scales: None, mins: None, rows },
+                HostChunk::Blocks { quants, scales, mins } => Chunk {
+                    data: upload_words(quants, device),
+                    scales: Some(upload_halves(scales, device)),
+                    mins: mins.map(|m| upload_halves(m, device)),
+                    rows,
+                },
+            });
+        }
+        Ok(DeviceWeight { packing, chunks, rows_per_chunk: per_chunk, rows: raw.rows, cols: raw.cols })
+    }
+
+    fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &Device) -> DeviceWeight {
+        // In the compute dtype (f16 with --dtype f16), as a model converted to it would be.
+        let dtype = Tensor::<Wgpu, 1>::zeros([1], device).dtype();
+        let per_chunk = rows_per_chunk(cols * dtype.size(), rows);
+        let chunks = (0..rows)
+            .step_by(per_chunk)
+            .map(|first| {
+                let rows = per_chunk.min(rows - first);
+                let values = Tensor::<Wgpu, 2>::random([rows, cols], Distribution::Normal(0.0, std), device);
+                Chunk { data: resolve_float(values), scales: None, mins: None, rows }
+            })
+            .collect();
+        DeviceWeight { packing: Packing::Dense, chunks, rows_per_chunk: per_chunk, rows, cols }
+    }
+
+    fn linear(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
+        let [tokens, _] = x.dims();
+        let weight = weight.clone();
+        Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| linear::linear(contiguous(x), &weight, None))
+    }
+
+    fn linear_swiglu(&self, x: Tensor<Wgpu, 2>, gate: &DeviceWeight, up: &DeviceWeight) -> Tensor<Wgpu, 2> {
+        let [tokens, _] = x.dims();
+        let (gate, up) = (gate.clone(), up.clone());
+        Self::launch("linear_swiglu", [lazy(x)], [tokens, gate.rows], move |[x]| {
+            linear::linear(contiguous(x), &gate, Some(&up))
+        })
+    }
+
+    fn embed(&self, table: &DeviceWeight, ids: &[u32], device: &Device) -> Tensor<Wgpu, 2> {
+        let (picks, groups) = linear::embed_picks(ids, table);
+        let picks = upload_u32(picks, device).into_primitive();
+        let dtype = Tensor::<Wgpu, 1>::zeros([1], device).dtype();
+        let table = table.clone();
+        let [out] = custom_op("embed", [picks], [([ids.len(), table.cols].into(), dtype)], move |[picks]| {
+            [linear::embed(picks, &groups, &table, dtype)]
+        });
+        tensor(out)
+    }
+
+    fn rms_norm(&self, x: Tensor<Wgpu, 2>, weight: &Tensor<Wgpu, 1>, eps: f64) -> Tensor<Wgpu, 2> {
+        let shape = x.dims();
+        Self::launch("rms_norm", [lazy(x), lazy(weight.clone())], shape, move |[x, w]| {
+            norm::rms_norm(contiguous(x), None, w, eps as f32).1
+        })
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: Tensor<Wgpu, 2>,
+        delta: Tensor<Wgpu, 2>,
+        weight: &Tensor<Wgpu, 1>,
+        eps: f64,
+    ) -> (Tensor<Wgpu, 2>, Tensor<Wgpu, 2>) {
+        let shape = x.dims();
+        let dtype = x.dtype();
+        let outputs = [(shape.into(), dtype), (shape.into(), dtype)];
+        let [sum, normed] =
+            custom_op("add_rms_norm", [lazy(x), lazy(delta), lazy(weight.clone())], outputs, move |[x, d, w]| {
+                let (sum, normed) = norm::rms_norm(contiguous(x), Some(contiguous(d)), w, eps as f32);
+                [sum.expect("a sum when adding"), normed]
+            });
+        (tensor(sum), tensor(normed))
+    }
+
+    fn rope(&self, x: Tensor<Wgpu, 3>, tables: &RopeTables<Wgpu>, start: usize) -> Tensor<Wgpu, 3> {
+        let shape = x.dims();
+        let (cos, sin) = tables.tables();
+        Self::launch("rope", [lazy(x), lazy(cos.clone()), lazy(sin.clone())], shape, move |[x, cos, sin]| {
+            rope::rope(contiguous(x), cos, sin, start)
+        })
+    }
+
+    fn attention(&self, q: Tensor<Wgpu, 3>, k: Tensor<Wgpu, 3>, v: Tensor<Wgpu, 3>) -> Tensor<Wgpu, 2> {
+        let [tokens, heads, head_dim] = q.dims();
+        Self::launch("attention", [lazy(q), lazy(k), lazy(v)], [tokens, heads * head_dim], |[q, k, v]| {
+            attention::attention(q, k, v)
+        })
+    }
+
+    fn swiglu(&self, gate: Tensor<Wgpu, 2>, up: Tensor<Wgpu, 2>) -> Tensor<Wgpu, 2> {
+        Composed.swiglu(gate, up)
+    }
+}

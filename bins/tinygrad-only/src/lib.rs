@@ -1,0 +1,6 @@
+//! tinygrad-only's library half: the CubeCL kernels behind llama-core's fast-path trait, so the
+//! binary and its tests (and benches) share them. `main.rs` stays a thin front end.
+
+pub mod kernels;
+
+pub use kernels::{Wgpu, WgpuKernels};
