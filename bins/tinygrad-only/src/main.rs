@@ -4,6 +4,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail};
 use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
@@ -13,6 +14,8 @@ use tinygrad_only::{Wgpu, WgpuKernels};
 #[derive(Default)]
 struct TinygradOnly {
     adapter: Mutex<Option<String>>,
+    /// The adapter is a CPU Vulkan driver (lavapipe): the kernels pick thread layouts for it.
+    on_cpu: AtomicBool,
 }
 
 impl Framework for TinygradOnly {
@@ -54,6 +57,8 @@ impl Framework for TinygradOnly {
             info.name, info.backend, info.device_type, info.driver, info.driver_info
         );
         *self.adapter.lock().expect("adapter lock") = Some(text);
+        // wgpu's `DeviceType::Cpu`, compared by name: burn-wgpu does not re-export wgpu's types.
+        self.on_cpu.store(format!("{:?}", info.device_type) == "Cpu", Ordering::Relaxed);
         Ok(device)
     }
 
@@ -62,7 +67,7 @@ impl Framework for TinygradOnly {
     }
 
     fn kernels(&self) -> WgpuKernels {
-        WgpuKernels
+        if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() }
     }
 }
 

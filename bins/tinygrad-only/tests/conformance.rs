@@ -9,7 +9,10 @@ fn composed_kernels_match_naive_loops_on_wgpu() {
     llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_wgpu::WgpuDevice::default());
 }
 
+/// Both thread layouts run here on the software driver, so the GPU one is checked too.
 #[test]
 fn cubecl_kernels_match_naive_loops_on_wgpu() {
-    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels, &burn_wgpu::WgpuDevice::default());
+    let device = burn_wgpu::WgpuDevice::default();
+    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels::cpu_driver(), &device);
+    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels::gpu(), &device);
 }

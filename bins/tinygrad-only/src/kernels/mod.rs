@@ -40,8 +40,22 @@ type Device = burn_wgpu::WgpuDevice;
 /// allows 128 MiB).
 const MAX_CHUNK_BYTES: usize = 64 << 20;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WgpuKernels;
+#[derive(Debug, Clone, Copy)]
+pub struct WgpuKernels {
+    layout: linear::Layout,
+}
+
+impl WgpuKernels {
+    /// Thread layouts for a GPU.
+    pub fn gpu() -> Self {
+        Self { layout: linear::Layout::for_device(false) }
+    }
+
+    /// Thread layouts for a CPU Vulkan driver (lavapipe), where barriers are expensive.
+    pub fn cpu_driver() -> Self {
+        Self { layout: linear::Layout::for_device(true) }
+    }
+}
 
 fn lazy<const D: usize>(t: Tensor<Wgpu, D>) -> LazyTensor {
     t.into_primitive().tensor()
@@ -160,15 +174,15 @@ impl Kernels<Wgpu> for WgpuKernels {
 
     fn linear(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
         let [tokens, _] = x.dims();
-        let weight = weight.clone();
-        Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| linear::linear(contiguous(x), &weight, None))
+        let (weight, layout) = (weight.clone(), self.layout);
+        Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| linear::linear(contiguous(x), &weight, None, layout))
     }
 
     fn linear_swiglu(&self, x: Tensor<Wgpu, 2>, gate: &DeviceWeight, up: &DeviceWeight) -> Tensor<Wgpu, 2> {
         let [tokens, _] = x.dims();
-        let (gate, up) = (gate.clone(), up.clone());
+        let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
         Self::launch("linear_swiglu", [lazy(x)], [tokens, gate.rows], move |[x]| {
-            linear::linear(contiguous(x), &gate, Some(&up))
+            linear::linear(contiguous(x), &gate, Some(&up), layout)
         })
     }
 
