@@ -155,6 +155,59 @@ pub fn check_rope<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     }
 }
 
+/// Rotation of pair `i` of a `head_dim` vector at `position`, in f64 from the f32 angle.
+fn rotate(x: &[f32], position: usize, inv_freq: &[f32]) -> Vec<f64> {
+    let half = x.len() / 2;
+    let mut out = vec![0.0; x.len()];
+    for i in 0..half {
+        let angle = (position as f32 * inv_freq[i]) as f64;
+        let (a, b) = (x[i] as f64, x[i + half] as f64);
+        out[i] = a * angle.cos() - b * angle.sin();
+        out[i + half] = b * angle.cos() + a * angle.sin();
+    }
+    out
+}
+
+/// The fused projection split, rotated and written into a cache at `start`; the rest of the
+/// cache keeps what it held.
+pub fn check_rope_qkv_into_cache<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (tokens, heads, kv_heads, head_dim, capacity, start) = (3, 4, 2, 8, 10, 4);
+    let width = (heads + 2 * kv_heads) * head_dim;
+    let inv_freq = crate::rope::inverse_frequencies(head_dim, 10_000.0, None);
+    let tables = crate::rope::RopeTables::<B>::new(&inv_freq, capacity, device);
+    let qkv = random(tokens * width, 30);
+    let old_keys = random(kv_heads * capacity * head_dim, 31);
+    let old_values = random(kv_heads * capacity * head_dim, 32);
+    let cache_shape = [kv_heads, capacity, head_dim];
+    let (q, keys, values) = k.rope_qkv_into_cache(
+        upload(&qkv, [tokens, width], device),
+        heads,
+        kv_heads,
+        &tables,
+        start,
+        upload(&old_keys, cache_shape, device),
+        upload(&old_values, cache_shape, device),
+    );
+    let head = |t: usize, slot: usize| &qkv[t * width + slot * head_dim..][..head_dim];
+    let mut expected_q = Vec::new();
+    let mut expected_keys: Vec<f64> = old_keys.iter().map(|&v| v as f64).collect();
+    let mut expected_values: Vec<f64> = old_values.iter().map(|&v| v as f64).collect();
+    for t in 0..tokens {
+        for h in 0..heads {
+            expected_q.extend(rotate(head(t, h), start + t, &inv_freq));
+        }
+        for h in 0..kv_heads {
+            let at = (h * capacity + start + t) * head_dim;
+            expected_keys[at..at + head_dim].copy_from_slice(&rotate(head(t, heads + h), start + t, &inv_freq));
+            let value = head(t, heads + kv_heads + h).iter().map(|&v| v as f64).collect::<Vec<_>>();
+            expected_values[at..at + head_dim].copy_from_slice(&value);
+        }
+    }
+    assert_close("rope_qkv_into_cache queries", &download(q), &expected_q, ABS, REL);
+    assert_close("rope_qkv_into_cache keys", &download(keys), &expected_keys, ABS, REL);
+    assert_close("rope_qkv_into_cache values", &download(values), &expected_values, 0.0, 0.0);
+}
+
 pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let n = 64;
     let (g, u) = (random(n, 6), random(n, 7));
@@ -284,6 +337,7 @@ pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_linear(k, device);
     check_rms_norm(k, device);
     check_rope(k, device);
+    check_rope_qkv_into_cache(k, device);
     check_swiglu(k, device);
     check_attention(k, device);
     check_kv_cache::<B>(device);

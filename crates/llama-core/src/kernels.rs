@@ -66,6 +66,35 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// whose tokens sit at positions `start .. start + tokens`.
     fn rope(&self, x: Tensor<B, 3>, tables: &RopeTables<B>, start: usize) -> Tensor<B, 3>;
 
+    /// From one fused `[tokens, (heads + 2·kv_heads)·head_dim]` Q/K/V projection: rotates the
+    /// queries and keys for positions `start ..`, writes keys and values into the layer's cache
+    /// `cache_keys`/`cache_values` `[kv_heads, capacity, head_dim]` at `start`, and returns
+    /// `(queries [tokens, heads, head_dim], cache_keys, cache_values)`. A provider may do it all
+    /// in one pass, writing the cache in place.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_qkv_into_cache(
+        &self,
+        qkv: Tensor<B, 2>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<B>,
+        start: usize,
+        cache_keys: Tensor<B, 3>,
+        cache_values: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        let [tokens, width] = qkv.dims();
+        let head_dim = width / (heads + 2 * kv_heads);
+        let (q_end, k_end) = (heads * head_dim, (heads + kv_heads) * head_dim);
+        let part = |range: std::ops::Range<usize>, n: usize| qkv.clone().slice([0..tokens, range]).reshape([tokens, n, head_dim]);
+        let q = self.rope(part(0..q_end, heads), tables, start);
+        let keys = self.rope(part(q_end..k_end, kv_heads), tables, start);
+        let values = part(k_end..width, kv_heads);
+        let slot = [0..kv_heads, start..start + tokens, 0..head_dim];
+        let cache_keys = cache_keys.slice_assign(slot.clone(), keys.swap_dims(0, 1));
+        let cache_values = cache_values.slice_assign(slot, values.swap_dims(0, 1));
+        (q, cache_keys, cache_values)
+    }
+
     /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the cached
     /// `k`, `v` `[kv_heads, keys, head_dim]`, where the queries sit at positions
     /// `keys - tokens .. keys`. Returns `[tokens, heads * head_dim]`.

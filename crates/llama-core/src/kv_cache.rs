@@ -68,13 +68,27 @@ impl<B: Backend> KvCache<B> {
         let end = self.len + tokens;
         assert!(end <= self.capacity, "check_room must be called before append");
         let slot = [0..kv_heads, self.len..end, 0..head_dim];
+        let (all_keys, all_values) = self.take(layer);
+        self.put(layer, all_keys.slice_assign(slot.clone(), keys), all_values.slice_assign(slot, values), tokens)
+    }
+
+    /// Layer `layer`'s whole `[kv_heads, capacity, head_dim]` keys and values, moved out so a
+    /// kernel may write them in place (Burn writes in place only into a tensor it holds the sole
+    /// reference to); give them back with [`Self::put`].
+    pub fn take(&mut self, layer: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let entry = &mut self.layers[layer];
-        let all_keys = entry.keys.take().expect("cache tensor present").slice_assign(slot.clone(), keys);
-        let all_values = entry.values.take().expect("cache tensor present").slice_assign(slot, values);
-        entry.keys = Some(all_keys.clone());
-        entry.values = Some(all_values.clone());
-        let visible = [0..kv_heads, 0..end, 0..head_dim];
-        (all_keys.slice(visible.clone()), all_values.slice(visible))
+        (entry.keys.take().expect("cache tensor present"), entry.values.take().expect("cache tensor present"))
+    }
+
+    /// Stores layer `layer`'s tensors after `tokens` new positions were written at [`Self::len`],
+    /// and returns the keys and values of every position up to them, `[kv_heads, len + tokens, head_dim]`.
+    pub fn put(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>, tokens: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [kv_heads, _, head_dim] = keys.dims();
+        let visible = [0..kv_heads, 0..self.len + tokens, 0..head_dim];
+        let entry = &mut self.layers[layer];
+        entry.keys = Some(keys.clone());
+        entry.values = Some(values.clone());
+        (keys.slice(visible.clone()), values.slice(visible))
     }
 
     pub fn advance(&mut self, tokens: usize) {

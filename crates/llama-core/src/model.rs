@@ -7,7 +7,7 @@
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::config::LlamaConfig;
-use crate::dequant::DequantError;
+use crate::dequant::{DequantError, GgmlType};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{Kernels, RawWeight};
 use crate::kv_cache::{ContextFull, KvCache};
@@ -25,12 +25,17 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, vocab: usize },
 }
 
+/// The Q, K and V projections: one `[(heads + 2·kv_heads)·head_dim, dim]` weight (one matmul
+/// instead of three) when the file stores all three in the same format, else each on its own.
+/// Q and K rows are permuted to half-split RoPE order (see [`crate::rope`]).
+enum QkvWeights<W> {
+    Fused(W),
+    Separate { q: W, k: W, v: W },
+}
+
 struct Layer<B: Backend, K: Kernels<B>> {
     attn_norm: Tensor<B, 1>,
-    /// Rows permuted to half-split RoPE order (see [`crate::rope`]).
-    wq: K::Weight,
-    wk: K::Weight,
-    wv: K::Weight,
+    qkv: QkvWeights<K::Weight>,
     wo: K::Weight,
     ffn_norm: Tensor<B, 1>,
     w_gate: K::Weight,
@@ -57,41 +62,65 @@ struct GgufLoader<'a, B: Backend, K: Kernels<B>> {
     device: &'a B::Device,
 }
 
-impl<B: Backend, K: Kernels<B>> GgufLoader<'_, B, K> {
+impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
     fn vector(&self, name: &str, len: usize) -> Result<Tensor<B, 1>, ModelError> {
         let values = self.gguf.tensor_f32(name, &[len])?;
         Ok(Tensor::from_data(TensorData::new(values, [len]), self.device))
     }
 
-    /// A `rows × cols` matmul weight; `row_order` (new row → stored row) reorders it on the way.
-    fn matrix(
+    /// Tensor `name` (`rows × cols`) as file bytes, rows reordered by `row_order` (new row → stored row).
+    fn matrix_bytes(
         &self,
         name: &str,
         rows: usize,
         cols: usize,
         row_order: Option<&[usize]>,
-    ) -> Result<K::Weight, ModelError> {
-        let (info, ggml_type, bytes) = self.gguf.tensor(name, &[rows, cols])?;
-        let permuted;
-        let bytes = match row_order {
-            None => bytes,
+    ) -> Result<(GgmlType, std::borrow::Cow<'a, [u8]>), ModelError> {
+        let (_, ggml_type, bytes) = self.gguf.tensor(name, &[rows, cols])?;
+        Ok(match row_order {
+            None => (ggml_type, bytes.into()),
             Some(order) => {
                 // Every row is a whole number of quantization blocks (bytes_for checked it when the
                 // file was opened), so moving rows keeps any block format valid.
                 let row_bytes = bytes.len() / rows;
-                permuted = order
-                    .iter()
-                    .flat_map(|&r| &bytes[r * row_bytes..(r + 1) * row_bytes])
-                    .copied()
-                    .collect::<Vec<u8>>();
-                &permuted[..]
+                (ggml_type, order.iter().flat_map(|&r| &bytes[r * row_bytes..(r + 1) * row_bytes]).copied().collect())
             }
-        };
-        let raw = RawWeight { name: &info.name, ggml_type, bytes, rows, cols };
+        })
+    }
+
+    fn load(&self, name: &str, ggml_type: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<K::Weight, ModelError> {
+        let raw = RawWeight { name, ggml_type, bytes, rows, cols };
         self.kernels.load_weight(raw, self.device).map_err(|source| ModelError::Weight {
             path: self.gguf.path().display().to_string(),
             name: name.to_string(),
             source,
+        })
+    }
+
+    /// A `rows × cols` matmul weight; `row_order` (new row → stored row) reorders it on the way.
+    fn matrix(&self, name: &str, rows: usize, cols: usize, row_order: Option<&[usize]>) -> Result<K::Weight, ModelError> {
+        let (ggml_type, bytes) = self.matrix_bytes(name, rows, cols, row_order)?;
+        self.load(name, ggml_type, &bytes, rows, cols)
+    }
+
+    /// Layer `layer`'s Q, K and V weights, stacked into one when their formats agree.
+    fn qkv(&self, layer: usize, c: &LlamaConfig) -> Result<QkvWeights<K::Weight>, ModelError> {
+        let (dim, hd) = (c.dim, c.head_dim());
+        let name = |part: &str| format!("blk.{layer}.{part}.weight");
+        let q_order = rope::half_split_row_order(c.n_heads, hd);
+        let k_order = rope::half_split_row_order(c.n_kv_heads, hd);
+        let (q_type, q) = self.matrix_bytes(&name("attn_q"), dim, dim, Some(&q_order))?;
+        let (k_type, k) = self.matrix_bytes(&name("attn_k"), c.kv_dim(), dim, Some(&k_order))?;
+        let (v_type, v) = self.matrix_bytes(&name("attn_v"), c.kv_dim(), dim, None)?;
+        if q_type == k_type && k_type == v_type {
+            let stacked = [&q[..], &k[..], &v[..]].concat();
+            let rows = dim + 2 * c.kv_dim();
+            return Ok(QkvWeights::Fused(self.load(&name("attn_qkv"), q_type, &stacked, rows, dim)?));
+        }
+        Ok(QkvWeights::Separate {
+            q: self.load(&name("attn_q"), q_type, &q, dim, dim)?,
+            k: self.load(&name("attn_k"), k_type, &k, c.kv_dim(), dim)?,
+            v: self.load(&name("attn_v"), v_type, &v, c.kv_dim(), dim)?,
         })
     }
 }
@@ -109,16 +138,12 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let c = &config;
         let (dim, hd) = (c.dim, c.head_dim());
         let loader = GgufLoader { gguf, kernels: &kernels, device };
-        let q_order = rope::half_split_row_order(c.n_heads, hd);
-        let k_order = rope::half_split_row_order(c.n_kv_heads, hd);
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             layers.push(Layer {
                 attn_norm: loader.vector(&name("attn_norm"), dim)?,
-                wq: loader.matrix(&name("attn_q"), dim, dim, Some(&q_order))?,
-                wk: loader.matrix(&name("attn_k"), c.kv_dim(), dim, Some(&k_order))?,
-                wv: loader.matrix(&name("attn_v"), c.kv_dim(), dim, None)?,
+                qkv: loader.qkv(i, c)?,
                 wo: loader.matrix(&name("attn_output"), dim, dim, None)?,
                 ffn_norm: loader.vector(&name("ffn_norm"), dim)?,
                 w_gate: loader.matrix(&name("ffn_gate"), c.ffn_dim, dim, None)?,
@@ -158,9 +183,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let layers = (0..c.n_layers)
             .map(|_| Layer {
                 attn_norm: ones(),
-                wq: dense(c.dim, c.dim),
-                wk: dense(c.kv_dim(), c.dim),
-                wv: dense(c.kv_dim(), c.dim),
+                qkv: QkvWeights::Fused(dense(c.dim + 2 * c.kv_dim(), c.dim)),
                 wo: dense(c.dim, c.dim),
                 ffn_norm: ones(),
                 w_gate: dense(c.ffn_dim, c.dim),
@@ -204,19 +227,23 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         }
         cache.check_room(tokens.len())?;
         let k = &self.kernels;
-        let (n, hd) = (tokens.len(), c.head_dim());
+        let n = tokens.len();
         let eps = c.norm_eps as f64;
         let start = cache.len();
         let mut x = k.embed(&self.token_embedding, tokens, &self.device);
         // Each residual add is fused into the norm after it: `h` is always the normed stream.
         let mut h = k.rms_norm(x.clone(), &self.layers[0].attn_norm, eps);
         for (i, layer) in self.layers.iter().enumerate() {
-            let q = k.linear(h.clone(), &layer.wq).reshape([n, c.n_heads, hd]);
-            let keys = k.linear(h.clone(), &layer.wk).reshape([n, c.n_kv_heads, hd]);
-            let values = k.linear(h, &layer.wv).reshape([n, c.n_kv_heads, hd]);
-            let q = k.rope(q, &self.rope, start);
-            let keys = k.rope(keys, &self.rope, start);
-            let (all_keys, all_values) = cache.append(i, keys.swap_dims(0, 1), values.swap_dims(0, 1));
+            let qkv = match &layer.qkv {
+                QkvWeights::Fused(w) => k.linear(h, w),
+                QkvWeights::Separate { q, k: wk, v } => {
+                    Tensor::cat(vec![k.linear(h.clone(), q), k.linear(h.clone(), wk), k.linear(h, v)], 1)
+                }
+            };
+            let (cache_keys, cache_values) = cache.take(i);
+            let (q, cache_keys, cache_values) =
+                k.rope_qkv_into_cache(qkv, c.n_heads, c.n_kv_heads, &self.rope, start, cache_keys, cache_values);
+            let (all_keys, all_values) = cache.put(i, cache_keys, cache_values, n);
             let attended = k.attention(q, all_keys, all_values);
             let (x_mid, h_mid) = k.add_rms_norm(x, k.linear(attended, &layer.wo), &layer.ffn_norm, eps);
 

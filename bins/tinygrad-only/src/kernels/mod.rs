@@ -8,6 +8,7 @@
 //! | `embed` | [`linear`] | dequantization into the row lookup |
 //! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
 //! | `rope` | [`rope`] | table lookup and rotation |
+//! | `rope_qkv_into_cache` | [`rope`] | RoPE of Q and K, the KV-cache write (in place) |
 //! | `attention` | [`attention`] | scores, causal limit, softmax, weighted values (split-KV) |
 //!
 //! `swiglu` alone stays composed: burn's fuser already makes it one kernel. docs/kernels.md has
@@ -228,6 +229,33 @@ impl Kernels<Wgpu> for WgpuKernels {
         Self::launch("rope", [lazy(x), lazy(cos.clone()), lazy(sin.clone())], shape, move |[x, cos, sin]| {
             rope::rope(contiguous(x), cos, sin, start)
         })
+    }
+
+    fn rope_qkv_into_cache(
+        &self,
+        qkv: Tensor<Wgpu, 2>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<Wgpu>,
+        start: usize,
+        cache_keys: Tensor<Wgpu, 3>,
+        cache_values: Tensor<Wgpu, 3>,
+    ) -> (Tensor<Wgpu, 3>, Tensor<Wgpu, 3>, Tensor<Wgpu, 3>) {
+        let [tokens, width] = qkv.dims();
+        let head_dim = width / (heads + 2 * kv_heads);
+        let dtype = qkv.dtype();
+        let (cos, sin) = tables.tables();
+        let outputs = [
+            ([tokens, heads, head_dim].into(), dtype),
+            (cache_keys.shape(), dtype),
+            (cache_values.shape(), dtype),
+        ];
+        let inputs = [lazy(qkv), lazy(cos.clone()), lazy(sin.clone()), lazy(cache_keys), lazy(cache_values)];
+        let [q, keys, values] = custom_op("rope_qkv_into_cache", inputs, outputs, move |[qkv, cos, sin, ck, cv]| {
+            let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, cos, sin, start, ck, cv);
+            [q, ck, cv]
+        });
+        (tensor(q), tensor(keys), tensor(values))
     }
 
     fn attention(&self, q: Tensor<Wgpu, 3>, k: Tensor<Wgpu, 3>, v: Tensor<Wgpu, 3>) -> Tensor<Wgpu, 2> {

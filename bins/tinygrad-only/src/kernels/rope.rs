@@ -1,9 +1,15 @@
-//! Rotary embedding in one kernel that reads the position tables in place.
+//! Rotary embedding in one kernel that reads the position tables in place, and the same fused
+//! with the KV-cache write.
 //!
 //! Composed, RoPE slices the table rows for the positions, splits `x` in halves, does four
 //! multiplies and two adds and concatenates: several kernels and a copy. Here each thread
 //! rotates one `(x[i], x[i + d/2])` pair, reading `cos`/`sin` straight from the whole tables at
 //! row `start + token`, so no table slice is ever made.
+//!
+//! [`rope_qkv_into_cache`] goes further: from the fused Q/K/V projection it writes the rotated
+//! queries, and writes the rotated keys and the values straight into the layer's cache at their
+//! position (in place: the cache buffer is handed over, not copied). Composed, that is two RoPEs,
+//! two transposes and two slice-assigns; here, one launch per layer.
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -59,4 +65,94 @@ pub fn rope(x: CubeT, cos: CubeT, sin: CubeT, start: usize) -> CubeT {
         dtype.into(),
     );
     out
+}
+
+#[cube(launch)]
+fn rope_qkv_cache_kernel<F: Float>(
+    qkv: &Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    q_out: &mut Tensor<F>,
+    cache_k: &mut Tensor<F>,
+    cache_v: &mut Tensor<F>,
+    start: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    // One workgroup per (token, head slot): slots are the query heads, then the key heads, then
+    // the value heads, as the fused projection lays them out in a row of qkv.
+    let heads = q_out.shape(1);
+    let head_dim = q_out.shape(2);
+    let half = head_dim / 2;
+    let kv_heads = cache_k.shape(0);
+    let slots = heads + 2 * kv_heads;
+    let token = CUBE_POS_X as usize / slots;
+    let slot = CUBE_POS_X as usize % slots;
+    let src = token * slots * head_dim + slot * head_dim;
+    let position = start as usize + token;
+    let table_row = position * half;
+    let mut i = UNIT_POS_X as usize;
+    while i < half {
+        let a = qkv[src + i];
+        let b = qkv[src + i + half];
+        if slot < heads + kv_heads {
+            let c = cos[table_row + i];
+            let s = sin[table_row + i];
+            let first = a * c - b * s;
+            let second = b * c + a * s;
+            if slot < heads {
+                let dst = (token * heads + slot) * head_dim;
+                q_out[dst + i] = first;
+                q_out[dst + i + half] = second;
+            } else {
+                let dst = (slot - heads) * cache_k.stride(0) + position * cache_k.stride(1);
+                cache_k[dst + i * cache_k.stride(2)] = first;
+                cache_k[dst + (i + half) * cache_k.stride(2)] = second;
+            }
+        } else {
+            let dst = (slot - heads - kv_heads) * cache_v.stride(0) + position * cache_v.stride(1);
+            cache_v[dst + i * cache_v.stride(2)] = a;
+            cache_v[dst + (i + half) * cache_v.stride(2)] = b;
+        }
+        i += CUBE_DIM_X as usize;
+    }
+}
+
+/// A tensor this kernel may write: the cache itself when nothing else holds its buffer (the
+/// usual case: the model hands it over), else a copy.
+fn writable(t: CubeT) -> CubeT {
+    if t.can_mut() { t } else { t.copy() }
+}
+
+/// `qkv` `[tokens, (heads + 2·kv_heads)·head_dim]` contiguous → rotated queries
+/// `[tokens, heads, head_dim]`, with rotated keys and the values written into the caches
+/// `[kv_heads, capacity, head_dim]` at positions `start ..`. Returns `(queries, keys, values)`.
+pub fn rope_qkv_into_cache(
+    qkv: CubeT,
+    heads: usize,
+    cos: CubeT,
+    sin: CubeT,
+    start: usize,
+    cache_k: CubeT,
+    cache_v: CubeT,
+) -> (CubeT, CubeT, CubeT) {
+    let tokens = qkv.meta.shape()[0];
+    let [kv_heads, _, head_dim] = [cache_k.meta.shape()[0], cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
+    let (cache_k, cache_v) = (writable(cache_k), writable(cache_v));
+    let q = empty_device_contiguous_dtype(qkv.client.clone(), qkv.device.clone(), Shape::new([tokens, heads, head_dim]), qkv.dtype);
+    let client = qkv.client.clone();
+    let dtype = qkv.dtype;
+    rope_qkv_cache_kernel::launch::<burn_wgpu::WgpuRuntime>(
+        &client,
+        CubeCount::Static((tokens * (heads + 2 * kv_heads)) as u32, 1, 1),
+        CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
+        qkv.into_tensor_arg(),
+        cos.into_tensor_arg(),
+        sin.into_tensor_arg(),
+        q.clone().into_tensor_arg(),
+        cache_k.clone().into_tensor_arg(),
+        cache_v.clone().into_tensor_arg(),
+        start as u32,
+        dtype.into(),
+    );
+    (q, cache_k, cache_v)
 }
