@@ -66,6 +66,10 @@ impl Framework for TinygradOnly {
         self.adapter.lock().expect("adapter lock").clone().unwrap_or_else(|| format!("{device:?}"))
     }
 
+    fn kernel_launches(&self) -> Option<u64> {
+        Some(tinygrad_only::kernels::launches())
+    }
+
     fn kernels(&self) -> WgpuKernels {
         if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() }
     }

@@ -67,14 +67,20 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             source = format!(
                 "random-weight Llama 3.x {size} shape (no --model: N(0, 0.02) weights generated on the device)"
             );
-            Ok(Llama::random(size.config(), size.tied_embeddings(), fw.kernels(), context, &device))
+            let (config, tied) = (size.config(), size.tied_embeddings());
+            match args.weights {
+                None => Ok(Llama::random(config, tied, fw.kernels(), context, &device)),
+                Some(weights) => {
+                    source = format!("random-weight Llama 3.x {size} shape, N(0, 0.02) weights stored as {weights:?}");
+                    Ok(Llama::random_encoded(config, tied, fw.kernels(), context, &device, weights)?)
+                }
+            }
         }
     })?;
 
     let config = model.config.clone();
-    // Composed keeps every weight dense in the compute dtype.
-    let bytes_per_param = dtype.bytes() as f64;
-    let weight_bytes_per_token = metrics::matmul_params_per_token(&config) as f64 * bytes_per_param;
+    // As the provider stores them: dense in the compute dtype, or still quantized.
+    let weight_bytes_per_token = model.weight_bytes_per_token() as f64;
     let prompt = prompt_ids(p, config.vocab_size);
     let params = GenerationParams { ignore_eos: true, ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
@@ -120,6 +126,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         },
         weight_gb_s: median(runs.iter().map(|r| r.weight_gb_s)),
     };
+    let launches = if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt)? } else { None };
     let peak_rss = metrics::peak_rss_bytes();
     let device_memory = fw.device_memory_bytes(&device);
     fw.cleanup(&device);
@@ -136,9 +143,11 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "gen_tokens": g,
             "iterations": n,
             "load_s": load_s,
+            "matmul_params_per_token": metrics::matmul_params_per_token(&config),
             "weight_bytes_per_token": weight_bytes_per_token,
             "peak_host_rss_bytes": peak_rss,
             "device_memory_bytes": device_memory,
+            "kernel_launches_per_token": launches,
             "runs": runs,
             "summary": summary,
         });
@@ -151,8 +160,27 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             })
         };
         println!("peak host RSS {}, device memory {}", mib(peak_rss), mib(device_memory));
+        if args.verbose {
+            let launches = launches.map_or("not counted by this framework".to_string(), |n| n.to_string());
+            // generation::logits_to_host is the decode loop's only device read.
+            println!("per decoded token: kernel launches {launches}, host syncs 1 (the logits readback)");
+        }
     }
     Ok(())
+}
+
+/// Kernel launches of one decode step after a prefill of `prompt`, where the framework counts them.
+fn launches_per_token<F: Framework>(
+    fw: &F,
+    model: &Llama<F::Backend, F::Kernels>,
+    cache: &mut crate::kv_cache::KvCache<F::Backend>,
+    prompt: &[u32],
+) -> anyhow::Result<Option<u64>> {
+    cache.clear();
+    generation::logits_to_host(model.forward(prompt, cache)?);
+    let Some(before) = fw.kernel_launches() else { return Ok(None) };
+    generation::logits_to_host(model.forward(&prompt[..1], cache)?);
+    Ok(fw.kernel_launches().map(|after| after - before))
 }
 
 fn print_header<F: Framework>(fw: &F, device: &str, source: &str, p: usize, g: usize, n: usize, load_s: f64) {

@@ -99,6 +99,12 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub size: Option<ModelSize>,
 
+    /// --benchmark without --model: store the random weights in this GGUF format (drawn on the
+    /// host and loaded as a file's would be) instead of generating them on the device in the
+    /// compute dtype
+    #[arg(long, value_enum, requires = "benchmark", conflicts_with = "model")]
+    pub weights: Option<crate::synth::WeightType>,
+
     /// Keep generating past end-of-generation tokens until --max-tokens
     #[arg(long)]
     pub ignore_eos: bool,

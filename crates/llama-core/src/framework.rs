@@ -44,6 +44,11 @@ pub trait Framework: Sized {
     /// The fast-path provider this binary runs the model with.
     fn kernels(&self) -> Self::Kernels;
 
+    /// Kernel launches so far in this process, where the framework counts them.
+    fn kernel_launches(&self) -> Option<u64> {
+        None
+    }
+
     /// Device memory in use, where the framework can tell.
     fn device_memory_bytes(&self, _device: &Device<Self>) -> Option<u64> {
         None

@@ -65,7 +65,7 @@ pub struct Generation {
 
 /// Brings `[1, vocab]` logits to the host as f32. This read is also the step's synchronisation
 /// point: the clock cannot stop before the device has finished.
-fn logits_to_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
+pub fn logits_to_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
     logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 after convert")
 }
 

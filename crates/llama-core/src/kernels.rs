@@ -40,6 +40,9 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// (random-weight models for speed measurements).
     fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &B::Device) -> Self::Weight;
 
+    /// Device bytes `weight` occupies (what a matmul against it reads).
+    fn weight_bytes(&self, weight: &Self::Weight) -> usize;
+
     /// `x · Wᵀ` for the stored `[out, in]` weight W: `[tokens, in]` → `[tokens, out]`.
     fn linear(&self, x: Tensor<B, 2>, weight: &Self::Weight) -> Tensor<B, 2>;
 
@@ -166,6 +169,10 @@ impl<B: Backend> Kernels<B> for Composed {
             .map(|first| Tensor::random([cols, block_out.min(rows - first)], Distribution::Normal(0.0, std), device))
             .collect();
         DenseWeight { blocks, block_out }
+    }
+
+    fn weight_bytes(&self, weight: &DenseWeight<B>) -> usize {
+        weight.blocks.iter().map(|b| b.shape().num_elements() * b.dtype().size()).sum()
     }
 
     fn linear(&self, x: Tensor<B, 2>, weight: &DenseWeight<B>) -> Tensor<B, 2> {

@@ -12,6 +12,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{Kernels, RawWeight};
 use crate::kv_cache::{ContextFull, KvCache};
 use crate::rope::{self, RopeTables};
+use crate::synth::{self, WeightType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -177,31 +178,87 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// A model of `config`'s shape with N(0, 0.02) weights generated on the device, for speed
     /// measurements where no trained weights are needed.
     pub fn random(config: LlamaConfig, tied: bool, kernels: K, context: usize, device: &B::Device) -> Self {
-        let c = &config;
-        let dense = |rows: usize, cols: usize| kernels.random_weight(rows, cols, 0.02, device);
-        let ones = || Tensor::<B, 1>::ones([c.dim], device);
-        let layers = (0..c.n_layers)
-            .map(|_| Layer {
-                attn_norm: ones(),
-                qkv: QkvWeights::Fused(dense(c.dim + 2 * c.kv_dim(), c.dim)),
-                wo: dense(c.dim, c.dim),
-                ffn_norm: ones(),
-                w_gate: dense(c.ffn_dim, c.dim),
-                w_up: dense(c.ffn_dim, c.dim),
-                w_down: dense(c.dim, c.ffn_dim),
+        let weights = |k: &K, rows: usize, cols: usize| Ok(k.random_weight(rows, cols, 0.02, device));
+        Self::build_random(config, tied, kernels, context, device, weights).expect("device-generated weights cannot fail")
+    }
+
+    /// The same with N(0, 0.02) weights drawn on the host and stored as `weights` (e.g. Q8_0),
+    /// loaded through the provider exactly as a GGUF file's would be.
+    pub fn random_encoded(
+        config: LlamaConfig,
+        tied: bool,
+        kernels: K,
+        context: usize,
+        device: &B::Device,
+        weights: WeightType,
+    ) -> Result<Self, ModelError> {
+        let mut seed = 0;
+        let encoded = |k: &K, rows: usize, cols: usize| {
+            seed += 1;
+            let bytes = weights.encode(&synth::normal_values(rows * cols, seed));
+            let raw = RawWeight { name: "random", ggml_type: weights.ggml(), bytes: &bytes, rows, cols };
+            k.load_weight(raw, device).map_err(|source| ModelError::Weight {
+                path: "(random weights)".into(),
+                name: format!("{rows}x{cols}"),
+                source,
             })
-            .collect();
+        };
+        Self::build_random(config, tied, kernels, context, device, encoded)
+    }
+
+    fn build_random(
+        config: LlamaConfig,
+        tied: bool,
+        kernels: K,
+        context: usize,
+        device: &B::Device,
+        mut weight: impl FnMut(&K, usize, usize) -> Result<K::Weight, ModelError>,
+    ) -> Result<Self, ModelError> {
+        let c = &config;
+        let ones = || Tensor::<B, 1>::ones([c.dim], device);
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for _ in 0..c.n_layers {
+            layers.push(Layer {
+                attn_norm: ones(),
+                qkv: QkvWeights::Fused(weight(&kernels, c.dim + 2 * c.kv_dim(), c.dim)?),
+                wo: weight(&kernels, c.dim, c.dim)?,
+                ffn_norm: ones(),
+                w_gate: weight(&kernels, c.ffn_dim, c.dim)?,
+                w_up: weight(&kernels, c.ffn_dim, c.dim)?,
+                w_down: weight(&kernels, c.dim, c.ffn_dim)?,
+            });
+        }
+        let token_embedding = weight(&kernels, c.vocab_size, c.dim)?;
+        let output = if tied { None } else { Some(weight(&kernels, c.vocab_size, c.dim)?) };
         let inv_freq = rope::inverse_frequencies(c.head_dim(), c.rope_theta, None);
-        Self {
-            token_embedding: dense(c.vocab_size, c.dim),
-            output: (!tied).then(|| dense(c.vocab_size, c.dim)),
+        Ok(Self {
+            token_embedding,
+            output,
             final_norm: ones(),
             rope: RopeTables::new(&inv_freq, context, device),
             layers,
             config,
             kernels,
             device: device.clone(),
-        }
+        })
+    }
+
+    /// Bytes of matmul weights one decoded token reads, as the provider stores them: every
+    /// layer's projections and the output head (the embedding lookup reads one row).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let k = &self.kernels;
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let qkv = match &l.qkv {
+                    QkvWeights::Fused(w) => k.weight_bytes(w),
+                    QkvWeights::Separate { q, k: wk, v } => k.weight_bytes(q) + k.weight_bytes(wk) + k.weight_bytes(v),
+                };
+                qkv + k.weight_bytes(&l.wo) + k.weight_bytes(&l.w_gate) + k.weight_bytes(&l.w_up) + k.weight_bytes(&l.w_down)
+            })
+            .sum();
+        (layers + k.weight_bytes(self.output.as_ref().unwrap_or(&self.token_embedding))) as u64
     }
 
     pub fn device(&self) -> &B::Device {

@@ -24,7 +24,7 @@ pub enum WeightType {
 }
 
 impl WeightType {
-    fn ggml(self) -> GgmlType {
+    pub fn ggml(self) -> GgmlType {
         match self {
             WeightType::F32 => GgmlType::F32,
             WeightType::F16 => GgmlType::F16,
@@ -43,7 +43,7 @@ impl WeightType {
         }
     }
 
-    fn encode(self, values: &[f32]) -> Vec<u8> {
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             WeightType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             WeightType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
@@ -64,7 +64,7 @@ pub struct SynthOptions {
 }
 
 /// N(0, 0.02) values from a seed: Box–Muller on SplitMix64, reproducible everywhere.
-fn normal_values(n: usize, seed: u64) -> Vec<f32> {
+pub fn normal_values(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(n + 1);
     while out.len() < n {

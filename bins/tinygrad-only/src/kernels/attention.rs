@@ -12,7 +12,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::CubeT;
+use super::fused::{CubeT, count_launch};
 
 /// Keys per workgroup; also its thread count (one key score per thread).
 const SPLIT: u32 = 64;
@@ -165,6 +165,7 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
     let part_sum = f32_tensor(Shape::new([tokens * heads * splits]));
     let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([tokens, heads * head_dim]), q.dtype);
     let dtype = q.dtype;
+    count_launch();
     attention_split_kernel::launch::<burn_wgpu::WgpuRuntime>(
         &client,
         CubeCount::Static(heads as u32, tokens as u32, splits as u32),
@@ -178,6 +179,7 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
         1.0 / (head_dim as f32).sqrt(),
         dtype.into(),
     );
+    count_launch();
     attention_merge_kernel::launch::<burn_wgpu::WgpuRuntime>(
         &client,
         CubeCount::Static(heads as u32, tokens as u32, 1),

@@ -13,6 +13,7 @@
 //! custom-kernel example leaves this `Fusion` case as `todo!()`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{CubeBackend, tensor::CubeTensor};
@@ -72,4 +73,16 @@ pub fn custom_op<const I: usize, const O: usize>(
     let op = CustomOp::<I, O> { desc: desc.clone(), body: Box::new(body) };
     let results = client.register(streams, OperationIr::Custom(desc), op);
     results.try_into().unwrap_or_else(|_| unreachable!("fusion returns one tensor per declared output"))
+}
+
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one kernel launch (every `launch` call in these modules is preceded by one).
+pub fn count_launch() {
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Our kernels launched so far in this process (`--benchmark --verbose` prints them per token).
+pub fn launches() -> u64 {
+    LAUNCHES.load(Ordering::Relaxed)
 }

@@ -16,7 +16,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::CubeT;
+use super::fused::{CubeT, count_launch};
 
 /// How threads are laid out over the weight rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +407,7 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
         match weight.packing.block_format() {
             None => {
                 let w_up = up_chunk.map_or_else(|| placeholder(&chunk.data), |u| u.data.clone());
+                count_launch();
                 linear_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
                     &client,
                     count,
@@ -429,6 +430,7 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
                     Some(u) => (u.data.clone(), u.scales(), u.mins()),
                     None => (placeholder(&chunk.data), placeholder(&chunk.scales()), placeholder(&chunk.scales())),
                 };
+                count_launch();
                 linear_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
                     &client,
                     count,
@@ -487,6 +489,7 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
         let count = CubeCount::Static(pairs as u32, 1, 1);
         let dim = CubeDim::new_1d(64);
         let first_pair = first_pair as u32;
+        count_launch();
         match table.packing.block_format() {
             None => embed_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
                 &client,

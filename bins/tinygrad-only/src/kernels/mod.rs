@@ -29,6 +29,7 @@ use llama_core::kernels::{Composed, Kernels, RawWeight};
 use llama_core::rope::RopeTables;
 
 use fused::{Cube, CubeT, LazyTensor, custom_op};
+pub use fused::launches;
 pub use linear::DeviceWeight;
 use linear::{Chunk, Packing};
 use pack::HostChunk;
@@ -229,6 +230,12 @@ impl Kernels<Wgpu> for WgpuKernels {
         Self::launch("rope", [lazy(x), lazy(cos.clone()), lazy(sin.clone())], shape, move |[x, cos, sin]| {
             rope::rope(contiguous(x), cos, sin, start)
         })
+    }
+
+    fn weight_bytes(&self, weight: &DeviceWeight) -> usize {
+        let bytes = |t: &CubeT| t.meta.shape().num_elements() * t.dtype.size();
+        let chunk = |c: &Chunk| bytes(&c.data) + c.scales.as_ref().map_or(0, bytes) + c.mins.as_ref().map_or(0, bytes);
+        weight.chunks.iter().map(chunk).sum()
     }
 
     fn rope_qkv_into_cache(

@@ -9,7 +9,7 @@ use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::CubeT;
+use super::fused::{CubeT, count_launch};
 
 /// Threads per row.
 const THREADS: u32 = 64;
@@ -79,6 +79,7 @@ pub fn rms_norm(x: CubeT, delta: Option<CubeT>, weight: CubeT, eps: f32) -> (Opt
     };
     let client = x.client.clone();
     let dtype = x.dtype;
+    count_launch();
     rms_norm_kernel::launch::<burn_wgpu::WgpuRuntime>(
         &client,
         CubeCount::Static(rows as u32, 1, 1),

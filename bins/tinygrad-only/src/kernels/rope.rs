@@ -15,7 +15,7 @@ use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::CubeT;
+use super::fused::{CubeT, count_launch};
 
 #[cube(launch)]
 fn rope_kernel<F: Float>(
@@ -53,6 +53,7 @@ pub fn rope(x: CubeT, cos: CubeT, sin: CubeT, start: usize) -> CubeT {
     let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([tokens, heads, head_dim]), x.dtype);
     let client = x.client.clone();
     let dtype = x.dtype;
+    count_launch();
     rope_kernel::launch::<burn_wgpu::WgpuRuntime>(
         &client,
         CubeCount::Static((tokens * heads) as u32, 1, 1),
@@ -141,6 +142,7 @@ pub fn rope_qkv_into_cache(
     let q = empty_device_contiguous_dtype(qkv.client.clone(), qkv.device.clone(), Shape::new([tokens, heads, head_dim]), qkv.dtype);
     let client = qkv.client.clone();
     let dtype = qkv.dtype;
+    count_launch();
     rope_qkv_cache_kernel::launch::<burn_wgpu::WgpuRuntime>(
         &client,
         CubeCount::Static((tokens * (heads + 2 * kv_heads)) as u32, 1, 1),
