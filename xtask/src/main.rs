@@ -1,6 +1,8 @@
-//! Project tasks: `cargo xtask setup`, `cargo xtask test`.
+//! Project tasks: `cargo xtask setup`, `cargo xtask test`, `cargo xtask compare`,
+//! `cargo xtask synth-model`, `cargo xtask gpu-bundle`.
 
 mod compare;
+mod gpu_bundle;
 mod setup;
 
 use std::path::PathBuf;
@@ -42,6 +44,9 @@ enum Task {
     },
     /// Build both binaries in release, check they agree, and benchmark them side by side.
     Compare(compare::CompareArgs),
+    /// Build what one call on a lent GPU machine needs into .gpubundle/ (release binary, Vulkan
+    /// loader packages, the PyTorch anchor script); scripts/gpu_measure.sh runs it there.
+    GpuBundle,
     /// Set up, then run every test of the workspace (both binaries included).
     Test {
         /// Extra arguments for `cargo test`, after `--`
@@ -65,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => setup::run(&root),
         Task::Compare(args) => compare::run(&root, &args),
+        Task::GpuBundle => gpu_bundle::run(&root),
         Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
             use llama_core::synth;
             synth::write(&root, &synth::SynthOptions { size, weights: dtype, out, tokenizer, seed, layers })

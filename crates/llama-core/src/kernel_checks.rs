@@ -78,8 +78,8 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
         };
         let (weight, w) = load(2);
         let (up_weight, up) = load(3);
-        // Decode is one token; prefill is several (6 spans more than one token tile).
-        for tokens in [1, 3, 6] {
+        // Decode is one token; prefill is several (providers may switch strategy with the count).
+        for tokens in [1, 3, 6, 17] {
             let x = random(tokens * cols, 1);
             let x_t = upload::<B, 2>(&x, [tokens, cols], device);
             let expected = naive_linear(&x, &w, tokens, rows, cols);

@@ -9,8 +9,8 @@
 //! CPU Vulkan driver (lavapipe's SIMD width), which measured twice as fast there.
 //!
 //! Block formats all become `w = d·q + m` with an unsigned `q`: Q4_1 stores `m`; Q4_0's is `-8d`
-//! and Q8_0's (its signed bytes re-biased by +128 at load) is `-128d`, so a block's dot product is
-//! `d·Σq·x + m·Σx` and costs two multiply-adds per weight.
+//! and Q8_0's (its signed bytes re-biased by +128 at load) is `-128d`. A lane dequantizes a block
+//! into 32 registers once and multiplies it into every token of its tile.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -36,7 +36,7 @@ impl Layout {
     }
 }
 /// Most tokens one workgroup multiplies per pass over its rows (prefill).
-pub const MAX_TILE: u32 = 4;
+pub const MAX_TILE: u32 = 8;
 
 /// How a [`super::PackedWeight`]'s bytes are laid out on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,56 +49,56 @@ pub enum Packing {
     Bits8,
 }
 
-/// Σ w·x over one block of weights `block` against `x[x_at ..]`, dequantizing in registers.
+/// Dequantizes block `block` (32 weights) into the registers `w`: `w = d·q + m`.
 #[cube]
-fn quant_block_dot<F: Float, S: Float>(
-    x: &Tensor<F>,
-    x_at: usize,
+fn dequantize_block<S: Float>(
     quants: &Tensor<u32>,
     scales: &Tensor<S>,
     mins: &Tensor<S>,
     block: usize,
+    w: &mut Array<f32>,
     #[comptime] bits: u32,
     #[comptime] has_min: bool,
-) -> f32 {
-    let mut qx = f32::new(0.0);
-    let mut sx = f32::new(0.0);
-    let words = comptime!(bits as usize);
-    #[unroll]
-    for w in 0..words {
-        let word = quants[block * words + w];
-        #[unroll]
-        for byte in 0..4u32 {
-            let i = x_at + w * 4 + byte as usize;
-            if comptime!(bits == 8) {
-                let xv = f32::cast_from(x[i]);
-                qx += f32::cast_from((word >> (byte * 8)) & 0xFF) * xv;
-                sx += xv;
-            } else {
-                // Byte j of a Q4 block holds weight j in its low nibble and weight j + 16 in its high one.
-                let low = f32::cast_from(x[i]);
-                let high = f32::cast_from(x[i + 16]);
-                qx += f32::cast_from((word >> (byte * 8)) & 0xF) * low;
-                qx += f32::cast_from((word >> (byte * 8 + 4)) & 0xF) * high;
-                sx += low + high;
-            }
-        }
-    }
+) {
     let d = f32::cast_from(scales[block]);
     let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
     if comptime!(has_min) {
         m = f32::cast_from(mins[block]);
     }
-    d * qx + m * sx
+    let words = comptime!(bits as usize);
+    #[unroll]
+    for i in 0..words {
+        let word = quants[block * words + i];
+        #[unroll]
+        for byte in 0..4u32 {
+            let j = i * 4 + byte as usize;
+            if comptime!(bits == 8) {
+                w[j] = d * f32::cast_from((word >> (byte * 8)) & 0xFF) + m;
+            } else {
+                // Byte j of a Q4 block holds weight j in its low nibble and weight j + 16 in its high one.
+                w[j] = d * f32::cast_from((word >> (byte * 8)) & 0xF) + m;
+                w[j + 16] = d * f32::cast_from((word >> (byte * 8 + 4)) & 0xF) + m;
+            }
+        }
+    }
 }
 
-/// Σ w·x over 32 dense weights starting at `w_at`.
+/// Loads 32 dense weights from `w_at` into the registers `w`.
 #[cube]
-fn dense_block_dot<F: Float, W: Float>(x: &Tensor<F>, x_at: usize, w: &Tensor<W>, w_at: usize) -> f32 {
+fn load_dense_block<W: Float>(weights: &Tensor<W>, w_at: usize, w: &mut Array<f32>) {
+    #[unroll]
+    for j in 0..32usize {
+        w[j] = f32::cast_from(weights[w_at + j]);
+    }
+}
+
+/// Σ w·x of a block held in registers against `x[x_at .. x_at + 32]`.
+#[cube]
+fn block_dot<F: Float>(x: &Tensor<F>, x_at: usize, w: &Array<f32>) -> f32 {
     let mut sum = f32::new(0.0);
     #[unroll]
     for j in 0..32usize {
-        sum += f32::cast_from(w[w_at + j]) * f32::cast_from(x[x_at + j]);
+        sum += w[j] * f32::cast_from(x[x_at + j]);
     }
     sum
 }
@@ -199,16 +199,22 @@ fn linear_quant_kernel<F: Float, S: Float>(
         acc[t as usize] = f32::new(0.0);
         acc_up[t as usize] = f32::new(0.0);
     }
+    // Each block is dequantized into registers once and used for every token of the tile.
+    let mut w = Array::<f32>::new(32usize);
+    let mut w_up = Array::<f32>::new(32usize);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
         let block = row_read * blocks + b;
+        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, has_min);
+        if comptime!(gated) {
+            dequantize_block::<S>(up_quants, up_scales, up_mins, block, &mut w_up, bits, has_min);
+        }
         #[unroll]
         for t in 0..tile {
             let x_at = min(first_token + t as usize, tokens - 1) * k + b * 32;
-            acc[t as usize] += quant_block_dot::<F, S>(x, x_at, quants, scales, mins, block, bits, has_min);
+            acc[t as usize] += block_dot::<F>(x, x_at, &w);
             if comptime!(gated) {
-                acc_up[t as usize] +=
-                    quant_block_dot::<F, S>(x, x_at, up_quants, up_scales, up_mins, block, bits, has_min);
+                acc_up[t as usize] += block_dot::<F>(x, x_at, &w_up);
             }
         }
         b += comptime!(lanes as usize);
@@ -245,15 +251,21 @@ fn linear_dense_kernel<F: Float, W: Float>(
         acc[t as usize] = f32::new(0.0);
         acc_up[t as usize] = f32::new(0.0);
     }
+    let mut w_block = Array::<f32>::new(32usize);
+    let mut up_block = Array::<f32>::new(32usize);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
         let w_at = row_read * k + b * 32;
+        load_dense_block::<W>(w, w_at, &mut w_block);
+        if comptime!(gated) {
+            load_dense_block::<W>(w_up, w_at, &mut up_block);
+        }
         #[unroll]
         for t in 0..tile {
             let x_at = min(first_token + t as usize, tokens - 1) * k + b * 32;
-            acc[t as usize] += dense_block_dot::<F, W>(x, x_at, w, w_at);
+            acc[t as usize] += block_dot::<F>(x, x_at, &w_block);
             if comptime!(gated) {
-                acc_up[t as usize] += dense_block_dot::<F, W>(x, x_at, w_up, w_at);
+                acc_up[t as usize] += block_dot::<F>(x, x_at, &up_block);
             }
         }
         b += comptime!(lanes as usize);
@@ -362,7 +374,7 @@ pub struct DeviceWeight {
 
 impl Packing {
     /// `(bits, has_min)` of a block format.
-    fn block_format(self) -> Option<(u32, bool)> {
+    pub fn block_format(self) -> Option<(u32, bool)> {
         match self {
             Packing::Dense => None,
             Packing::Bits4 { has_min } => Some((4, has_min)),
@@ -389,6 +401,9 @@ impl Chunk {
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
+    if tokens >= super::prefill::MIN_TOKENS && weight.cols % 32 == 0 {
+        return super::prefill::linear(x, weight, up);
+    }
     let out = empty_device_contiguous_dtype(
         x.client.clone(),
         x.device.clone(),

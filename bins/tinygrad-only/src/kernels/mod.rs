@@ -19,6 +19,7 @@ mod fused;
 mod linear;
 mod norm;
 mod pack;
+mod prefill;
 mod rope;
 
 use burn::tensor::backend::Backend as _;

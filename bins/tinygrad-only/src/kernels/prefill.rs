@@ -1,0 +1,143 @@
+//! Prefill against packed weights: dequantize one chunk into a scratch buffer, then Burn's own
+//! tuned matrix multiplication.
+//!
+//! With many tokens a product is compute-bound, and burn-cubecl's autotuned tiled matmul beats
+//! our row-per-workgroup kernel there (on lavapipe, 64-token prefill of the default model: 8
+//! tok/s ours, see docs/kernels.md for the figure with this path). So from [`MIN_TOKENS`] tokens
+//! on, each weight chunk is expanded, transposed to `[cols, rows]`, into a scratch tensor in the
+//! activations' dtype, multiplied, and dropped: the packed weight stays the only copy in memory
+//! between calls, as llama.cpp's GPU backends do for batched products. Decode never takes this path.
+
+use burn::tensor::{Shape, ops::FloatTensorOps};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use cubecl::prelude::*;
+
+use super::fused::{Cube, CubeT, count_launch};
+use super::linear::{Chunk, DeviceWeight};
+
+/// Tokens from which a product takes this path.
+pub const MIN_TOKENS: usize = 16;
+
+/// `out[c, r] = W[r, c]` for one chunk, dequantized (`bits` 0: dense weights). One thread per
+/// block of 32 weights of a row.
+#[cube(launch)]
+fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    dense: &Tensor<W>,
+    out: &mut Tensor<O>,
+    #[comptime] bits: u32,
+    #[comptime] has_min: bool,
+    #[define(S, W, O)] _dtypes: [StorageType; 3],
+) {
+    let cols = out.shape(0);
+    let rows = out.shape(1);
+    let blocks_per_row = cols / 32;
+    let block = ABSOLUTE_POS;
+    if block >= rows * blocks_per_row {
+        terminate!();
+    }
+    let row = block / blocks_per_row;
+    let first_col = (block % blocks_per_row) * 32;
+    if comptime!(bits == 0) {
+        #[unroll]
+        for j in 0..32usize {
+            out[(first_col + j) * rows + row] = O::cast_from(dense[row * cols + first_col + j]);
+        }
+    } else {
+        let d = f32::cast_from(scales[block]);
+        let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
+        if comptime!(has_min) {
+            m = f32::cast_from(mins[block]);
+        }
+        let words = comptime!(bits as usize);
+        #[unroll]
+        for i in 0..words {
+            let word = quants[block * words + i];
+            #[unroll]
+            for byte in 0..4u32 {
+                let j = i * 4 + byte as usize;
+                if comptime!(bits == 8) {
+                    let q = f32::cast_from((word >> (byte * 8)) & 0xFF);
+                    out[(first_col + j) * rows + row] = O::cast_from(d * q + m);
+                } else {
+                    let low = f32::cast_from((word >> (byte * 8)) & 0xF);
+                    let high = f32::cast_from((word >> (byte * 8 + 4)) & 0xF);
+                    out[(first_col + j) * rows + row] = O::cast_from(d * low + m);
+                    out[(first_col + j + 16) * rows + row] = O::cast_from(d * high + m);
+                }
+            }
+        }
+    }
+}
+
+/// `silu(gate) · up`, element-wise, into `gate`'s buffer.
+#[cube(launch)]
+fn swiglu_in_place_kernel<F: Float>(gate: &mut Tensor<F>, up: &Tensor<F>, #[define(F)] _dtype: StorageType) {
+    let i = ABSOLUTE_POS;
+    if i < gate.len() {
+        let g = f32::cast_from(gate[i]);
+        gate[i] = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)) * f32::cast_from(up[i]));
+    }
+}
+
+/// Chunk `chunk` of `weight`, dequantized and transposed to `[cols, rows]` in `like`'s dtype.
+fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
+    let shape = Shape::new([weight.cols, chunk.rows]);
+    let out = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
+    let blocks = chunk.rows * weight.cols / 32;
+    let placeholder = |t: &CubeT| empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), Shape::new([1]), t.dtype);
+    let (bits, has_min) = weight.packing.block_format().unwrap_or((0, false));
+    let (quants, scales, mins, dense) = match &chunk.scales {
+        Some(scales) => {
+            let mins = chunk.mins.clone().unwrap_or_else(|| placeholder(scales));
+            (chunk.data.clone(), scales.clone(), mins, placeholder(like))
+        }
+        None => (placeholder(&chunk.data), placeholder(like), placeholder(like), chunk.data.clone()),
+    };
+    let dtypes = [scales.dtype.into(), dense.dtype.into(), like.dtype.into()];
+    count_launch();
+    dequantize_transposed_kernel::launch::<burn_wgpu::WgpuRuntime>(
+        &like.client,
+        CubeCount::Static(blocks.div_ceil(64) as u32, 1, 1),
+        CubeDim::new_1d(64),
+        quants.into_tensor_arg(),
+        scales.into_tensor_arg(),
+        mins.into_tensor_arg(),
+        dense.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        bits,
+        has_min,
+        dtypes,
+    );
+    out
+}
+
+/// `x · Wᵀ` for `x` `[tokens, cols]` contiguous, through Burn's matmul, a chunk at a time.
+fn product(x: &CubeT, weight: &DeviceWeight) -> CubeT {
+    let parts: Vec<CubeT> = weight.chunks.iter().map(|chunk| Cube::float_matmul(x.clone(), expand(chunk, weight, x))).collect();
+    match <[CubeT; 1]>::try_from(parts) {
+        Ok([single]) => single,
+        Err(parts) => Cube::float_cat(parts, 1),
+    }
+}
+
+/// `x · Wᵀ`, or with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
+pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> CubeT {
+    let out = product(&x, weight);
+    let Some(up) = up else { return out };
+    let up = product(&x, up);
+    let dtype = out.dtype;
+    let elements = out.meta.shape().num_elements();
+    count_launch();
+    swiglu_in_place_kernel::launch::<burn_wgpu::WgpuRuntime>(
+        &out.client.clone(),
+        CubeCount::Static(elements.div_ceil(256) as u32, 1, 1),
+        CubeDim::new_1d(256),
+        out.clone().into_tensor_arg(),
+        up.into_tensor_arg(),
+        dtype.into(),
+    );
+    out
+}
