@@ -1,4 +1,5 @@
-//! The fast-path operations at Llama 3.2 1B shapes on both frameworks through `Composed`.
+//! The fast-path operations at Llama 3.2 1B shapes on both frameworks through `Composed`, and
+//! on burn-wgpu through tinygrad-only's own CubeCL kernels.
 //! Names read `<framework>/<op>/<shape>`, so criterion's report is a side-by-side comparison.
 //! Each iteration includes reading the result back to the host (the honest per-token cost).
 
@@ -7,8 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, bench_warmed, random, read_back};
 use llama_core::kernels::{Composed, Kernels};
 
-fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Device) {
-    let k = Composed;
+fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, k: K, device: &B::Device) {
     let mut group = c.benchmark_group(framework);
     group.sample_size(10);
 
@@ -30,7 +30,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
     }
 
     for &(name, input, output) in WEIGHT_SHAPES {
-        let weight = <Composed as Kernels<B>>::random_weight(&k, output, input, 1.0, device);
+        let weight = k.random_weight(output, input, 1.0, device);
         for tokens in [1, 128] {
             let x = random::<B, 2>([tokens, input], device);
             bench_warmed(&mut group, format!("linear_{name}/M{tokens}_{input}x{output}"), || {
@@ -42,8 +42,11 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
 }
 
 fn kernels(c: &mut Criterion) {
-    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>>(c, "tinygrad-only(burn-wgpu)", &burn_wgpu::WgpuDevice::default());
-    bench_backend::<burn_tch::LibTorch<f32>>(c, "pytorch-only(burn-tch)", &burn_tch::LibTorchDevice::Cpu);
+    let wgpu = burn_wgpu::WgpuDevice::default();
+    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>, _>(c, "tinygrad-only(burn-wgpu)", Composed, &wgpu);
+    // The lavapipe thread layout: these benches run on the CPU machine (on a GPU, use gpu()).
+    bench_backend(c, "tinygrad-only(cubecl-kernels)", tinygrad_only::WgpuKernels::cpu_driver(), &wgpu);
+    bench_backend::<burn_tch::LibTorch<f32>, _>(c, "pytorch-only(burn-tch)", Composed, &burn_tch::LibTorchDevice::Cpu);
 }
 
 criterion_group!(benches, kernels);

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::bench_warmed;
 use llama_core::config::{LlamaConfig, ModelSize};
-use llama_core::kernels::Composed;
+use llama_core::kernels::{Composed, Kernels};
 use llama_core::model::Llama;
 
 const PREFILL: usize = 128;
@@ -35,9 +35,9 @@ fn shape() -> (String, LlamaConfig, bool) {
     }
 }
 
-fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Device) {
+fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, kernels: K, device: &B::Device) {
     let (name, config, tied) = shape();
-    let model = Llama::<B, Composed>::random(config.clone(), tied, Composed, PREFILL + 2, device);
+    let model = Llama::<B, K>::random(config.clone(), tied, kernels, PREFILL + 2, device);
     let prompt: Vec<u32> = (0..PREFILL as u32).map(|i| (i * 7919) % config.vocab_size as u32).collect();
     let mut group = c.benchmark_group(framework);
     group.sample_size(10);
@@ -57,8 +57,11 @@ fn bench_backend<B: Backend>(c: &mut Criterion, framework: &str, device: &B::Dev
 }
 
 fn model(c: &mut Criterion) {
-    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>>(c, "tinygrad-only(burn-wgpu)", &burn_wgpu::WgpuDevice::default());
-    bench_backend::<burn_tch::LibTorch<f32>>(c, "pytorch-only(burn-tch)", &burn_tch::LibTorchDevice::Cpu);
+    let wgpu = burn_wgpu::WgpuDevice::default();
+    bench_backend::<burn_wgpu::Wgpu<f32, i32, u32>, _>(c, "tinygrad-only(burn-wgpu)", Composed, &wgpu);
+    // The lavapipe thread layout: these benches run on the CPU machine (on a GPU, use gpu()).
+    bench_backend(c, "tinygrad-only(cubecl-kernels)", tinygrad_only::WgpuKernels::cpu_driver(), &wgpu);
+    bench_backend::<burn_tch::LibTorch<f32>, _>(c, "pytorch-only(burn-tch)", Composed, &burn_tch::LibTorchDevice::Cpu);
 }
 
 criterion_group!(benches, model);
