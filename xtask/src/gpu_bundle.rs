@@ -31,7 +31,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 
     let gl = bundle.join("gl");
     std::fs::create_dir_all(&gl)?;
-    let have_debs = std::fs::read_dir(&gl)?.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "deb"));
+    let have_debs =
+        std::fs::read_dir(&gl)?.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "deb"));
     if !have_debs {
         // amd64 packages whatever this machine's own apt is set up for, with a private list folder.
         let lists = std::env::temp_dir().join("gpubundle-apt-lists");

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail};
 use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
+use llama_core::cli::Quantize;
 use llama_core::framework::{self, Framework};
 use tinygrad_only::{Wgpu, WgpuKernels};
 
@@ -16,6 +17,7 @@ struct TinygradOnly {
     adapter: Mutex<Option<String>>,
     /// The adapter is a CPU Vulkan driver (lavapipe): the kernels pick thread layouts for it.
     on_cpu: AtomicBool,
+    quantize: Mutex<Option<Quantize>>,
 }
 
 impl Framework for TinygradOnly {
@@ -66,12 +68,18 @@ impl Framework for TinygradOnly {
         self.adapter.lock().expect("adapter lock").clone().unwrap_or_else(|| format!("{device:?}"))
     }
 
+    fn set_quantize(&self, quantize: Option<Quantize>) -> anyhow::Result<()> {
+        *self.quantize.lock().expect("quantize lock") = quantize;
+        Ok(())
+    }
+
     fn kernel_launches(&self) -> Option<u64> {
         Some(tinygrad_only::kernels::launches())
     }
 
     fn kernels(&self) -> WgpuKernels {
-        if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() }
+        let kernels = if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() };
+        kernels.with_quantize(*self.quantize.lock().expect("quantize lock"))
     }
 }
 

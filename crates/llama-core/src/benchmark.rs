@@ -68,7 +68,9 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
                 "random-weight Llama 3.x {size} shape (no --model: N(0, 0.02) weights generated on the device)"
             );
             let (config, tied) = (size.config(), size.tied_embeddings());
-            match args.weights {
+            // --quantize works on weights read from a file: draw f16 ones on the host to quantize.
+            let weights = args.weights.or(args.quantize.map(|_| crate::synth::WeightType::F16));
+            match weights {
                 None => Ok(Llama::random(config, tied, fw.kernels(), context, &device)),
                 Some(weights) => {
                     source = format!("random-weight Llama 3.x {size} shape, N(0, 0.02) weights stored as {weights:?}");

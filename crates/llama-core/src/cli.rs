@@ -99,6 +99,11 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub size: Option<ModelSize>,
 
+    /// Quantize an f32/f16/bf16 model's matmul weights at load (tinygrad-only; a quantized GGUF
+    /// keeps its own format)
+    #[arg(long, value_enum)]
+    pub quantize: Option<Quantize>,
+
     /// --benchmark without --model: store the random weights in this GGUF format (drawn on the
     /// host and loaded as a file's would be) instead of generating them on the device in the
     /// compute dtype
@@ -137,6 +142,19 @@ pub struct Args {
     /// Log loading and timing details to stderr
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// `--quantize`: how an f32/f16/bf16 model's matmul weights are stored on the device (tinygrad's
+/// options). Quantized GGUF weights keep their own format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// 8-bit integers with one scale per weight row
+    Int8,
+    /// 4-bit NormalFloat (QLoRA's levels) with one scale per block of 64
+    Nf4,
+    /// f16
+    Float16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

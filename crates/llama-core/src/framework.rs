@@ -44,6 +44,14 @@ pub trait Framework: Sized {
     /// The fast-path provider this binary runs the model with.
     fn kernels(&self) -> Self::Kernels;
 
+    /// Takes `--quantize`; frameworks that cannot store weights that way refuse it.
+    fn set_quantize(&self, quantize: Option<crate::cli::Quantize>) -> anyhow::Result<()> {
+        match quantize {
+            None => Ok(()),
+            Some(q) => bail!("--quantize {q:?} is not supported by {}: it is tinygrad-only's option", self.name()),
+        }
+    }
+
     /// Kernel launches so far in this process, where the framework counts them.
     fn kernel_launches(&self) -> Option<u64> {
         None
@@ -98,6 +106,7 @@ pub trait Framework: Sized {
 
     /// `--benchmark` measures, `--prompt` answers once, and anything else opens a chat.
     fn run(&self, args: Args) -> anyhow::Result<()> {
+        self.set_quantize(args.quantize)?;
         if args.benchmark {
             crate::benchmark::run(self, &args)
         } else if let Some(prompt) = &args.prompt {

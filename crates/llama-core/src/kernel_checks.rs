@@ -95,8 +95,10 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 
         let ids = [5u32, 0, 39, 5];
         let got = download(k.embed(&weight, &ids, device));
-        let expected: Vec<f64> =
-            ids.iter().flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64)).collect();
+        let expected: Vec<f64> = ids
+            .iter()
+            .flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64))
+            .collect();
         assert_close(&format!("embed {ty:?}"), &got, &expected, 1e-6, 1e-6);
     }
 }
@@ -120,8 +122,12 @@ pub fn check_rms_norm<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 
         let delta = random(rows * cols, 5);
         let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
-        let (got_sum, got_norm) =
-            k.add_rms_norm(upload(&x, [rows, cols], device), upload(&delta, [rows, cols], device), &upload(&w, [cols], device), eps);
+        let (got_sum, got_norm) = k.add_rms_norm(
+            upload(&x, [rows, cols], device),
+            upload(&delta, [rows, cols], device),
+            &upload(&w, [cols], device),
+            eps,
+        );
         let sum_f64: Vec<f64> = sum.iter().map(|&v| v as f64).collect();
         assert_close(&format!("add_rms_norm sum rows={rows}"), &download(got_sum), &sum_f64, 0.0, 0.0);
         assert_close(&format!("add_rms_norm rows={rows}"), &download(got_norm), &norm(&sum), ABS, REL);

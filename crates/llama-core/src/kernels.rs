@@ -88,7 +88,9 @@ pub trait Kernels<B: Backend>: Send + Sync {
         let [tokens, width] = qkv.dims();
         let head_dim = width / (heads + 2 * kv_heads);
         let (q_end, k_end) = (heads * head_dim, (heads + kv_heads) * head_dim);
-        let part = |range: std::ops::Range<usize>, n: usize| qkv.clone().slice([0..tokens, range]).reshape([tokens, n, head_dim]);
+        let part = |range: std::ops::Range<usize>, n: usize| {
+            qkv.clone().slice([0..tokens, range]).reshape([tokens, n, head_dim])
+        };
         let q = self.rope(part(0..q_end, heads), tables, start);
         let keys = self.rope(part(q_end..k_end, kv_heads), tables, start);
         let values = part(k_end..width, kv_heads);

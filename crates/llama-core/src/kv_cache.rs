@@ -82,7 +82,13 @@ impl<B: Backend> KvCache<B> {
 
     /// Stores layer `layer`'s tensors after `tokens` new positions were written at [`Self::len`],
     /// and returns the keys and values of every position up to them, `[kv_heads, len + tokens, head_dim]`.
-    pub fn put(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>, tokens: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    pub fn put(
+        &mut self,
+        layer: usize,
+        keys: Tensor<B, 3>,
+        values: Tensor<B, 3>,
+        tokens: usize,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [kv_heads, _, head_dim] = keys.dims();
         let visible = [0..kv_heads, 0..self.len + tokens, 0..head_dim];
         let entry = &mut self.layers[layer];

@@ -89,7 +89,14 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
         })
     }
 
-    fn load(&self, name: &str, ggml_type: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<K::Weight, ModelError> {
+    fn load(
+        &self,
+        name: &str,
+        ggml_type: GgmlType,
+        bytes: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<K::Weight, ModelError> {
         let raw = RawWeight { name, ggml_type, bytes, rows, cols };
         self.kernels.load_weight(raw, self.device).map_err(|source| ModelError::Weight {
             path: self.gguf.path().display().to_string(),
@@ -99,7 +106,13 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
     }
 
     /// A `rows × cols` matmul weight; `row_order` (new row → stored row) reorders it on the way.
-    fn matrix(&self, name: &str, rows: usize, cols: usize, row_order: Option<&[usize]>) -> Result<K::Weight, ModelError> {
+    fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        row_order: Option<&[usize]>,
+    ) -> Result<K::Weight, ModelError> {
         let (ggml_type, bytes) = self.matrix_bytes(name, rows, cols, row_order)?;
         self.load(name, ggml_type, &bytes, rows, cols)
     }
@@ -179,7 +192,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// measurements where no trained weights are needed.
     pub fn random(config: LlamaConfig, tied: bool, kernels: K, context: usize, device: &B::Device) -> Self {
         let weights = |k: &K, rows: usize, cols: usize| Ok(k.random_weight(rows, cols, 0.02, device));
-        Self::build_random(config, tied, kernels, context, device, weights).expect("device-generated weights cannot fail")
+        Self::build_random(config, tied, kernels, context, device, weights)
+            .expect("device-generated weights cannot fail")
     }
 
     /// The same with N(0, 0.02) weights drawn on the host and stored as `weights` (e.g. Q8_0),
@@ -255,7 +269,10 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
                     QkvWeights::Fused(w) => k.weight_bytes(w),
                     QkvWeights::Separate { q, k: wk, v } => k.weight_bytes(q) + k.weight_bytes(wk) + k.weight_bytes(v),
                 };
-                qkv + k.weight_bytes(&l.wo) + k.weight_bytes(&l.w_gate) + k.weight_bytes(&l.w_up) + k.weight_bytes(&l.w_down)
+                qkv + k.weight_bytes(&l.wo)
+                    + k.weight_bytes(&l.w_gate)
+                    + k.weight_bytes(&l.w_up)
+                    + k.weight_bytes(&l.w_down)
             })
             .sum();
         (layers + k.weight_bytes(self.output.as_ref().unwrap_or(&self.token_embedding))) as u64

@@ -43,10 +43,89 @@ pub const MAX_TILE: u32 = 8;
 pub enum Packing {
     /// `[rows, cols]` floats (f32 or f16).
     Dense,
-    /// 4-bit quants, 4 words per block of 32 (GGUF's nibble order); `mins` present for Q4_1.
-    Bits4 { has_min: bool },
+    /// 4-bit quants, 4 words per block of 32 (GGUF's nibble order).
+    Bits4(Values),
     /// 8-bit quants biased to unsigned, 8 words per block.
     Bits8,
+}
+
+/// How a block's quants become weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// `w = d·(q - offset)`, offset 8 (4-bit) or 128 (8-bit): Q4_0, Q8_0, int8.
+    Offset,
+    /// `w = d·q + m` with a stored minimum per block: Q4_1.
+    Min,
+    /// `w = d·NF4[q]`, QLoRA's 4-bit NormalFloat levels: `--quantize nf4`.
+    Nf4,
+}
+
+impl Values {
+    /// The kernels' comptime form.
+    pub fn mode(self) -> u32 {
+        match self {
+            Values::Offset => MODE_OFFSET,
+            Values::Min => MODE_MIN,
+            Values::Nf4 => MODE_NF4,
+        }
+    }
+}
+
+pub const MODE_OFFSET: u32 = 0;
+pub const MODE_MIN: u32 = 1;
+pub const MODE_NF4: u32 = 2;
+
+/// QLoRA's NormalFloat-4 levels (quantiles of N(0, 1), scaled to [-1, 1]).
+pub const NF4_LEVELS: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+/// `NF4_LEVELS[q]` as a chain of selects (no lookup-table binding needed).
+#[cube]
+fn nf4_level(q: u32) -> f32 {
+    let mut level = f32::new(comptime!(NF4_LEVELS[0]));
+    #[unroll]
+    for i in 1..16u32 {
+        level = select(q == i, f32::new(comptime!(NF4_LEVELS[i as usize])), level);
+    }
+    level
+}
+
+/// The minimum `m` of block `block`: stored, or `-offset·d`.
+#[cube]
+pub fn block_min<S: Float>(
+    mins: &Tensor<S>,
+    block: usize,
+    d: f32,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+) -> f32 {
+    let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
+    if comptime!(mode == MODE_MIN) {
+        m = f32::cast_from(mins[block]);
+    }
+    m
+}
+
+/// The weight quant `q` stands for in a block of scale `d` and minimum `m`.
+#[cube]
+pub fn weight_value(q: u32, d: f32, m: f32, #[comptime] mode: u32) -> f32 {
+    if comptime!(mode == MODE_NF4) { d * nf4_level(q) } else { d * f32::cast_from(q) + m }
 }
 
 /// Dequantizes block `block` (32 weights) into the registers `w`: `w = d·q + m`.
@@ -58,13 +137,10 @@ fn dequantize_block<S: Float>(
     block: usize,
     w: &mut Array<f32>,
     #[comptime] bits: u32,
-    #[comptime] has_min: bool,
+    #[comptime] mode: u32,
 ) {
     let d = f32::cast_from(scales[block]);
-    let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
-    if comptime!(has_min) {
-        m = f32::cast_from(mins[block]);
-    }
+    let m = block_min::<S>(mins, block, d, bits, mode);
     let words = comptime!(bits as usize);
     #[unroll]
     for i in 0..words {
@@ -73,11 +149,11 @@ fn dequantize_block<S: Float>(
         for byte in 0..4u32 {
             let j = i * 4 + byte as usize;
             if comptime!(bits == 8) {
-                w[j] = d * f32::cast_from((word >> (byte * 8)) & 0xFF) + m;
+                w[j] = weight_value((word >> (byte * 8)) & 0xFF, d, m, mode);
             } else {
                 // Byte j of a Q4 block holds weight j in its low nibble and weight j + 16 in its high one.
-                w[j] = d * f32::cast_from((word >> (byte * 8)) & 0xF) + m;
-                w[j + 16] = d * f32::cast_from((word >> (byte * 8 + 4)) & 0xF) + m;
+                w[j] = weight_value((word >> (byte * 8)) & 0xF, d, m, mode);
+                w[j + 16] = weight_value((word >> (byte * 8 + 4)) & 0xF, d, m, mode);
             }
         }
     }
@@ -177,7 +253,7 @@ fn linear_quant_kernel<F: Float, S: Float>(
     first_row: u32,
     chunk_rows: u32,
     #[comptime] bits: u32,
-    #[comptime] has_min: bool,
+    #[comptime] mode: u32,
     #[comptime] gated: bool,
     #[comptime] tile: u32,
     #[comptime] lanes: u32,
@@ -205,9 +281,9 @@ fn linear_quant_kernel<F: Float, S: Float>(
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
         let block = row_read * blocks + b;
-        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, has_min);
+        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, mode);
         if comptime!(gated) {
-            dequantize_block::<S>(up_quants, up_scales, up_mins, block, &mut w_up, bits, has_min);
+            dequantize_block::<S>(up_quants, up_scales, up_mins, block, &mut w_up, bits, mode);
         }
         #[unroll]
         for t in 0..tile {
@@ -220,7 +296,18 @@ fn linear_quant_kernel<F: Float, S: Float>(
         b += comptime!(lanes as usize);
     }
     let row = first_row as usize + local_row;
-    reduce_and_store::<F>(&acc, &acc_up, out, row, local_row < chunk_rows as usize, first_token, gated, tile, lanes, rows);
+    reduce_and_store::<F>(
+        &acc,
+        &acc_up,
+        out,
+        row,
+        local_row < chunk_rows as usize,
+        first_token,
+        gated,
+        tile,
+        lanes,
+        rows,
+    );
 }
 
 /// The same for dense f32/f16 weights `[rows, cols]`.
@@ -284,7 +371,18 @@ fn linear_dense_kernel<F: Float, W: Float>(
         c += comptime!(lanes as usize);
     }
     let row = first_row as usize + local_row;
-    reduce_and_store::<F>(&acc, &acc_up, out, row, local_row < chunk_rows as usize, first_token, gated, tile, lanes, rows);
+    reduce_and_store::<F>(
+        &acc,
+        &acc_up,
+        out,
+        row,
+        local_row < chunk_rows as usize,
+        first_token,
+        gated,
+        tile,
+        lanes,
+        rows,
+    );
 }
 
 /// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
@@ -298,7 +396,7 @@ fn embed_quant_kernel<F: Float, S: Float>(
     out: &mut Tensor<F>,
     first_pair: u32,
     #[comptime] bits: u32,
-    #[comptime] has_min: bool,
+    #[comptime] mode: u32,
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
     let pair = (first_pair + CUBE_POS_X) as usize;
@@ -318,11 +416,8 @@ fn embed_quant_kernel<F: Float, S: Float>(
             (quants[block * words + within / 4] >> shift) & 0xF
         };
         let d = f32::cast_from(scales[block]);
-        let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
-        if comptime!(has_min) {
-            m = f32::cast_from(mins[block]);
-        }
-        out[t * k + c] = F::cast_from(d * f32::cast_from(q) + m);
+        let m = block_min::<S>(mins, block, d, bits, mode);
+        out[t * k + c] = F::cast_from(weight_value(q, d, m, mode));
         c += CUBE_DIM_X as usize;
     }
 }
@@ -373,12 +468,12 @@ pub struct DeviceWeight {
 }
 
 impl Packing {
-    /// `(bits, has_min)` of a block format.
-    pub fn block_format(self) -> Option<(u32, bool)> {
+    /// `(bits, mode)` of a block format.
+    pub fn block_format(self) -> Option<(u32, u32)> {
         match self {
             Packing::Dense => None,
-            Packing::Bits4 { has_min } => Some((4, has_min)),
-            Packing::Bits8 => Some((8, false)),
+            Packing::Bits4(values) => Some((4, values.mode())),
+            Packing::Bits8 => Some((8, MODE_OFFSET)),
         }
     }
 }
@@ -404,12 +499,8 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
     if tokens >= super::prefill::MIN_TOKENS && weight.cols % 32 == 0 {
         return super::prefill::linear(x, weight, up);
     }
-    let out = empty_device_contiguous_dtype(
-        x.client.clone(),
-        x.device.clone(),
-        Shape::new([tokens, weight.rows]),
-        x.dtype,
-    );
+    let out =
+        empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([tokens, weight.rows]), x.dtype);
     let tile = if tokens == 1 { 1 } else { MAX_TILE };
     let Layout { lanes, rows } = layout;
     let dim = CubeDim::new_2d(lanes, rows);
@@ -418,7 +509,8 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
     for (i, chunk) in weight.chunks.iter().enumerate() {
         let up_chunk = up.map(|u| &u.chunks[i]);
         let first_row = (i * weight.rows_per_chunk) as u32;
-        let count = CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, tokens.div_ceil(tile as usize) as u32, 1);
+        let count =
+            CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, tokens.div_ceil(tile as usize) as u32, 1);
         match weight.packing.block_format() {
             None => {
                 let w_up = up_chunk.map_or_else(|| placeholder(&chunk.data), |u| u.data.clone());
@@ -440,7 +532,7 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
                     [x.dtype.into(), chunk.data.dtype.into()],
                 );
             }
-            Some((bits, has_min)) => {
+            Some((bits, mode)) => {
                 let (uq, us, um) = match up_chunk {
                     Some(u) => (u.data.clone(), u.scales(), u.mins()),
                     None => (placeholder(&chunk.data), placeholder(&chunk.scales()), placeholder(&chunk.scales())),
@@ -461,7 +553,7 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
                     first_row,
                     chunk.rows as u32,
                     bits,
-                    has_min,
+                    mode,
                     gated,
                     tile,
                     lanes,
@@ -496,8 +588,12 @@ pub fn embed_picks(ids: &[u32], table: &DeviceWeight) -> (Vec<u32>, Vec<(usize, 
 /// list on the device.
 pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeight, dtype: DType) -> CubeT {
     let tokens = picks.meta.shape()[0] / 2;
-    let out =
-        empty_device_contiguous_dtype(picks.client.clone(), picks.device.clone(), Shape::new([tokens, table.cols]), dtype);
+    let out = empty_device_contiguous_dtype(
+        picks.client.clone(),
+        picks.device.clone(),
+        Shape::new([tokens, table.cols]),
+        dtype,
+    );
     let client = picks.client.clone();
     for &(i, first_pair, pairs) in groups {
         let chunk = &table.chunks[i];
@@ -516,7 +612,7 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
                 first_pair,
                 [dtype.into(), chunk.data.dtype.into()],
             ),
-            Some((bits, has_min)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
+            Some((bits, mode)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
                 &client,
                 count,
                 dim,
@@ -527,7 +623,7 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
                 out.clone().into_tensor_arg(),
                 first_pair,
                 bits,
-                has_min,
+                mode,
                 [dtype.into(), chunk.scales().dtype.into()],
             ),
         }

@@ -18,21 +18,23 @@ mod attention;
 mod fused;
 mod linear;
 mod norm;
-mod pack;
+pub mod pack;
 mod prefill;
 mod rope;
 
 use burn::tensor::backend::Backend as _;
 use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, TensorPrimitive};
 use half::f16;
-use llama_core::dequant::{DequantError, GgmlType};
+use llama_core::cli::Quantize;
+use llama_core::dequant::DequantError;
 use llama_core::kernels::{Composed, Kernels, RawWeight};
 use llama_core::rope::RopeTables;
 
-use fused::{Cube, CubeT, LazyTensor, custom_op};
 pub use fused::launches;
+use fused::{Cube, CubeT, LazyTensor, custom_op};
+use linear::Chunk;
 pub use linear::DeviceWeight;
-use linear::{Chunk, Packing};
+pub use linear::{Packing, Values};
 use pack::HostChunk;
 
 /// The backend these kernels run on.
@@ -46,17 +48,24 @@ const MAX_CHUNK_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, Copy)]
 pub struct WgpuKernels {
     layout: linear::Layout,
+    /// `--quantize`: how float weights are stored.
+    quantize: Option<Quantize>,
 }
 
 impl WgpuKernels {
     /// Thread layouts for a GPU.
     pub fn gpu() -> Self {
-        Self { layout: linear::Layout::for_device(false) }
+        Self { layout: linear::Layout::for_device(false), quantize: None }
     }
 
     /// Thread layouts for a CPU Vulkan driver (lavapipe), where barriers are expensive.
     pub fn cpu_driver() -> Self {
-        Self { layout: linear::Layout::for_device(true) }
+        Self { layout: linear::Layout::for_device(true), quantize: None }
+    }
+
+    /// Stores f32/f16/bf16 weights as `quantize` says (quantized files keep their format).
+    pub fn with_quantize(self, quantize: Option<Quantize>) -> Self {
+        Self { quantize, ..self }
     }
 }
 
@@ -132,22 +141,18 @@ impl Kernels<Wgpu> for WgpuKernels {
 
     fn load_weight(&self, raw: RawWeight<'_>, device: &Device) -> Result<DeviceWeight, DequantError> {
         let row_bytes = raw.ggml_type.bytes_for(raw.cols)?;
-        let per_chunk = rows_per_chunk(pack::device_row_bytes(raw.ggml_type, raw.cols), raw.rows);
-        // Block formats hold whole blocks of 32 per row (the file's reader checked that).
-        let packing = pack::packing_for(raw.ggml_type);
+        let packing = pack::packing_for(raw.ggml_type, self.quantize);
+        let device_row_bytes = pack::device_row_bytes(packing, raw.ggml_type, self.quantize, raw.cols);
+        let per_chunk = rows_per_chunk(device_row_bytes, raw.rows);
         let mut chunks = Vec::new();
         for first in (0..raw.rows).step_by(per_chunk) {
             let rows = per_chunk.min(raw.rows - first);
             let bytes = &raw.bytes[first * row_bytes..(first + rows) * row_bytes];
-            let elements = rows * raw.cols;
-            let host = match packing {
-                Packing::Dense if raw.ggml_type != GgmlType::F16 => {
-                    HostChunk::F32(llama_core::dequant::dequantize(raw.ggml_type, bytes, elements)?)
-                }
-                _ => pack::pack(raw.ggml_type, bytes, elements)?,
-            };
+            let host = pack::pack(raw.ggml_type, self.quantize, bytes, raw.cols)?;
             chunks.push(match host {
-                HostChunk::F32(values) => Chunk { data: upload_float(values, DType::F32, device), scales: None, mins: None, rows },
+                HostChunk::F32(values) => {
+                    Chunk { data: upload_float(values, DType::F32, device), scales: None, mins: None, rows }
+                }
                 HostChunk::F16(values) => Chunk { data: upload_halves(values, device), scales: None, mins: None, rows },
                 HostChunk::Blocks { quants, scales, mins } => Chunk {
                     data: upload_words(quants, device),
@@ -178,7 +183,9 @@ impl Kernels<Wgpu> for WgpuKernels {
     fn linear(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
         let [tokens, _] = x.dims();
         let (weight, layout) = (weight.clone(), self.layout);
-        Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| linear::linear(contiguous(x), &weight, None, layout))
+        Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| {
+            linear::linear(contiguous(x), &weight, None, layout)
+        })
     }
 
     fn linear_swiglu(&self, x: Tensor<Wgpu, 2>, gate: &DeviceWeight, up: &DeviceWeight) -> Tensor<Wgpu, 2> {
@@ -253,11 +260,8 @@ impl Kernels<Wgpu> for WgpuKernels {
         let head_dim = width / (heads + 2 * kv_heads);
         let dtype = qkv.dtype();
         let (cos, sin) = tables.tables();
-        let outputs = [
-            ([tokens, heads, head_dim].into(), dtype),
-            (cache_keys.shape(), dtype),
-            (cache_values.shape(), dtype),
-        ];
+        let outputs =
+            [([tokens, heads, head_dim].into(), dtype), (cache_keys.shape(), dtype), (cache_values.shape(), dtype)];
         let inputs = [lazy(qkv), lazy(cos.clone()), lazy(sin.clone()), lazy(cache_keys), lazy(cache_values)];
         let [q, keys, values] = custom_op("rope_qkv_into_cache", inputs, outputs, move |[qkv, cos, sin, ck, cv]| {
             let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, cos, sin, start, ck, cv);

@@ -6,19 +6,33 @@
 //! file order, so Q4's nibble layout is GGUF's), and the scales (and minimums) as f16 arrays.
 //! Same bits per weight as the file (8.5 for Q8_0, 4.5 for Q4_0, 5 for Q4_1), nothing expanded.
 //! Formats the kernels do not read yet (the K-quants, Q5_x, BF16) are dequantized to dense f32.
+//!
+//! `--quantize` turns an f32/f16/bf16 file's weights into one of tinygrad's formats in the same
+//! planes: int8 (one scale per row, repeated per block of 32 so the Q8_0 kernel reads it), nf4
+//! (QLoRA's 16 NormalFloat levels, one scale per 64 weights, repeated per 32), or f16.
 
 use half::f16;
+use llama_core::cli::Quantize;
 use llama_core::dequant::{self, DequantError, GgmlType};
 
-use super::linear::Packing;
+use super::linear::{NF4_LEVELS, Packing, Values};
 
-/// The kernels' packing for a GGUF type.
-pub fn packing_for(ty: GgmlType) -> Packing {
-    match ty {
-        GgmlType::Q8_0 => Packing::Bits8,
-        GgmlType::Q4_0 => Packing::Bits4 { has_min: false },
-        GgmlType::Q4_1 => Packing::Bits4 { has_min: true },
-        _ => Packing::Dense,
+fn is_float(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The kernels' packing for a GGUF type, under `--quantize` (which applies to float weights only).
+pub fn packing_for(ty: GgmlType, quantize: Option<Quantize>) -> Packing {
+    match (is_float(ty), quantize) {
+        (true, Some(Quantize::Int8)) => Packing::Bits8,
+        (true, Some(Quantize::Nf4)) => Packing::Bits4(Values::Nf4),
+        (true, Some(Quantize::Float16)) => Packing::Dense,
+        _ => match ty {
+            GgmlType::Q8_0 => Packing::Bits8,
+            GgmlType::Q4_0 => Packing::Bits4(Values::Offset),
+            GgmlType::Q4_1 => Packing::Bits4(Values::Min),
+            _ => Packing::Dense,
+        },
     }
 }
 
@@ -37,9 +51,18 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
 
-/// Lays out `bytes` (whole rows, `elements` weights, in `ty`) for the device.
-pub fn pack(ty: GgmlType, bytes: &[u8], elements: usize) -> Result<HostChunk, DequantError> {
+/// Lays out `bytes` (whole rows of `cols`, in `ty`) for the device, quantized as `quantize` says.
+pub fn pack(ty: GgmlType, quantize: Option<Quantize>, bytes: &[u8], cols: usize) -> Result<HostChunk, DequantError> {
+    let elements = bytes.len() / ty.bytes_for(cols)? * cols;
     let blocks = elements / 32;
+    if let (true, Some(q)) = (is_float(ty), quantize) {
+        let values = dequant::dequantize(ty, bytes, elements)?;
+        return Ok(match q {
+            Quantize::Float16 => HostChunk::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
+            Quantize::Int8 => int8_rows(&values, cols),
+            Quantize::Nf4 => nf4_blocks(&values),
+        });
+    }
     Ok(match ty {
         GgmlType::F16 => HostChunk::F16((0..elements).map(|i| f16_at(bytes, 2 * i)).collect()),
         GgmlType::Q8_0 => {
@@ -77,14 +100,80 @@ pub fn pack(ty: GgmlType, bytes: &[u8], elements: usize) -> Result<HostChunk, De
     })
 }
 
+/// Symmetric int8, one scale per row of `cols` (`d = max|w| / 127`), biased to unsigned bytes.
+fn int8_rows(values: &[f32], cols: usize) -> HostChunk {
+    let mut quants = Vec::with_capacity(values.len() / 4);
+    let mut scales = Vec::with_capacity(values.len() / 32);
+    for row in values.chunks_exact(cols) {
+        let d = f16::from_f32(row.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0);
+        let inverse = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        let biased: Vec<u8> =
+            row.iter().map(|&v| ((v * inverse).round().clamp(-127.0, 127.0) as i32 + 128) as u8).collect();
+        quants.extend(words(&biased));
+        scales.extend(std::iter::repeat_n(d, cols / 32));
+    }
+    HostChunk::Blocks { quants, scales, mins: None }
+}
+
+/// NF4: per 64 weights `d = max|w|` and each weight's nearest level of `w / d`; nibbles in GGUF's
+/// Q4 order within each half of 32.
+fn nf4_blocks(values: &[f32]) -> HostChunk {
+    let mut quants = Vec::with_capacity(values.len() / 8);
+    let mut scales = Vec::with_capacity(values.len() / 32);
+    for block in values.chunks(64) {
+        let d = f16::from_f32(block.iter().fold(0.0f32, |a, v| a.max(v.abs())));
+        let inverse = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        let nearest = |v: f32| {
+            let x = v * inverse;
+            (0..16).min_by(|&a, &b| (NF4_LEVELS[a] - x).abs().total_cmp(&(NF4_LEVELS[b] - x).abs())).unwrap_or(7) as u8
+        };
+        for half in block.chunks(32) {
+            let (low, high) = half.split_at(16);
+            let bytes: Vec<u8> = low.iter().zip(high).map(|(&a, &b)| nearest(a) | (nearest(b) << 4)).collect();
+            quants.extend(words(&bytes));
+            scales.push(d);
+        }
+    }
+    HostChunk::Blocks { quants, scales, mins: None }
+}
+
+/// The weights a packed chunk stands for, on the host: what the kernels compute with.
+pub fn unpack(chunk: &HostChunk, packing: Packing) -> Vec<f32> {
+    match chunk {
+        HostChunk::F32(values) => values.clone(),
+        HostChunk::F16(values) => values.iter().map(|v| v.to_f32()).collect(),
+        HostChunk::Blocks { quants, scales, mins } => {
+            let bytes: Vec<u8> = quants.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut out = Vec::with_capacity(scales.len() * 32);
+            for (b, d) in scales.iter().map(|d| d.to_f32()).enumerate() {
+                let m = mins.as_ref().map(|m| m[b].to_f32());
+                let value = |q: u8| match packing {
+                    Packing::Bits4(Values::Nf4) => d * NF4_LEVELS[q as usize],
+                    Packing::Bits8 => d * q as f32 - 128.0 * d,
+                    _ => d * q as f32 + m.unwrap_or(-8.0 * d),
+                };
+                match packing {
+                    Packing::Bits8 => out.extend(bytes[b * 32..(b + 1) * 32].iter().map(|&q| value(q))),
+                    _ => {
+                        let block = &bytes[b * 16..(b + 1) * 16];
+                        out.extend(block.iter().map(|&q| value(q & 0xF)));
+                        out.extend(block.iter().map(|&q| value(q >> 4)));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
 /// Device bytes per weight row, to size chunks.
-pub fn device_row_bytes(ty: GgmlType, cols: usize) -> usize {
-    match packing_for(ty) {
-        Packing::Dense if ty == GgmlType::F16 => 2 * cols,
+pub fn device_row_bytes(packing: Packing, ty: GgmlType, quantize: Option<Quantize>, cols: usize) -> usize {
+    match packing {
+        Packing::Dense if ty == GgmlType::F16 || quantize == Some(Quantize::Float16) => 2 * cols,
         Packing::Dense => 4 * cols,
-        // The largest plane is the quants: one byte per weight (Q8), half a byte (Q4).
+        // The largest plane is the quants: one byte per weight (8-bit), half a byte (4-bit).
         Packing::Bits8 => cols,
-        Packing::Bits4 { .. } => cols / 2,
+        Packing::Bits4(_) => cols / 2,
     }
 }
 
@@ -92,11 +181,44 @@ pub fn device_row_bytes(ty: GgmlType, cols: usize) -> usize {
 mod tests {
     use super::*;
 
+    fn sample(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / 64) as f32)).collect()
+    }
+
+    #[test]
+    fn int8_rows_are_within_half_a_step() {
+        let (values, cols) = (sample(4 * 96), 96);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let chunk = pack(GgmlType::F32, Some(Quantize::Int8), &bytes, cols).unwrap();
+        let unpacked = unpack(&chunk, Packing::Bits8);
+        for (row, (got, want)) in unpacked.chunks(cols).zip(values.chunks(cols)).enumerate() {
+            let step = want.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= step * 0.51, "row {row}: {g} vs {w} (step {step})");
+            }
+        }
+    }
+
+    #[test]
+    fn nf4_picks_the_nearest_level() {
+        let values = sample(128);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let chunk = pack(GgmlType::F32, Some(Quantize::Nf4), &bytes, 128).unwrap();
+        let unpacked = unpack(&chunk, Packing::Bits4(Values::Nf4));
+        for (block, (got, want)) in unpacked.chunks(64).zip(values.chunks(64)).enumerate() {
+            let d = f16::from_f32(want.iter().fold(0.0f32, |a, v| a.max(v.abs()))).to_f32();
+            for (g, w) in got.iter().zip(want) {
+                let best = NF4_LEVELS.iter().map(|l| (l * d - w).abs()).fold(f32::INFINITY, f32::min);
+                assert!(((g - w).abs() - best).abs() < 1e-6, "block {block}: {g} for {w}");
+            }
+        }
+    }
+
     #[test]
     fn q8_0_blocks_split_into_biased_words_and_scales() {
         let values: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 7.0).collect();
         let bytes = dequant::quantize_q8_0(&values);
-        let HostChunk::Blocks { quants, scales, mins } = pack(GgmlType::Q8_0, &bytes, 64).unwrap() else {
+        let HostChunk::Blocks { quants, scales, mins } = pack(GgmlType::Q8_0, None, &bytes, 64).unwrap() else {
             panic!("Q8_0 packs into blocks")
         };
         assert_eq!((quants.len(), scales.len(), mins.is_none()), (16, 2, true));
@@ -115,7 +237,7 @@ mod tests {
         block.extend(f16::from_f32(0.5).to_le_bytes());
         block.extend(f16::from_f32(-1.0).to_le_bytes());
         block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-        let HostChunk::Blocks { quants, scales, mins } = pack(GgmlType::Q4_1, &block, 32).unwrap() else {
+        let HostChunk::Blocks { quants, scales, mins } = pack(GgmlType::Q4_1, None, &block, 32).unwrap() else {
             panic!("Q4_1 packs into blocks")
         };
         let dense = dequant::dequantize(GgmlType::Q4_1, &block, 32).unwrap();

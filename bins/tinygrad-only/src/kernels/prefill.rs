@@ -13,7 +13,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{Cube, CubeT, count_launch};
-use super::linear::{Chunk, DeviceWeight};
+use super::linear::{Chunk, DeviceWeight, MODE_OFFSET, block_min, weight_value};
 
 /// Tokens from which a product takes this path.
 pub const MIN_TOKENS: usize = 16;
@@ -28,7 +28,7 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
     dense: &Tensor<W>,
     out: &mut Tensor<O>,
     #[comptime] bits: u32,
-    #[comptime] has_min: bool,
+    #[comptime] mode: u32,
     #[define(S, W, O)] _dtypes: [StorageType; 3],
 ) {
     let cols = out.shape(0);
@@ -47,10 +47,7 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
         }
     } else {
         let d = f32::cast_from(scales[block]);
-        let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
-        if comptime!(has_min) {
-            m = f32::cast_from(mins[block]);
-        }
+        let m = block_min::<S>(mins, block, d, bits, mode);
         let words = comptime!(bits as usize);
         #[unroll]
         for i in 0..words {
@@ -59,13 +56,13 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
             for byte in 0..4u32 {
                 let j = i * 4 + byte as usize;
                 if comptime!(bits == 8) {
-                    let q = f32::cast_from((word >> (byte * 8)) & 0xFF);
-                    out[(first_col + j) * rows + row] = O::cast_from(d * q + m);
+                    let value = weight_value((word >> (byte * 8)) & 0xFF, d, m, mode);
+                    out[(first_col + j) * rows + row] = O::cast_from(value);
                 } else {
-                    let low = f32::cast_from((word >> (byte * 8)) & 0xF);
-                    let high = f32::cast_from((word >> (byte * 8 + 4)) & 0xF);
-                    out[(first_col + j) * rows + row] = O::cast_from(d * low + m);
-                    out[(first_col + j + 16) * rows + row] = O::cast_from(d * high + m);
+                    let low = weight_value((word >> (byte * 8)) & 0xF, d, m, mode);
+                    let high = weight_value((word >> (byte * 8 + 4)) & 0xF, d, m, mode);
+                    out[(first_col + j) * rows + row] = O::cast_from(low);
+                    out[(first_col + j + 16) * rows + row] = O::cast_from(high);
                 }
             }
         }
@@ -87,8 +84,9 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
     let shape = Shape::new([weight.cols, chunk.rows]);
     let out = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
     let blocks = chunk.rows * weight.cols / 32;
-    let placeholder = |t: &CubeT| empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), Shape::new([1]), t.dtype);
-    let (bits, has_min) = weight.packing.block_format().unwrap_or((0, false));
+    let placeholder =
+        |t: &CubeT| empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), Shape::new([1]), t.dtype);
+    let (bits, mode) = weight.packing.block_format().unwrap_or((0, MODE_OFFSET));
     let (quants, scales, mins, dense) = match &chunk.scales {
         Some(scales) => {
             let mins = chunk.mins.clone().unwrap_or_else(|| placeholder(scales));
@@ -108,7 +106,7 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
         dense.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         bits,
-        has_min,
+        mode,
         dtypes,
     );
     out
@@ -116,7 +114,8 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
 
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous, through Burn's matmul, a chunk at a time.
 fn product(x: &CubeT, weight: &DeviceWeight) -> CubeT {
-    let parts: Vec<CubeT> = weight.chunks.iter().map(|chunk| Cube::float_matmul(x.clone(), expand(chunk, weight, x))).collect();
+    let parts: Vec<CubeT> =
+        weight.chunks.iter().map(|chunk| Cube::float_matmul(x.clone(), expand(chunk, weight, x))).collect();
     match <[CubeT; 1]>::try_from(parts) {
         Ok([single]) => single,
         Err(parts) => Cube::float_cat(parts, 1),

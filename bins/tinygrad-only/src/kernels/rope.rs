@@ -50,7 +50,12 @@ fn rope_kernel<F: Float>(
 pub fn rope(x: CubeT, cos: CubeT, sin: CubeT, start: usize) -> CubeT {
     let shape = x.meta.shape().clone();
     let (tokens, heads, head_dim) = (shape[0], shape[1], shape[2]);
-    let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([tokens, heads, head_dim]), x.dtype);
+    let out = empty_device_contiguous_dtype(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new([tokens, heads, head_dim]),
+        x.dtype,
+    );
     let client = x.client.clone();
     let dtype = x.dtype;
     count_launch();
@@ -139,7 +144,12 @@ pub fn rope_qkv_into_cache(
     let tokens = qkv.meta.shape()[0];
     let [kv_heads, _, head_dim] = [cache_k.meta.shape()[0], cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
     let (cache_k, cache_v) = (writable(cache_k), writable(cache_v));
-    let q = empty_device_contiguous_dtype(qkv.client.clone(), qkv.device.clone(), Shape::new([tokens, heads, head_dim]), qkv.dtype);
+    let q = empty_device_contiguous_dtype(
+        qkv.client.clone(),
+        qkv.device.clone(),
+        Shape::new([tokens, heads, head_dim]),
+        qkv.dtype,
+    );
     let client = qkv.client.clone();
     let dtype = qkv.dtype;
     count_launch();
