@@ -130,7 +130,7 @@ pub fn weight_value(q: u32, d: f32, m: f32, #[comptime] mode: u32) -> f32 {
 
 /// Dequantizes block `block` (32 weights) into the registers `w`: `w = d·q + m`.
 #[cube]
-fn dequantize_block<S: Float>(
+pub fn dequantize_block<S: Float>(
     quants: &Tensor<u32>,
     scales: &Tensor<S>,
     mins: &Tensor<S>,
@@ -161,7 +161,7 @@ fn dequantize_block<S: Float>(
 
 /// Loads 32 dense weights from `w_at` into the registers `w`.
 #[cube]
-fn load_dense_block<W: Float>(weights: &Tensor<W>, w_at: usize, w: &mut Array<f32>) {
+pub fn load_dense_block<W: Float>(weights: &Tensor<W>, w_at: usize, w: &mut Array<f32>) {
     #[unroll]
     for j in 0..32usize {
         w[j] = f32::cast_from(weights[w_at + j]);
@@ -239,16 +239,20 @@ fn reduce_and_store<F: Float>(
     }
 }
 
-/// `out = x · Wᵀ` (or `silu(x · Gateᵀ) · (x · Upᵀ)` when `gated`) for block-quantized weights.
+/// `out = x · Wᵀ` (or `silu(x · Gateᵀ) · (x · Upᵀ)` when `gated`) for one chunk of rows, the
+/// weights block-quantized (`bits` 4 or 8: `quants`, `scales`, `mins`) or dense (`bits` 0:
+/// `dense`, f32 or f16, `[rows, cols]`); the arguments of the other kind are placeholders.
 #[cube(launch)]
-fn linear_quant_kernel<F: Float, S: Float>(
+fn linear_kernel<F: Float, S: Float, W: Float>(
     x: &Tensor<F>,
     quants: &Tensor<u32>,
     scales: &Tensor<S>,
     mins: &Tensor<S>,
+    dense: &Tensor<W>,
     up_quants: &Tensor<u32>,
     up_scales: &Tensor<S>,
     up_mins: &Tensor<S>,
+    up_dense: &Tensor<W>,
     out: &mut Tensor<F>,
     first_row: u32,
     chunk_rows: u32,
@@ -258,7 +262,7 @@ fn linear_quant_kernel<F: Float, S: Float>(
     #[comptime] tile: u32,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
-    #[define(F, S)] _dtypes: [StorageType; 2],
+    #[define(F, S, W)] _dtypes: [StorageType; 3],
 ) {
     let tokens = x.shape(0);
     let k = x.shape(1);
@@ -280,10 +284,17 @@ fn linear_quant_kernel<F: Float, S: Float>(
     let mut w_up = Array::<f32>::new(32usize);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
-        let block = row_read * blocks + b;
-        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, mode);
-        if comptime!(gated) {
-            dequantize_block::<S>(up_quants, up_scales, up_mins, block, &mut w_up, bits, mode);
+        if comptime!(bits == 0) {
+            load_dense_block::<W>(dense, row_read * k + b * 32, &mut w);
+            if comptime!(gated) {
+                load_dense_block::<W>(up_dense, row_read * k + b * 32, &mut w_up);
+            }
+        } else {
+            let block = row_read * blocks + b;
+            dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, mode);
+            if comptime!(gated) {
+                dequantize_block::<S>(up_quants, up_scales, up_mins, block, &mut w_up, bits, mode);
+            }
         }
         #[unroll]
         for t in 0..tile {
@@ -295,94 +306,24 @@ fn linear_quant_kernel<F: Float, S: Float>(
         }
         b += comptime!(lanes as usize);
     }
-    let row = first_row as usize + local_row;
-    reduce_and_store::<F>(
-        &acc,
-        &acc_up,
-        out,
-        row,
-        local_row < chunk_rows as usize,
-        first_token,
-        gated,
-        tile,
-        lanes,
-        rows,
-    );
-}
-
-/// The same for dense f32/f16 weights `[rows, cols]`.
-#[cube(launch)]
-fn linear_dense_kernel<F: Float, W: Float>(
-    x: &Tensor<F>,
-    w: &Tensor<W>,
-    w_up: &Tensor<W>,
-    out: &mut Tensor<F>,
-    first_row: u32,
-    chunk_rows: u32,
-    #[comptime] gated: bool,
-    #[comptime] tile: u32,
-    #[comptime] lanes: u32,
-    #[comptime] rows: u32,
-    #[define(F, W)] _dtypes: [StorageType; 2],
-) {
-    let tokens = x.shape(0);
-    let k = x.shape(1);
-    let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let row_read = min(local_row, chunk_rows as usize - 1);
-    let first_token = (CUBE_POS_Y * tile) as usize;
-    let blocks = k / 32;
-    let mut acc = Array::<f32>::new(comptime!(tile as usize));
-    let mut acc_up = Array::<f32>::new(comptime!(tile as usize));
-    #[unroll]
-    for t in 0..tile {
-        acc[t as usize] = f32::new(0.0);
-        acc_up[t as usize] = f32::new(0.0);
-    }
-    let mut w_block = Array::<f32>::new(32usize);
-    let mut up_block = Array::<f32>::new(32usize);
-    let mut b = UNIT_POS_X as usize;
-    while b < blocks {
-        let w_at = row_read * k + b * 32;
-        load_dense_block::<W>(w, w_at, &mut w_block);
-        if comptime!(gated) {
-            load_dense_block::<W>(w_up, w_at, &mut up_block);
-        }
-        #[unroll]
-        for t in 0..tile {
-            let x_at = min(first_token + t as usize, tokens - 1) * k + b * 32;
-            acc[t as usize] += block_dot::<F>(x, x_at, &w_block);
-            if comptime!(gated) {
-                acc_up[t as usize] += block_dot::<F>(x, x_at, &up_block);
+    if comptime!(bits == 0) {
+        // Inputs past the last whole block of 32 (dense weights may have any width).
+        let mut c = blocks * 32 + UNIT_POS_X as usize;
+        while c < k {
+            #[unroll]
+            for t in 0..tile {
+                let x_c = f32::cast_from(x[min(first_token + t as usize, tokens - 1) * k + c]);
+                acc[t as usize] += f32::cast_from(dense[row_read * k + c]) * x_c;
+                if comptime!(gated) {
+                    acc_up[t as usize] += f32::cast_from(up_dense[row_read * k + c]) * x_c;
+                }
             }
+            c += comptime!(lanes as usize);
         }
-        b += comptime!(lanes as usize);
-    }
-    // Inputs past the last whole block of 32 (dense weights may have any width).
-    let mut c = blocks * 32 + UNIT_POS_X as usize;
-    while c < k {
-        #[unroll]
-        for t in 0..tile {
-            let x_c = f32::cast_from(x[min(first_token + t as usize, tokens - 1) * k + c]);
-            acc[t as usize] += f32::cast_from(w[row_read * k + c]) * x_c;
-            if comptime!(gated) {
-                acc_up[t as usize] += f32::cast_from(w_up[row_read * k + c]) * x_c;
-            }
-        }
-        c += comptime!(lanes as usize);
     }
     let row = first_row as usize + local_row;
-    reduce_and_store::<F>(
-        &acc,
-        &acc_up,
-        out,
-        row,
-        local_row < chunk_rows as usize,
-        first_token,
-        gated,
-        tile,
-        lanes,
-        rows,
-    );
+    let valid = local_row < chunk_rows as usize;
+    reduce_and_store::<F>(&acc, &acc_up, out, row, valid, first_token, gated, tile, lanes, rows);
 }
 
 /// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
@@ -493,6 +434,20 @@ impl Chunk {
     }
 }
 
+/// The four tensors a chunk gives the kernel: quants, scales, mins, dense values (placeholders
+/// for the kind it is not).
+pub fn kernel_args(chunk: &Chunk, like: &CubeT) -> [CubeT; 4] {
+    match &chunk.scales {
+        Some(scales) => [
+            chunk.data.clone(),
+            scales.clone(),
+            chunk.mins.clone().unwrap_or_else(|| placeholder(scales)),
+            placeholder(like),
+        ],
+        None => [placeholder(&chunk.data), placeholder(like), placeholder(like), chunk.data.clone()],
+    }
+}
+
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
@@ -503,65 +458,41 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
         empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([tokens, weight.rows]), x.dtype);
     let tile = if tokens == 1 { 1 } else { MAX_TILE };
     let Layout { lanes, rows } = layout;
-    let dim = CubeDim::new_2d(lanes, rows);
-    let client = x.client.clone();
-    let gated = up.is_some();
+    let (bits, mode) = weight.packing.block_format().unwrap_or((0, MODE_OFFSET));
     for (i, chunk) in weight.chunks.iter().enumerate() {
-        let up_chunk = up.map(|u| &u.chunks[i]);
-        let first_row = (i * weight.rows_per_chunk) as u32;
+        let [quants, scales, mins, dense] = kernel_args(chunk, &x);
+        let [up_quants, up_scales, up_mins, up_dense] = match up {
+            Some(up) => kernel_args(&up.chunks[i], &x),
+            None => [&quants, &scales, &mins, &dense].map(placeholder),
+        };
+        let dtypes = [x.dtype.into(), scales.dtype.into(), dense.dtype.into()];
         let count =
             CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, tokens.div_ceil(tile as usize) as u32, 1);
-        match weight.packing.block_format() {
-            None => {
-                let w_up = up_chunk.map_or_else(|| placeholder(&chunk.data), |u| u.data.clone());
-                count_launch();
-                linear_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    x.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    w_up.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_row,
-                    chunk.rows as u32,
-                    gated,
-                    tile,
-                    lanes,
-                    rows,
-                    [x.dtype.into(), chunk.data.dtype.into()],
-                );
-            }
-            Some((bits, mode)) => {
-                let (uq, us, um) = match up_chunk {
-                    Some(u) => (u.data.clone(), u.scales(), u.mins()),
-                    None => (placeholder(&chunk.data), placeholder(&chunk.scales()), placeholder(&chunk.scales())),
-                };
-                count_launch();
-                linear_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    x.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    chunk.scales().into_tensor_arg(),
-                    chunk.mins().into_tensor_arg(),
-                    uq.into_tensor_arg(),
-                    us.into_tensor_arg(),
-                    um.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_row,
-                    chunk.rows as u32,
-                    bits,
-                    mode,
-                    gated,
-                    tile,
-                    lanes,
-                    rows,
-                    [x.dtype.into(), chunk.scales().dtype.into()],
-                );
-            }
-        }
+        count_launch();
+        linear_kernel::launch::<burn_wgpu::WgpuRuntime>(
+            &x.client,
+            count,
+            CubeDim::new_2d(lanes, rows),
+            x.clone().into_tensor_arg(),
+            quants.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            mins.into_tensor_arg(),
+            dense.into_tensor_arg(),
+            up_quants.into_tensor_arg(),
+            up_scales.into_tensor_arg(),
+            up_mins.into_tensor_arg(),
+            up_dense.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            (i * weight.rows_per_chunk) as u32,
+            chunk.rows as u32,
+            bits,
+            mode,
+            up.is_some(),
+            tile,
+            lanes,
+            rows,
+            dtypes,
+        );
     }
     out
 }

@@ -13,7 +13,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{Cube, CubeT, count_launch};
-use super::linear::{Chunk, DeviceWeight, MODE_OFFSET, block_min, weight_value};
+use super::linear::{Chunk, DeviceWeight, MODE_OFFSET, dequantize_block, kernel_args, load_dense_block};
 
 /// Tokens from which a product takes this path.
 pub const MIN_TOKENS: usize = 16;
@@ -40,32 +40,15 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
     }
     let row = block / blocks_per_row;
     let first_col = (block % blocks_per_row) * 32;
+    let mut w = Array::<f32>::new(32usize);
     if comptime!(bits == 0) {
-        #[unroll]
-        for j in 0..32usize {
-            out[(first_col + j) * rows + row] = O::cast_from(dense[row * cols + first_col + j]);
-        }
+        load_dense_block::<W>(dense, row * cols + first_col, &mut w);
     } else {
-        let d = f32::cast_from(scales[block]);
-        let m = block_min::<S>(mins, block, d, bits, mode);
-        let words = comptime!(bits as usize);
-        #[unroll]
-        for i in 0..words {
-            let word = quants[block * words + i];
-            #[unroll]
-            for byte in 0..4u32 {
-                let j = i * 4 + byte as usize;
-                if comptime!(bits == 8) {
-                    let value = weight_value((word >> (byte * 8)) & 0xFF, d, m, mode);
-                    out[(first_col + j) * rows + row] = O::cast_from(value);
-                } else {
-                    let low = weight_value((word >> (byte * 8)) & 0xF, d, m, mode);
-                    let high = weight_value((word >> (byte * 8 + 4)) & 0xF, d, m, mode);
-                    out[(first_col + j) * rows + row] = O::cast_from(low);
-                    out[(first_col + j + 16) * rows + row] = O::cast_from(high);
-                }
-            }
-        }
+        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, mode);
+    }
+    #[unroll]
+    for j in 0..32usize {
+        out[(first_col + j) * rows + row] = O::cast_from(w[j]);
     }
 }
 
@@ -84,16 +67,8 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
     let shape = Shape::new([weight.cols, chunk.rows]);
     let out = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
     let blocks = chunk.rows * weight.cols / 32;
-    let placeholder =
-        |t: &CubeT| empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), Shape::new([1]), t.dtype);
     let (bits, mode) = weight.packing.block_format().unwrap_or((0, MODE_OFFSET));
-    let (quants, scales, mins, dense) = match &chunk.scales {
-        Some(scales) => {
-            let mins = chunk.mins.clone().unwrap_or_else(|| placeholder(scales));
-            (chunk.data.clone(), scales.clone(), mins, placeholder(like))
-        }
-        None => (placeholder(&chunk.data), placeholder(like), placeholder(like), chunk.data.clone()),
-    };
+    let [quants, scales, mins, dense] = kernel_args(chunk, like);
     let dtypes = [scales.dtype.into(), dense.dtype.into(), like.dtype.into()];
     count_launch();
     dequantize_transposed_kernel::launch::<burn_wgpu::WgpuRuntime>(
