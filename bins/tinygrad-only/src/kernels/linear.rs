@@ -1,22 +1,20 @@
 //! Matrix-vector (decode) and matrix-matrix (prefill) products against weights kept in their
-//! GGUF block format, dequantized in registers; the fused gate/up SwiGLU; embedding lookup.
+//! GGUF block format, dequantized in registers, and the fused gate/up SwiGLU.
 //!
 //! One workgroup owns `rows` weight rows; the `lanes` threads of a row each take every
-//! `lanes`-th block of 32 weights, dequantize it in registers and multiply it into the running
-//! sums of up to [`MAX_TILE`] tokens, so prefill reads each weight once per tile of tokens, not
-//! once per token. A shared-memory tree then adds the lanes' sums. [`Layout::for_device`] picks
-//! `lanes`: 32 on a GPU (a warp per row, neighbouring threads read neighbouring blocks), 8 on a
-//! CPU Vulkan driver (lavapipe's SIMD width), which measured twice as fast there.
-//!
-//! Block formats all become `w = d·q + m` with an unsigned `q`: Q4_1 stores `m`; Q4_0's is `-8d`
-//! and Q8_0's (its signed bytes re-biased by +128 at load) is `-128d`. A lane dequantizes a block
-//! into 32 registers once and multiplies it into every token of its tile.
+//! `lanes`-th block of 32 weights, dequantize it into 32 registers once and multiply it into the
+//! running sums of up to [`MAX_TILE`] tokens, so a short prefill reads each weight once per tile
+//! of tokens, not once per token (16 tokens and more go through `prefill.rs`). A shared-memory
+//! tree then adds the lanes' sums. [`Layout::for_device`] picks `lanes`: 32 on a GPU (a warp per
+//! row, neighbouring threads read neighbouring blocks), 8 on a CPU Vulkan driver (lavapipe's SIMD
+//! width), which measured twice as fast there.
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
+use super::weights::{DeviceWeight, MODE_OFFSET, dequantize_block, kernel_args, load_dense_block, placeholder};
 
 /// How threads are laid out over the weight rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,136 +35,6 @@ impl Layout {
 }
 /// Most tokens one workgroup multiplies per pass over its rows (prefill).
 pub const MAX_TILE: u32 = 8;
-
-/// How a [`super::PackedWeight`]'s bytes are laid out on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Packing {
-    /// `[rows, cols]` floats (f32 or f16).
-    Dense,
-    /// 4-bit quants, 4 words per block of 32 (GGUF's nibble order).
-    Bits4(Values),
-    /// 8-bit quants biased to unsigned, 8 words per block.
-    Bits8,
-}
-
-/// How a block's quants become weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Values {
-    /// `w = d·(q - offset)`, offset 8 (4-bit) or 128 (8-bit): Q4_0, Q8_0, int8.
-    Offset,
-    /// `w = d·q + m` with a stored minimum per block: Q4_1.
-    Min,
-    /// `w = d·NF4[q]`, QLoRA's 4-bit NormalFloat levels: `--quantize nf4`.
-    Nf4,
-}
-
-impl Values {
-    /// The kernels' comptime form.
-    pub fn mode(self) -> u32 {
-        match self {
-            Values::Offset => MODE_OFFSET,
-            Values::Min => MODE_MIN,
-            Values::Nf4 => MODE_NF4,
-        }
-    }
-}
-
-pub const MODE_OFFSET: u32 = 0;
-pub const MODE_MIN: u32 = 1;
-pub const MODE_NF4: u32 = 2;
-
-/// QLoRA's NormalFloat-4 levels (quantiles of N(0, 1), scaled to [-1, 1]).
-pub const NF4_LEVELS: [f32; 16] = [
-    -1.0,
-    -0.696_192_8,
-    -0.525_073_05,
-    -0.394_917_5,
-    -0.284_441_38,
-    -0.184_773_43,
-    -0.091_050_036,
-    0.0,
-    0.079_580_3,
-    0.160_930_2,
-    0.246_112_3,
-    0.337_915_24,
-    0.440_709_83,
-    0.562_617,
-    0.722_956_84,
-    1.0,
-];
-
-/// `NF4_LEVELS[q]` as a chain of selects (no lookup-table binding needed).
-#[cube]
-fn nf4_level(q: u32) -> f32 {
-    let mut level = f32::new(comptime!(NF4_LEVELS[0]));
-    #[unroll]
-    for i in 1..16u32 {
-        level = select(q == i, f32::new(comptime!(NF4_LEVELS[i as usize])), level);
-    }
-    level
-}
-
-/// The minimum `m` of block `block`: stored, or `-offset·d`.
-#[cube]
-pub fn block_min<S: Float>(
-    mins: &Tensor<S>,
-    block: usize,
-    d: f32,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-) -> f32 {
-    let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
-    if comptime!(mode == MODE_MIN) {
-        m = f32::cast_from(mins[block]);
-    }
-    m
-}
-
-/// The weight quant `q` stands for in a block of scale `d` and minimum `m`.
-#[cube]
-pub fn weight_value(q: u32, d: f32, m: f32, #[comptime] mode: u32) -> f32 {
-    if comptime!(mode == MODE_NF4) { d * nf4_level(q) } else { d * f32::cast_from(q) + m }
-}
-
-/// Dequantizes block `block` (32 weights) into the registers `w`: `w = d·q + m`.
-#[cube]
-pub fn dequantize_block<S: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
-    block: usize,
-    w: &mut Array<f32>,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-) {
-    let d = f32::cast_from(scales[block]);
-    let m = block_min::<S>(mins, block, d, bits, mode);
-    let words = comptime!(bits as usize);
-    #[unroll]
-    for i in 0..words {
-        let word = quants[block * words + i];
-        #[unroll]
-        for byte in 0..4u32 {
-            let j = i * 4 + byte as usize;
-            if comptime!(bits == 8) {
-                w[j] = weight_value((word >> (byte * 8)) & 0xFF, d, m, mode);
-            } else {
-                // Byte j of a Q4 block holds weight j in its low nibble and weight j + 16 in its high one.
-                w[j] = weight_value((word >> (byte * 8)) & 0xF, d, m, mode);
-                w[j + 16] = weight_value((word >> (byte * 8 + 4)) & 0xF, d, m, mode);
-            }
-        }
-    }
-}
-
-/// Loads 32 dense weights from `w_at` into the registers `w`.
-#[cube]
-pub fn load_dense_block<W: Float>(weights: &Tensor<W>, w_at: usize, w: &mut Array<f32>) {
-    #[unroll]
-    for j in 0..32usize {
-        w[j] = f32::cast_from(weights[w_at + j]);
-    }
-}
 
 /// Σ w·x of a block held in registers against `x[x_at .. x_at + 32]`.
 #[cube]
@@ -326,128 +194,6 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
     reduce_and_store::<F>(&acc, &acc_up, out, row, valid, first_token, gated, tile, lanes, rows);
 }
 
-/// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
-/// `picks`, `out[token, c] = W[row, c]`.
-#[cube(launch)]
-fn embed_quant_kernel<F: Float, S: Float>(
-    picks: &Tensor<u32>,
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
-    out: &mut Tensor<F>,
-    first_pair: u32,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-    #[define(F, S)] _dtypes: [StorageType; 2],
-) {
-    let pair = (first_pair + CUBE_POS_X) as usize;
-    let t = picks[2 * pair] as usize;
-    let row = picks[2 * pair + 1] as usize;
-    let k = out.shape(1);
-    let words = comptime!(bits as usize);
-    let mut c = UNIT_POS_X as usize;
-    while c < k {
-        let block = row * (k / 32) + c / 32;
-        let j = c % 32;
-        let q = if comptime!(bits == 8) {
-            (quants[block * words + j / 4] >> (((j % 4) * 8) as u32)) & 0xFF
-        } else {
-            let within = j % 16;
-            let shift = ((within % 4) * 8 + (j / 16) * 4) as u32;
-            (quants[block * words + within / 4] >> shift) & 0xF
-        };
-        let d = f32::cast_from(scales[block]);
-        let m = block_min::<S>(mins, block, d, bits, mode);
-        out[t * k + c] = F::cast_from(weight_value(q, d, m, mode));
-        c += CUBE_DIM_X as usize;
-    }
-}
-
-/// The same for one chunk of a dense table.
-#[cube(launch)]
-fn embed_dense_kernel<F: Float, W: Float>(
-    picks: &Tensor<u32>,
-    w: &Tensor<W>,
-    out: &mut Tensor<F>,
-    first_pair: u32,
-    #[define(F, W)] _dtypes: [StorageType; 2],
-) {
-    let pair = (first_pair + CUBE_POS_X) as usize;
-    let t = picks[2 * pair] as usize;
-    let row = picks[2 * pair + 1] as usize;
-    let k = out.shape(1);
-    let mut c = UNIT_POS_X as usize;
-    while c < k {
-        out[t * k + c] = F::cast_from(w[row * k + c]);
-        c += CUBE_DIM_X as usize;
-    }
-}
-
-/// One run of whole rows of a weight, small enough for one storage binding.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    /// Dense: the values. Blocks: the quants as u32 words.
-    pub data: CubeT,
-    /// One scale `d` per block of 32 (block formats).
-    pub scales: Option<CubeT>,
-    /// One minimum `m` per block of 32 (Q4_1).
-    pub mins: Option<CubeT>,
-    pub rows: usize,
-}
-
-/// A `[rows, cols]` weight on the device, as the kernels above read it: split by rows into
-/// chunks, because wgpu binds a tensor as one storage buffer and drivers cap those (lavapipe:
-/// 128 MiB; Llama 3's embedding is 263 MB even in Q8_0).
-#[derive(Debug, Clone)]
-pub struct DeviceWeight {
-    pub packing: Packing,
-    pub chunks: Vec<Chunk>,
-    /// Rows in every chunk but the last.
-    pub rows_per_chunk: usize,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl Packing {
-    /// `(bits, mode)` of a block format.
-    pub fn block_format(self) -> Option<(u32, u32)> {
-        match self {
-            Packing::Dense => None,
-            Packing::Bits4(values) => Some((4, values.mode())),
-            Packing::Bits8 => Some((8, MODE_OFFSET)),
-        }
-    }
-}
-
-/// A one-element stand-in for an argument a kernel variant never reads (wgpu needs every binding).
-fn placeholder(like: &CubeT) -> CubeT {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::new([1]), like.dtype)
-}
-
-impl Chunk {
-    fn scales(&self) -> CubeT {
-        self.scales.clone().expect("block formats have scales")
-    }
-
-    fn mins(&self) -> CubeT {
-        self.mins.clone().unwrap_or_else(|| placeholder(&self.scales()))
-    }
-}
-
-/// The four tensors a chunk gives the kernel: quants, scales, mins, dense values (placeholders
-/// for the kind it is not).
-pub fn kernel_args(chunk: &Chunk, like: &CubeT) -> [CubeT; 4] {
-    match &chunk.scales {
-        Some(scales) => [
-            chunk.data.clone(),
-            scales.clone(),
-            chunk.mins.clone().unwrap_or_else(|| placeholder(scales)),
-            placeholder(like),
-        ],
-        None => [placeholder(&chunk.data), placeholder(like), placeholder(like), chunk.data.clone()],
-    }
-}
-
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
@@ -493,71 +239,6 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
             rows,
             dtypes,
         );
-    }
-    out
-}
-
-/// Which rows of `table` `ids` needs, grouped by chunk: a flat list of `(token, row in chunk)`
-/// pairs sorted by chunk, and for each chunk used `(chunk, first pair, pairs)`.
-pub fn embed_picks(ids: &[u32], table: &DeviceWeight) -> (Vec<u32>, Vec<(usize, usize, usize)>) {
-    let mut order: Vec<(usize, usize)> = ids.iter().enumerate().map(|(token, &id)| (id as usize, token)).collect();
-    order.sort_by_key(|&(id, token)| (id / table.rows_per_chunk, token));
-    let mut picks = Vec::with_capacity(2 * ids.len());
-    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
-    for (pair, &(id, token)) in order.iter().enumerate() {
-        let chunk = id / table.rows_per_chunk;
-        match groups.last_mut() {
-            Some((last, _, count)) if *last == chunk => *count += 1,
-            _ => groups.push((chunk, pair, 1)),
-        }
-        picks.extend([token as u32, (id % table.rows_per_chunk) as u32]);
-    }
-    (picks, groups)
-}
-
-/// The rows [`embed_picks`] chose, as a `[tokens, cols]` tensor of `dtype`; `picks` is its pair
-/// list on the device.
-pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeight, dtype: DType) -> CubeT {
-    let tokens = picks.meta.shape()[0] / 2;
-    let out = empty_device_contiguous_dtype(
-        picks.client.clone(),
-        picks.device.clone(),
-        Shape::new([tokens, table.cols]),
-        dtype,
-    );
-    let client = picks.client.clone();
-    for &(i, first_pair, pairs) in groups {
-        let chunk = &table.chunks[i];
-        let count = CubeCount::Static(pairs as u32, 1, 1);
-        let dim = CubeDim::new_1d(64);
-        let first_pair = first_pair as u32;
-        count_launch();
-        match table.packing.block_format() {
-            None => embed_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                &client,
-                count,
-                dim,
-                picks.clone().into_tensor_arg(),
-                chunk.data.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                first_pair,
-                [dtype.into(), chunk.data.dtype.into()],
-            ),
-            Some((bits, mode)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                &client,
-                count,
-                dim,
-                picks.clone().into_tensor_arg(),
-                chunk.data.clone().into_tensor_arg(),
-                chunk.scales().into_tensor_arg(),
-                chunk.mins().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                first_pair,
-                bits,
-                mode,
-                [dtype.into(), chunk.scales().dtype.into()],
-            ),
-        }
     }
     out
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `linear` | [`linear`] | dequantization into the matrix-vector/matrix-matrix product |
 //! | `linear_swiglu` | [`linear`] | gate and up products, SiLU and the multiply |
-//! | `embed` | [`linear`] | dequantization into the row lookup |
+//! | `embed` | [`embed`] | dequantization into the row lookup |
 //! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
 //! | `rope` | [`rope`] | table lookup and rotation |
 //! | `rope_qkv_into_cache` | [`rope`] | RoPE of Q and K, the KV-cache write (in place) |
@@ -15,12 +15,14 @@
 //! each kernel's bytes per token and measured speed.
 
 mod attention;
+mod embed;
 mod fused;
 mod linear;
 mod norm;
 pub mod pack;
 mod prefill;
 mod rope;
+mod weights;
 
 use burn::tensor::backend::Backend as _;
 use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, TensorPrimitive};
@@ -32,10 +34,9 @@ use llama_core::rope::RopeTables;
 
 pub use fused::launches;
 use fused::{Cube, CubeT, LazyTensor, custom_op};
-use linear::Chunk;
-pub use linear::DeviceWeight;
-pub use linear::{Packing, Values};
 use pack::HostChunk;
+use weights::Chunk;
+pub use weights::{DeviceWeight, Packing, Values};
 
 /// The backend these kernels run on.
 pub type Wgpu = burn_wgpu::Wgpu<f32, i32, u32>;
@@ -58,7 +59,7 @@ impl WgpuKernels {
         Self { layout: linear::Layout::for_device(false), quantize: None }
     }
 
-    /// Thread layouts for a CPU Vulkan driver (lavapipe), where barriers are expensive.
+    /// Thread layouts for a CPU Vulkan driver (lavapipe): 8 lanes per row, its SIMD width.
     pub fn cpu_driver() -> Self {
         Self { layout: linear::Layout::for_device(true), quantize: None }
     }
@@ -115,7 +116,7 @@ fn rows_per_chunk(row_bytes: usize, rows: usize) -> usize {
 }
 
 impl WgpuKernels {
-    /// One output of a kernel on `inputs`, of `x`'s dtype and the given shape.
+    /// Records a kernel with one output of the given shape, in the first input's dtype.
     fn launch<const I: usize, const D: usize>(
         name: &'static str,
         inputs: [LazyTensor; I],
@@ -197,12 +198,12 @@ impl Kernels<Wgpu> for WgpuKernels {
     }
 
     fn embed(&self, table: &DeviceWeight, ids: &[u32], device: &Device) -> Tensor<Wgpu, 2> {
-        let (picks, groups) = linear::embed_picks(ids, table);
+        let (picks, groups) = embed::embed_picks(ids, table);
         let picks = upload_u32(picks, device).into_primitive();
         let dtype = Tensor::<Wgpu, 1>::zeros([1], device).dtype();
         let table = table.clone();
         let [out] = custom_op("embed", [picks], [([ids.len(), table.cols].into(), dtype)], move |[picks]| {
-            [linear::embed(picks, &groups, &table, dtype)]
+            [embed::embed(picks, &groups, &table, dtype)]
         });
         tensor(out)
     }

@@ -15,7 +15,7 @@ use half::f16;
 use llama_core::cli::Quantize;
 use llama_core::dequant::{self, DequantError, GgmlType};
 
-use super::linear::{NF4_LEVELS, Packing, Values};
+use super::weights::{NF4_LEVELS, Packing, Values};
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)

@@ -13,7 +13,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{Cube, CubeT, count_launch};
-use super::linear::{Chunk, DeviceWeight, MODE_OFFSET, dequantize_block, kernel_args, load_dense_block};
+use super::weights::{Chunk, DeviceWeight, MODE_OFFSET, dequantize_block, kernel_args, load_dense_block};
 
 /// Tokens from which a product takes this path.
 pub const MIN_TOKENS: usize = 16;

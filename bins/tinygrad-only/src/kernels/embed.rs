@@ -1,0 +1,133 @@
+//! Embedding lookup from a packed table: the rows a prompt needs, dequantized as they are read.
+//!
+//! The table is split in chunks like every weight (see `weights.rs`), so the host groups the
+//! wanted rows by chunk ([`embed_picks`]) and the device runs one launch per chunk used.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use cubecl::prelude::*;
+
+use super::fused::{CubeT, count_launch};
+use super::weights::{DeviceWeight, block_min, weight_value};
+
+/// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
+/// `picks`, `out[token, c] = W[row, c]`.
+#[cube(launch)]
+fn embed_quant_kernel<F: Float, S: Float>(
+    picks: &Tensor<u32>,
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    first_pair: u32,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+    #[define(F, S)] _dtypes: [StorageType; 2],
+) {
+    let pair = (first_pair + CUBE_POS_X) as usize;
+    let t = picks[2 * pair] as usize;
+    let row = picks[2 * pair + 1] as usize;
+    let k = out.shape(1);
+    let words = comptime!(bits as usize);
+    let mut c = UNIT_POS_X as usize;
+    while c < k {
+        let block = row * (k / 32) + c / 32;
+        let j = c % 32;
+        let q = if comptime!(bits == 8) {
+            (quants[block * words + j / 4] >> (((j % 4) * 8) as u32)) & 0xFF
+        } else {
+            let within = j % 16;
+            let shift = ((within % 4) * 8 + (j / 16) * 4) as u32;
+            (quants[block * words + within / 4] >> shift) & 0xF
+        };
+        let d = f32::cast_from(scales[block]);
+        let m = block_min::<S>(mins, block, d, bits, mode);
+        out[t * k + c] = F::cast_from(weight_value(q, d, m, mode));
+        c += CUBE_DIM_X as usize;
+    }
+}
+
+/// The same for one chunk of a dense table.
+#[cube(launch)]
+fn embed_dense_kernel<F: Float, W: Float>(
+    picks: &Tensor<u32>,
+    w: &Tensor<W>,
+    out: &mut Tensor<F>,
+    first_pair: u32,
+    #[define(F, W)] _dtypes: [StorageType; 2],
+) {
+    let pair = (first_pair + CUBE_POS_X) as usize;
+    let t = picks[2 * pair] as usize;
+    let row = picks[2 * pair + 1] as usize;
+    let k = out.shape(1);
+    let mut c = UNIT_POS_X as usize;
+    while c < k {
+        out[t * k + c] = F::cast_from(w[row * k + c]);
+        c += CUBE_DIM_X as usize;
+    }
+}
+
+/// Which rows of `table` `ids` needs, grouped by chunk: a flat list of `(token, row in chunk)`
+/// pairs sorted by chunk, and for each chunk used `(chunk, first pair, pairs)`.
+pub fn embed_picks(ids: &[u32], table: &DeviceWeight) -> (Vec<u32>, Vec<(usize, usize, usize)>) {
+    let mut order: Vec<(usize, usize)> = ids.iter().enumerate().map(|(token, &id)| (id as usize, token)).collect();
+    order.sort_by_key(|&(id, token)| (id / table.rows_per_chunk, token));
+    let mut picks = Vec::with_capacity(2 * ids.len());
+    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    for (pair, &(id, token)) in order.iter().enumerate() {
+        let chunk = id / table.rows_per_chunk;
+        match groups.last_mut() {
+            Some((last, _, count)) if *last == chunk => *count += 1,
+            _ => groups.push((chunk, pair, 1)),
+        }
+        picks.extend([token as u32, (id % table.rows_per_chunk) as u32]);
+    }
+    (picks, groups)
+}
+
+/// The rows [`embed_picks`] chose, as a `[tokens, cols]` tensor of `dtype`; `picks` is its pair
+/// list on the device.
+pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeight, dtype: DType) -> CubeT {
+    let tokens = picks.meta.shape()[0] / 2;
+    let out = empty_device_contiguous_dtype(
+        picks.client.clone(),
+        picks.device.clone(),
+        Shape::new([tokens, table.cols]),
+        dtype,
+    );
+    let client = picks.client.clone();
+    for &(i, first_pair, pairs) in groups {
+        let chunk = &table.chunks[i];
+        let count = CubeCount::Static(pairs as u32, 1, 1);
+        let dim = CubeDim::new_1d(64);
+        let first_pair = first_pair as u32;
+        count_launch();
+        match table.packing.block_format() {
+            None => embed_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                &client,
+                count,
+                dim,
+                picks.clone().into_tensor_arg(),
+                chunk.data.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                first_pair,
+                [dtype.into(), chunk.data.dtype.into()],
+            ),
+            Some((bits, mode)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                &client,
+                count,
+                dim,
+                picks.clone().into_tensor_arg(),
+                chunk.data.clone().into_tensor_arg(),
+                chunk.scales().into_tensor_arg(),
+                chunk.mins().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                first_pair,
+                bits,
+                mode,
+                [dtype.into(), chunk.scales().dtype.into()],
+            ),
+        }
+    }
+    out
+}
