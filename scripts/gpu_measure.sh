@@ -50,5 +50,5 @@ for name in ["f16", "q8_0", "q4_0"]:
         continue
     s = r["summary"]
     print(f"{'tinygrad-only ' + name:<40} {s['decode_tok_s']:>12.1f} {s['decode_latency']['median_ms']:>9.2f} "
-          f"{s['weight_gb_s']:>7.0f} {str(r.get('kernel_launches_per_token')):>14}")
+          f"{s['weight_gb_s']:>7.1f} {str(r.get('kernel_launches_per_token')):>14}")
 PY
