@@ -1,0 +1,100 @@
+//! Per-kernel timings behind docs/kernels.md: each kernel at SmolLM2-135M's shapes, 40 calls
+//! queued and one readback, as a markdown table (ms per call, GB/s of what it reads), plus the
+//! host's memory copy speed for scale. Uses the CPU-driver thread layout (lavapipe).
+//!
+//! `cargo run --release -p tinygrad-only --example kernel_timings`
+use burn::tensor::{Distribution, Tensor};
+use llama_core::dequant::GgmlType;
+use llama_core::kernels::{Kernels, RawWeight};
+use std::time::Instant;
+use tinygrad_only::{Wgpu, WgpuKernels};
+
+const N: usize = 40;
+
+fn time(name: &str, bytes: f64, mut f: impl FnMut() -> Tensor<Wgpu, 2>) {
+    for _ in 0..3 {
+        let _ = f().into_data();
+    }
+    let t = Instant::now();
+    let mut last = None;
+    for _ in 0..N {
+        last = Some(f());
+    }
+    let _ = last.unwrap().into_data();
+    let ms = t.elapsed().as_secs_f64() * 1e3 / N as f64;
+    println!("| {name} | {:.3} | {:.2} | {:.2} |", bytes / 1e6, ms, bytes / (ms * 1e-3) / 1e9);
+}
+
+fn q_bytes(rows: usize, cols: usize, ty: GgmlType) -> Vec<u8> {
+    let blocks = rows * cols / 32;
+    let (bb, body) = match ty {
+        GgmlType::Q8_0 => (34, 2),
+        GgmlType::Q4_1 => (20, 4),
+        _ => unreachable!(),
+    };
+    let mut out = Vec::with_capacity(blocks * bb);
+    for b in 0..blocks {
+        out.extend(half::f16::from_f32(0.01).to_le_bytes());
+        if body == 4 {
+            out.extend(half::f16::from_f32(-0.05).to_le_bytes());
+        }
+        out.extend((0..bb - body).map(|i| ((b * 31 + i * 7) % 251) as u8));
+    }
+    out
+}
+
+fn main() {
+    let device = burn_wgpu::WgpuDevice::default();
+    let k = WgpuKernels::cpu_driver();
+    // host memcpy bandwidth (read + write)
+    let src = vec![1u8; 256 << 20];
+    let mut dst = vec![0u8; 256 << 20];
+    let t = Instant::now();
+    for i in 0..5 {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&dst);
+        let _ = i;
+    }
+    let s = t.elapsed().as_secs_f64() / 5.0;
+    println!("host memcpy: {:.1} GB/s (read+write)", 2.0 * (256u64 << 20) as f64 / s / 1e9);
+    drop(dst);
+    println!("| kernel | MB read | ms | GB/s |");
+    let load = |name: &str, rows: usize, cols: usize, ty: GgmlType| {
+        let bytes = q_bytes(rows, cols, ty);
+        (
+            k.load_weight(RawWeight { name, ggml_type: ty, bytes: &bytes, rows, cols }, &device).unwrap(),
+            bytes.len() as f64,
+        )
+    };
+    let x = Tensor::<Wgpu, 2>::random([1, 576], Distribution::Normal(0.0, 1.0), &device);
+    let x1536 = Tensor::<Wgpu, 2>::random([1, 1536], Distribution::Normal(0.0, 1.0), &device);
+    let (qkv, b) = load("qkv", 960, 576, GgmlType::Q4_1);
+    time("linear qkv 960×576 Q4_1", b, || k.linear(x.clone(), &qkv));
+    let (wo, b) = load("wo", 576, 576, GgmlType::Q4_1);
+    time("linear wo 576×576 Q4_1", b, || k.linear(x.clone(), &wo));
+    let (g, b1) = load("g", 1536, 576, GgmlType::Q4_1);
+    let (u, b2) = load("u", 1536, 576, GgmlType::Q4_1);
+    time("linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.linear_swiglu(x.clone(), &g, &u));
+    let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
+    time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
+    let (head, b) = load("head", 49152, 576, GgmlType::Q8_0);
+    time("linear head 49152×576 Q8_0", b, || k.linear(x.clone(), &head));
+    time("embed 1 row Q8_0", 612.0, || k.embed(&head, &[123], &device));
+    let nw = Tensor::<Wgpu, 1>::ones([576], &device);
+    time("add_rms_norm 576", 576.0 * 4.0 * 4.0, || k.add_rms_norm(x.clone(), x.clone(), &nw, 1e-5).1);
+    let inv = llama_core::rope::inverse_frequencies(64, 100000.0, None);
+    let tables = llama_core::rope::RopeTables::<Wgpu>::new(&inv, 512, &device);
+    let qkv_out = Tensor::<Wgpu, 2>::random([1, 960], Distribution::Normal(0.0, 1.0), &device);
+    let cache = Tensor::<Wgpu, 3>::zeros([3, 512, 64], &device);
+    time("rope_qkv_into_cache", 960.0 * 4.0 * 2.0, || {
+        let (q, _, _) = k.rope_qkv_into_cache(qkv_out.clone(), 9, 3, &tables, 200, cache.clone(), cache.clone());
+        q.reshape([1, 576])
+    });
+    for keys in [256usize, 2048] {
+        let q = Tensor::<Wgpu, 3>::random([1, 9, 64], Distribution::Normal(0.0, 1.0), &device);
+        let kk = Tensor::<Wgpu, 3>::random([3, keys, 64], Distribution::Normal(0.0, 1.0), &device);
+        time(&format!("attention 1 query, {keys} keys"), (2 * 3 * keys * 64 * 4) as f64, || {
+            k.attention(q.clone(), kk.clone(), kk.clone())
+        });
+    }
+}
