@@ -173,10 +173,6 @@ impl FloatType {
             FloatType::Bf16 => burn::tensor::DType::BF16,
         }
     }
-
-    pub fn bytes(self) -> usize {
-        if self == FloatType::F32 { 4 } else { 2 }
-    }
 }
 
 fn parse_f32(s: &str, accept: impl Fn(f32) -> bool, range: &str) -> Result<f32, String> {

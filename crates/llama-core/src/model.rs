@@ -129,7 +129,9 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
         if q_type == k_type && k_type == v_type {
             let stacked = [&q[..], &k[..], &v[..]].concat();
             let rows = dim + 2 * c.kv_dim();
-            return Ok(QkvWeights::Fused(self.load(&name("attn_qkv"), q_type, &stacked, rows, dim)?));
+            // Named after the three file tensors, so an error points at what is really in the file.
+            let stacked_name = format!("blk.{layer}.attn_q/attn_k/attn_v.weight (stacked)");
+            return Ok(QkvWeights::Fused(self.load(&stacked_name, q_type, &stacked, rows, dim)?));
         }
         Ok(QkvWeights::Separate {
             q: self.load(&name("attn_q"), q_type, &q, dim, dim)?,

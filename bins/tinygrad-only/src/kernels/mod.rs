@@ -99,6 +99,11 @@ fn upload_words(values: Vec<u32>, device: &Device) -> CubeT {
     t.client.clone().resolve_tensor_int::<Cube>(t)
 }
 
+/// The device's compute dtype (`--dtype`), read from Burn's settings: no tensor is made for it.
+fn compute_dtype(device: &Device) -> DType {
+    burn::tensor::get_device_settings::<Wgpu>(device).float_dtype.into()
+}
+
 /// f16 where the device has it (half the bytes), else f32.
 fn half_dtype(device: &Device) -> DType {
     if Wgpu::supports_dtype(device, DType::F16) { DType::F16 } else { DType::F32 }
@@ -168,7 +173,7 @@ impl Kernels<Wgpu> for WgpuKernels {
 
     fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &Device) -> DeviceWeight {
         // In the compute dtype (f16 with --dtype f16), as a model converted to it would be.
-        let dtype = Tensor::<Wgpu, 1>::zeros([1], device).dtype();
+        let dtype = compute_dtype(device);
         let per_chunk = rows_per_chunk(cols * dtype.size(), rows);
         let chunks = (0..rows)
             .step_by(per_chunk)
@@ -200,7 +205,7 @@ impl Kernels<Wgpu> for WgpuKernels {
     fn embed(&self, table: &DeviceWeight, ids: &[u32], device: &Device) -> Tensor<Wgpu, 2> {
         let (picks, groups) = embed::embed_picks(ids, table);
         let picks = upload_u32(picks, device).into_primitive();
-        let dtype = Tensor::<Wgpu, 1>::zeros([1], device).dtype();
+        let dtype = compute_dtype(device);
         let table = table.clone();
         let [out] = custom_op("embed", [picks], [([ids.len(), table.cols].into(), dtype)], move |[picks]| {
             [embed::embed(picks, &groups, &table, dtype)]
