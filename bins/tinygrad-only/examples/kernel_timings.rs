@@ -26,6 +26,15 @@ fn time(name: &str, bytes: f64, mut f: impl FnMut() -> Tensor<Wgpu, 2>) {
 }
 
 fn q_bytes(rows: usize, cols: usize, ty: GgmlType) -> Vec<u8> {
+    if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
+        // Patterned super-blocks with a small f16 d (and Q4_K's dmin).
+        let mut out: Vec<u8> = (0..rows * cols / 256 * ty.block_bytes()).map(|i| ((i * 7) % 251) as u8).collect();
+        let d_at = if ty == GgmlType::Q4K { 0 } else { 208 };
+        for block in out.chunks_exact_mut(ty.block_bytes()) {
+            block[d_at..d_at + 2].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+        }
+        return out;
+    }
     let blocks = rows * cols / 32;
     let (bb, body) = match ty {
         GgmlType::Q8_0 => (34, 2),
@@ -77,6 +86,10 @@ fn main() {
     time("linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.linear_swiglu(x.clone(), &g, &u));
     let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
     time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
+    for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+        let (d, b) = load("d", 576, 1536, ty);
+        time(&format!("linear down 576×1536 {}", ty.name()), b, || k.linear(x1536.clone(), &d));
+    }
     let (head, b) = load("head", 49152, 576, GgmlType::Q8_0);
     time("linear head 49152×576 Q8_0", b, || k.linear(x.clone(), &head));
     time("embed 1 row Q8_0", 612.0, || k.embed(&head, &[123], &device));

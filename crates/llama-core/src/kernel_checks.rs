@@ -35,28 +35,44 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f64], abs: f64, rel: f6
 const ABS: f64 = 1e-4;
 const REL: f64 = 1e-4;
 
-/// `rows × cols` weight bytes in `ty` made from `values`, for the formats providers keep packed.
-/// Q4_1 has no quantizer here: its blocks get the Q4_0 nibbles with a separate minimum.
-fn weight_bytes(ty: GgmlType, values: &[f32]) -> Vec<u8> {
+/// `n` weights' bytes in `ty`, for the formats providers keep packed: random values quantized,
+/// or for the K-quants (no quantizer here) random super-blocks with small fixed `d` (and `dmin`),
+/// so every 6-bit scale, minimum and quant pattern occurs.
+/// Q4_1 has no quantizer either: its blocks get the Q4_0 nibbles with a separate minimum.
+fn weight_bytes(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
+    let values = random(n, seed);
+    let f16_bytes = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    let random_super_blocks = |scales_at: &[(usize, f32)]| -> Vec<u8> {
+        let mut rng = Rng::new(seed);
+        let mut bytes: Vec<u8> = (0..ty.bytes_for(n).expect("whole super-blocks")).map(|_| rng.next_u64() as u8).collect();
+        for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+            for &(at, value) in scales_at {
+                block[at..at + 2].copy_from_slice(&f16_bytes(value));
+            }
+        }
+        bytes
+    };
     match ty {
         GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-        GgmlType::Q8_0 => dequant::quantize_q8_0(values),
-        GgmlType::Q4_0 => dequant::quantize_q4_0(values),
-        GgmlType::Q4_1 => dequant::quantize_q4_0(values)
+        GgmlType::F16 => values.iter().flat_map(|&v| f16_bytes(v)).collect(),
+        GgmlType::Q8_0 => dequant::quantize_q8_0(&values),
+        GgmlType::Q4_0 => dequant::quantize_q4_0(&values),
+        GgmlType::Q4_1 => dequant::quantize_q4_0(&values)
             .chunks(18)
             .enumerate()
-            .flat_map(|(i, block)| {
-                let min = half::f16::from_f32(-0.3 - 0.01 * (i % 7) as f32).to_le_bytes();
-                [&block[..2], &min[..], &block[2..]].concat()
-            })
+            .flat_map(|(i, block)| [&block[..2], &f16_bytes(-0.3 - 0.01 * (i % 7) as f32)[..], &block[2..]].concat())
             .collect(),
+        // w = d·sc·q - dmin·m with sc, m < 64 and q < 16: within about [-0.25, 1.9].
+        GgmlType::Q4K => random_super_blocks(&[(0, 1.0 / 512.0), (2, 1.0 / 256.0)]),
+        // w = d·sc·(q - 32) with |sc| ≤ 128 and |q - 32| ≤ 32: within about ±1.
+        GgmlType::Q6K => random_super_blocks(&[(208, 1.0 / 4096.0)]),
         other => panic!("no test bytes for {other:?}"),
     }
 }
 
 /// The weight formats [`check_linear`] loads.
-pub const LINEAR_TYPES: [GgmlType; 5] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+pub const LINEAR_TYPES: [GgmlType; 7] =
+    [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4K, GgmlType::Q6K];
 
 /// `x · Wᵀ` in f64 from the weight as llama-core dequantizes it.
 fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -> Vec<f64> {
@@ -68,10 +84,12 @@ fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -
 /// `linear`, `linear_swiglu` and `embed` for every weight format in [`LINEAR_TYPES`], against
 /// llama-core's own dequantization (itself checked against llama.cpp).
 pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
-    let (cols, rows) = (96, 40);
+    let rows = 40;
     for ty in LINEAR_TYPES {
+        // Three blocks of 32 in a row, or one K-quant super-block of 256.
+        let cols = ty.block_elements().max(96);
         let load = |seed: u64| {
-            let bytes = weight_bytes(ty, &random(rows * cols, seed));
+            let bytes = weight_bytes(ty, rows * cols, seed);
             let dense = dequant::dequantize(ty, &bytes, rows * cols).expect("dequantize test weight");
             let raw = RawWeight { name: "test.weight", ggml_type: ty, bytes: &bytes, rows, cols };
             (k.load_weight(raw, device).unwrap_or_else(|e| panic!("load {ty:?} weight: {e}")), dense)

@@ -8,10 +8,10 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
-use super::weights::{DeviceWeight, block_min, weight_value};
+use super::weights::{DeviceWeight, dequantize_block};
 
 /// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
-/// `picks`, `out[token, c] = W[row, c]`.
+/// `picks`, `out[token, c] = W[row, c]`, a thread per block of 32 weights.
 #[cube(launch)]
 fn embed_quant_kernel<F: Float, S: Float>(
     picks: &Tensor<u32>,
@@ -28,22 +28,16 @@ fn embed_quant_kernel<F: Float, S: Float>(
     let t = picks[2 * pair] as usize;
     let row = picks[2 * pair + 1] as usize;
     let k = out.shape(1);
-    let words = comptime!(bits as usize);
-    let mut c = UNIT_POS_X as usize;
-    while c < k {
-        let block = row * (k / 32) + c / 32;
-        let j = c % 32;
-        let q = if comptime!(bits == 8) {
-            (quants[block * words + j / 4] >> (((j % 4) * 8) as u32)) & 0xFF
-        } else {
-            let within = j % 16;
-            let shift = ((within % 4) * 8 + (j / 16) * 4) as u32;
-            (quants[block * words + within / 4] >> shift) & 0xF
-        };
-        let d = f32::cast_from(scales[block]);
-        let m = block_min::<S>(mins, block, d, bits, mode);
-        out[t * k + c] = F::cast_from(weight_value(q, d, m, mode));
-        c += CUBE_DIM_X as usize;
+    let blocks = k / 32;
+    let mut w = Array::<f32>::new(32usize);
+    let mut b = UNIT_POS_X as usize;
+    while b < blocks {
+        dequantize_block::<S>(quants, scales, mins, row * blocks + b, &mut w, bits, mode);
+        #[unroll]
+        for j in 0..32usize {
+            out[t * k + b * 32 + j] = F::cast_from(w[j]);
+        }
+        b += CUBE_DIM_X as usize;
     }
 }
 

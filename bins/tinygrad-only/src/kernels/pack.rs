@@ -5,7 +5,10 @@
 //! reads 4-byte words. We split each block into planes: the quants as whole u32 words (bytes in
 //! file order, so Q4's nibble layout is GGUF's), and the scales (and minimums) as f16 arrays.
 //! Same bits per weight as the file (8.5 for Q8_0, 4.5 for Q4_0, 5 for Q4_1), nothing expanded.
-//! Formats the kernels do not read yet (the K-quants, Q5_x, BF16) are dequantized to dense f32.
+//! A K-quant super-block (Q4_K 144 bytes, Q6_K 210) likewise becomes its packed scales and
+//! quants as words, in file order, and its f16 `d` (and Q4_K's `dmin`) as planes: 4.5 and 6.5625
+//! bits per weight, as in the file. Formats the kernels do not read yet (Q5_x, Q2_K, Q3_K, BF16)
+//! are dequantized to dense f32.
 //!
 //! `--quantize` turns an f32/f16/bf16 file's weights into one of tinygrad's formats in the same
 //! planes: int8 (one scale per row, repeated per block of 32 so the Q8_0 kernel reads it), nf4
@@ -15,7 +18,7 @@ use half::f16;
 use llama_core::cli::Quantize;
 use llama_core::dequant::{self, DequantError, GgmlType};
 
-use super::weights::{NF4_LEVELS, Packing, Values};
+use super::weights::{NF4_LEVELS, Packing, Q4K_WORDS, Q6K_WORDS, Values};
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
@@ -31,6 +34,8 @@ pub fn packing_for(ty: GgmlType, quantize: Option<Quantize>) -> Packing {
             GgmlType::Q8_0 => Packing::Bits8,
             GgmlType::Q4_0 => Packing::Bits4(Values::Offset),
             GgmlType::Q4_1 => Packing::Bits4(Values::Min),
+            GgmlType::Q4K => Packing::Q4K,
+            GgmlType::Q6K => Packing::Q6K,
             _ => Packing::Dense,
         },
     }
@@ -96,6 +101,31 @@ pub fn pack(ty: GgmlType, quantize: Option<Quantize>, bytes: &[u8], cols: usize)
             }
             HostChunk::Blocks { quants, scales, mins: Some(mins) }
         }
+        GgmlType::Q4K => {
+            let super_blocks = elements / 256;
+            let mut quants = Vec::with_capacity(super_blocks * Q4K_WORDS);
+            let mut scales = Vec::with_capacity(super_blocks);
+            let mut mins = Vec::with_capacity(super_blocks);
+            for block in bytes.chunks_exact(144) {
+                scales.push(f16_at(block, 0));
+                mins.push(f16_at(block, 2));
+                quants.extend(words(&block[4..]));
+            }
+            HostChunk::Blocks { quants, scales, mins: Some(mins) }
+        }
+        GgmlType::Q6K => {
+            let super_blocks = elements / 256;
+            let mut quants = Vec::with_capacity(super_blocks * Q6K_WORDS);
+            let mut scales = Vec::with_capacity(super_blocks);
+            for block in bytes.chunks_exact(210) {
+                // The int8 sub-block scales + 128 = unsigned, as Q8_0's quants.
+                let mut planes = block[..208].to_vec();
+                planes[192..].iter_mut().for_each(|b| *b ^= 0x80);
+                quants.extend(words(&planes));
+                scales.push(f16_at(block, 208));
+            }
+            HostChunk::Blocks { quants, scales, mins: None }
+        }
         other => HostChunk::F32(dequant::dequantize(other, bytes, elements)?),
     })
 }
@@ -142,6 +172,9 @@ pub fn unpack(chunk: &HostChunk, packing: Packing) -> Vec<f32> {
     match chunk {
         HostChunk::F32(values) => values.clone(),
         HostChunk::F16(values) => values.iter().map(|v| v.to_f32()).collect(),
+        HostChunk::Blocks { quants, scales, mins } if matches!(packing, Packing::Q4K | Packing::Q6K) => {
+            unpack_k_quant(quants, scales, mins.as_deref(), packing)
+        }
         HostChunk::Blocks { quants, scales, mins } => {
             let bytes: Vec<u8> = quants.iter().flat_map(|w| w.to_le_bytes()).collect();
             let mut out = Vec::with_capacity(scales.len() * 32);
@@ -166,6 +199,25 @@ pub fn unpack(chunk: &HostChunk, packing: Packing) -> Vec<f32> {
     }
 }
 
+/// K-quant planes put back into the file's super-blocks and dequantized as llama-core does.
+fn unpack_k_quant(quants: &[u32], scales: &[f16], mins: Option<&[f16]>, packing: Packing) -> Vec<f32> {
+    let bytes: Vec<u8> = quants.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let (ty, words) = if packing == Packing::Q4K { (GgmlType::Q4K, Q4K_WORDS) } else { (GgmlType::Q6K, Q6K_WORDS) };
+    let mut file = Vec::with_capacity(scales.len() * ty.block_bytes());
+    for (i, planes) in bytes.chunks_exact(words * 4).enumerate() {
+        if ty == GgmlType::Q4K {
+            file.extend(scales[i].to_le_bytes());
+            file.extend(mins.expect("Q4_K has dmin")[i].to_le_bytes());
+            file.extend(planes);
+        } else {
+            file.extend(&planes[..192]);
+            file.extend(planes[192..].iter().map(|b| b ^ 0x80));
+            file.extend(scales[i].to_le_bytes());
+        }
+    }
+    dequant::dequantize(ty, &file, scales.len() * 256).expect("whole super-blocks")
+}
+
 /// Device bytes per weight row, to size chunks.
 pub fn device_row_bytes(packing: Packing, ty: GgmlType, quantize: Option<Quantize>, cols: usize) -> usize {
     match packing {
@@ -174,6 +226,8 @@ pub fn device_row_bytes(packing: Packing, ty: GgmlType, quantize: Option<Quantiz
         // The largest plane is the quants: one byte per weight (8-bit), half a byte (4-bit).
         Packing::Bits8 => cols,
         Packing::Bits4(_) => cols / 2,
+        Packing::Q4K => cols / 256 * Q4K_WORDS * 4,
+        Packing::Q6K => cols / 256 * Q6K_WORDS * 4,
     }
 }
 
@@ -246,6 +300,32 @@ mod tests {
             let within = j % 16;
             let q = (quants[within / 4] >> ((within % 4) * 8 + (j / 16) * 4)) & 0xF;
             assert_eq!(d * q as f32 + m, expected, "weight {j}");
+        }
+    }
+
+    /// Every byte pattern of a super-block (random bytes, small scales) round-trips, and the
+    /// planes hold the file's bytes at the file's size.
+    #[test]
+    fn k_quant_super_blocks_keep_their_bytes() {
+        for (ty, packing, words) in [(GgmlType::Q4K, Packing::Q4K, Q4K_WORDS), (GgmlType::Q6K, Packing::Q6K, Q6K_WORDS)] {
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut bytes: Vec<u8> = (0..3 * ty.block_bytes())
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                let at = if ty == GgmlType::Q4K { 0 } else { 208 };
+                block[at..at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+            }
+            let chunk = pack(ty, None, &bytes, 256).unwrap();
+            let HostChunk::Blocks { quants, scales, .. } = &chunk else { panic!("{ty:?} packs into blocks") };
+            assert_eq!((quants.len(), scales.len()), (3 * words, 3));
+            assert_eq!(quants.len() * 4 + scales.len() * 2 * (1 + (ty == GgmlType::Q4K) as usize), bytes.len());
+            assert_eq!(unpack(&chunk, packing), dequant::dequantize(ty, &bytes, 3 * 256).unwrap(), "{ty:?}");
         }
     }
 }
