@@ -8,3 +8,33 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
     type B = burn_tch::LibTorch<f32>;
     llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_tch::LibTorchDevice::Cpu);
 }
+
+#[test]
+fn fused_libtorch_kernels_match_naive_loops() {
+    llama_core::kernel_checks::check_all::<pytorch_only::Tch, _>(
+        &pytorch_only::TchKernels,
+        &burn_tch::LibTorchDevice::Cpu,
+    );
+}
+
+/// `--compile` on a CPU device: the static-shape step gives eager's greedy ids, and says that
+/// graph capture needs CUDA.
+#[test]
+fn compile_gives_the_eager_greedy_ids_on_cpu() {
+    let model = llama_core::conformance::default_model();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--model", model.to_str().expect("utf-8 path"), "--device", "cpu", "--raw"];
+        args.extend(["--temperature", "0", "--max-tokens", "24", "--ignore-eos", "--json"]);
+        args.extend(["--prompt", "The capital of France is"]);
+        args.extend(extra);
+        let out = llama_core::conformance::run(BIN, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{BIN} {extra:?} failed: {stderr}");
+        let report: llama_core::conformance::RunOutput = serde_json::from_slice(&out.stdout).expect("--json output");
+        (report.generated_tokens, stderr)
+    };
+    let (eager, _) = run(&[]);
+    let (compiled, note) = run(&["--compile"]);
+    assert_eq!(compiled, eager, "--compile changed the greedy ids");
+    assert!(note.contains("CUDA graph capture needs a CUDA device"), "no note on stderr: {note}");
+}

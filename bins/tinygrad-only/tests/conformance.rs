@@ -39,7 +39,7 @@ fn weights_quantized_at_load_match_their_host_unpacking() {
         let stored = pack::unpack(&pack::pack(GgmlType::F32, Some(quantize), &bytes, cols).expect("pack"), packing);
         // Decode, and prefill long enough to take the dequantize-then-matmul path.
         for tokens in [2, 17] {
-            let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 104_729 % 991) as f32 / 495.5 - 1.0)).collect();
+            let x: Vec<f32> = (0..tokens * cols).map(|i| (i * 104_729 % 991) as f32 / 495.5 - 1.0).collect();
             let input =
                 Tensor::<tinygrad_only::Wgpu, 2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device);
             let got = kernels.linear(input, &weight).into_data().to_vec::<f32>().expect("f32");
@@ -55,4 +55,15 @@ fn weights_quantized_at_load_match_their_host_unpacking() {
         let worst = stored.iter().zip(&w).map(|(s, o)| (s - o).abs()).fold(0.0f32, f32::max);
         assert!(worst < 0.1, "{quantize:?}: worst |stored - original| {worst}");
     }
+}
+
+/// `--compile` is pytorch-only's (a static step for CUDA graph capture): refused here by name.
+#[test]
+fn compile_is_refused_by_name() {
+    let model = llama_core::conformance::default_model();
+    llama_core::conformance::expect_error(
+        BIN,
+        &["--model", model.to_str().expect("utf-8 path"), "--compile", "--prompt", "hi"],
+        "--compile is not supported by tinygrad-only",
+    );
 }

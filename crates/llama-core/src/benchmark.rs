@@ -84,7 +84,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     // As the provider stores them: dense in the compute dtype, or still quantized.
     let weight_bytes_per_token = model.weight_bytes_per_token() as f64;
     let prompt = prompt_ids(p, config.vocab_size);
-    let params = GenerationParams { ignore_eos: true, ..GenerationParams::new(g) };
+    let params = GenerationParams { ignore_eos: true, static_decode: args.compile, ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
     let mut measure = || -> anyhow::Result<RunMetrics> {
         cache.clear();

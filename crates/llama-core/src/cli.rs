@@ -87,6 +87,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "dtype")]
     pub half: bool,
 
+    /// pytorch-only: decode through a static-shape step (position as a device tensor, KV cache
+    /// written in place, attention over the whole cache with a mask), the shape CUDA graph
+    /// capture needs; on a CPU device the step runs eagerly (the output says so)
+    #[arg(long)]
+    pub compile: bool,
+
     /// Device: for tinygrad-only auto|cpu|gpu[:N]; for pytorch-only cpu|cuda[:N]
     #[arg(long, default_value = "auto")]
     pub device: String,

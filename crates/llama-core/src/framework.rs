@@ -52,6 +52,16 @@ pub trait Framework: Sized {
         }
     }
 
+    /// The dtype `--half` means on `device`, and why when it is not f16.
+    fn half_dtype(&self, _device: &Device<Self>) -> (FloatType, Option<&'static str>) {
+        (FloatType::F16, None)
+    }
+
+    /// Takes `--compile`: says what it does on `device` (printed once on stderr), or refuses.
+    fn compile_note(&self, _device: &Device<Self>) -> anyhow::Result<String> {
+        bail!("--compile is not supported by {}: it is pytorch-only's option", self.name())
+    }
+
     /// Kernel launches so far in this process, where the framework counts them.
     fn kernel_launches(&self) -> Option<u64> {
         None
@@ -118,17 +128,23 @@ pub trait Framework: Sized {
 }
 
 /// Sets the device's float dtype from `--dtype`/`--half`, before any tensor exists on it (Burn
-/// fixes a device's dtype at its first tensor). `--half` falls back to bf16 where f16 is
-/// unsupported. Returns the dtype in use and, for a fallback, a note saying so.
-pub fn apply_dtype<F: Framework>(device: &Device<F>, args: &Args) -> anyhow::Result<(FloatType, Option<String>)> {
+/// fixes a device's dtype at its first tensor). `--half` takes the framework's half type for the
+/// device, falling back to bf16 where f16 is unsupported. Returns the dtype in use and, when
+/// `--half` did not give f16, a note saying why.
+pub fn apply_dtype<F: Framework>(
+    fw: &F,
+    device: &Device<F>,
+    args: &Args,
+) -> anyhow::Result<(FloatType, Option<String>)> {
     let int = <burn::tensor::ops::IntElem<F::Backend> as burn::tensor::Element>::dtype();
     let set = |t: FloatType| burn::tensor::set_default_dtypes::<F::Backend>(device, t.dtype(), int);
-    let wanted = if args.half { FloatType::F16 } else { args.dtype };
+    let (wanted, why) = if args.half { fw.half_dtype(device) } else { (args.dtype, None) };
     match set(wanted) {
-        Ok(()) => Ok((wanted, None)),
+        Ok(()) => Ok((wanted, why.map(|why| format!("--half: using {}: {why}", format!("{wanted:?}").to_lowercase())))),
         Err(e) if args.half => {
-            set(FloatType::Bf16)
-                .map_err(|e2| anyhow::anyhow!("--half: neither f16 ({e}) nor bf16 ({e2}) works on this device"))?;
+            set(FloatType::Bf16).map_err(|e2| {
+                anyhow::anyhow!("--half: neither {wanted:?} ({e}) nor bf16 ({e2}) works on this device")
+            })?;
             Ok((FloatType::Bf16, Some(format!("f16 is not supported on this device ({e}); using bf16"))))
         }
         Err(e) => bail!("--dtype {wanted:?}: {e}"),
@@ -197,9 +213,12 @@ pub fn open_model_file<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<Mode
 /// on stderr), and a line describing it.
 pub fn prepare_device<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<(Device<F>, FloatType, String)> {
     let device = fw.device(&args.device)?;
-    let (dtype, note) = apply_dtype::<F>(&device, args)?;
+    let (dtype, note) = apply_dtype(fw, &device, args)?;
     if let Some(note) = &note {
         eprintln!("{}: {note}", fw.name());
+    }
+    if args.compile {
+        eprintln!("{}: --compile: {}", fw.name(), fw.compile_note(&device)?);
     }
     let info = fw.device_info(&device);
     tracing::info!("{} on {info}", fw.stack());

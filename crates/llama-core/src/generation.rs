@@ -22,11 +22,13 @@ pub struct GenerationParams {
     pub record_top_logits: usize,
     /// Set from elsewhere (a Ctrl-C handler) to stop after the current token.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Decode through the static-shape step ([`Llama::decode_static`], `--compile`).
+    pub static_decode: bool,
 }
 
 impl GenerationParams {
     pub fn new(max_tokens: usize) -> Self {
-        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None }
+        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None, static_decode: false }
     }
 
     fn interrupted(&self) -> bool {
@@ -131,7 +133,8 @@ pub fn generate<B: Backend, K: Kernels<B>>(
             break;
         }
         step_start = Instant::now();
-        logits = logits_to_host(model.forward(&[next], cache)?);
+        let step = if params.static_decode { model.decode_static(next, cache) } else { model.forward(&[next], cache) };
+        logits = logits_to_host(step?);
     }
     emit(decoder.as_mut().map(|d| d.finish()), &mut text);
     timings.decode_s = timings.decode_step_s.iter().sum::<f64>();

@@ -44,7 +44,8 @@ fn weight_bytes(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
     let f16_bytes = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let random_super_blocks = |scales_at: &[(usize, f32)]| -> Vec<u8> {
         let mut rng = Rng::new(seed);
-        let mut bytes: Vec<u8> = (0..ty.bytes_for(n).expect("whole super-blocks")).map(|_| rng.next_u64() as u8).collect();
+        let mut bytes: Vec<u8> =
+            (0..ty.bytes_for(n).expect("whole super-blocks")).map(|_| rng.next_u64() as u8).collect();
         for block in bytes.chunks_exact_mut(ty.block_bytes()) {
             for &(at, value) in scales_at {
                 block[at..at + 2].copy_from_slice(&f16_bytes(value));
@@ -356,6 +357,35 @@ pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device
     assert_close("incremental decode vs prefill", &download(last.expect("decoded")), &expected, 1e-4, 1e-4);
 }
 
+/// The static-shape decode step (`--compile`: device position, whole-cache masked attention)
+/// gives every step's logits as the eager step does, after a prefill.
+pub fn check_static_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    let config = crate::config::LlamaConfig {
+        vocab_size: 64,
+        dim: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        ffn_dim: 48,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        context_length: 16,
+    };
+    B::seed(device, 2);
+    let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
+    let tokens = [9u32, 33, 1, 50, 27, 4, 61];
+    let (mut eager, mut fixed) = (model.new_cache(16), model.new_cache(12));
+    model.forward(&tokens[..2], &mut eager).expect("prefill");
+    model.forward(&tokens[..2], &mut fixed).expect("prefill");
+    for (step, &t) in tokens[2..].iter().enumerate() {
+        let expected: Vec<f64> =
+            download(model.forward(&[t], &mut eager).expect("eager step")).iter().map(|&v| v as f64).collect();
+        let got = download(model.decode_static(t, &mut fixed).expect("static step"));
+        assert_close(&format!("static decode step {step}"), &got, &expected, 1e-4, 1e-4);
+    }
+    assert_eq!(fixed.len(), tokens.len(), "the static step advances the cache");
+}
+
 /// All of the above.
 pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_linear(k, device);
@@ -366,4 +396,5 @@ pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_attention(k, device);
     check_kv_cache::<B>(device);
     check_incremental_decode(k, device);
+    check_static_decode(k, device);
 }

@@ -8,7 +8,7 @@
 //! implementing a llama-core trait for a burn-wgpu type, but it may implement it for a local
 //! struct (`struct WgpuKernels; impl Kernels<Wgpu> for WgpuKernels`).
 
-use burn::tensor::{Bool, DType, Distribution, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Bool, DType, Distribution, Int, Tensor, TensorData, activation, backend::Backend};
 
 use crate::dequant::{self, DequantError, GgmlType};
 use crate::rope::RopeTables;
@@ -98,6 +98,63 @@ pub trait Kernels<B: Backend>: Send + Sync {
         let cache_keys = cache_keys.slice_assign(slot.clone(), keys.swap_dims(0, 1));
         let cache_values = cache_values.slice_assign(slot, values.swap_dims(0, 1));
         (q, cache_keys, cache_values)
+    }
+
+    /// [`Self::rope_qkv_into_cache`] for one token whose position is the device tensor `position`
+    /// `[1]`, so that no shape and no host value depends on it (the static-shape decode step,
+    /// which a framework may capture once and replay). Returns the whole caches.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_qkv_into_cache_at(
+        &self,
+        qkv: Tensor<B, 2>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<B>,
+        position: Tensor<B, 1, Int>,
+        cache_keys: Tensor<B, 3>,
+        cache_values: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        let [_, width] = qkv.dims();
+        let head_dim = width / (heads + 2 * kv_heads);
+        let (cos, sin) = tables.tables();
+        let (cos, sin) = (cos.clone().select(0, position.clone()), sin.clone().select(0, position.clone()));
+        let qkv = qkv.reshape([1, heads + 2 * kv_heads, head_dim]);
+        let part = |first: usize, n: usize| qkv.clone().slice([0..1, first..first + n, 0..head_dim]);
+        let q = rotate_half_split(part(0, heads), cos.clone(), sin.clone());
+        let keys = rotate_half_split(part(heads, kv_heads), cos, sin);
+        let values = part(heads + kv_heads, kv_heads);
+        // Without a host position there is no slice to assign: blend the new row in where the
+        // position matches (every cache row is read and written, O(capacity), fine for a reference).
+        let [_, capacity, _] = cache_keys.dims();
+        let device = cache_keys.device();
+        let row = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).equal(position.expand([capacity]));
+        let shape = [kv_heads, capacity, head_dim];
+        let row = row.reshape([1, capacity, 1]).expand(shape);
+        let cache_keys = cache_keys.mask_where(row.clone(), keys.swap_dims(0, 1).expand(shape));
+        let cache_values = cache_values.mask_where(row, values.swap_dims(0, 1).expand(shape));
+        (q, cache_keys, cache_values)
+    }
+
+    /// Attention of one query `q` `[1, heads, head_dim]` at the device position `position` `[1]`
+    /// over the whole caches `k`, `v` `[kv_heads, capacity, head_dim]`, the keys after it masked:
+    /// the static-shape form of [`Self::attention`]. Returns `[1, heads * head_dim]`.
+    fn attention_at(
+        &self,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        position: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2> {
+        let [_, heads, head_dim] = q.dims();
+        let [kv_heads, capacity, _] = k.dims();
+        let group = heads / kv_heads;
+        let q = q.reshape([kv_heads, group, head_dim]);
+        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (head_dim as f64).sqrt());
+        let future =
+            Tensor::<B, 1, Int>::arange(0..capacity as i64, &scores.device()).greater(position.expand([capacity]));
+        let scores =
+            scores.mask_fill(future.reshape([1, 1, capacity]).expand([kv_heads, group, capacity]), f32::NEG_INFINITY);
+        activation::softmax(scores, 2).matmul(v).reshape([1, heads * head_dim])
     }
 
     /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the cached
@@ -210,16 +267,8 @@ impl<B: Backend> Kernels<B> for Composed {
     }
 
     fn rope(&self, x: Tensor<B, 3>, tables: &RopeTables<B>, start: usize) -> Tensor<B, 3> {
-        let [tokens, heads, head_dim] = x.dims();
-        let (cos, sin) = tables.range(start, tokens);
-        let half = head_dim / 2;
-        let x1 = x.clone().slice([0..tokens, 0..heads, 0..half]);
-        let x2 = x.slice([0..tokens, 0..heads, half..head_dim]);
-        let cos = cos.unsqueeze_dim::<3>(1);
-        let sin = sin.unsqueeze_dim::<3>(1);
-        let rotated_first = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-        let rotated_second = x2 * cos + x1 * sin;
-        Tensor::cat(vec![rotated_first, rotated_second], 2)
+        let (cos, sin) = tables.range(start, x.dims()[0]);
+        rotate_half_split(x, cos, sin)
     }
 
     fn attention(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 2> {
@@ -245,6 +294,20 @@ impl<B: Backend> Kernels<B> for Composed {
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
         activation::silu(gate) * up
     }
+}
+
+/// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with the `cos`, `sin` rows
+/// `[tokens, head_dim / 2]` of its positions: `(x₁·cos - x₂·sin, x₂·cos + x₁·sin)`.
+pub fn rotate_half_split<B: Backend>(x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [tokens, heads, head_dim] = x.dims();
+    let half = head_dim / 2;
+    let x1 = x.clone().slice([0..tokens, 0..heads, 0..half]);
+    let x2 = x.slice([0..tokens, 0..heads, half..head_dim]);
+    let cos = cos.unsqueeze_dim::<3>(1);
+    let sin = sin.unsqueeze_dim::<3>(1);
+    let rotated_first = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+    let rotated_second = x2 * cos + x1 * sin;
+    Tensor::cat(vec![rotated_first, rotated_second], 2)
 }
 
 /// Row-major `rows × cols` → `cols × rows`, in cache-sized tiles.

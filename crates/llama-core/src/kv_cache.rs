@@ -97,6 +97,20 @@ impl<B: Backend> KvCache<B> {
         (keys.slice(visible.clone()), values.slice(visible))
     }
 
+    /// Stores layer `layer`'s tensors and returns them whole, `[kv_heads, capacity, head_dim]`
+    /// (the static-shape step masks the positions not written yet instead of slicing).
+    pub fn put_whole(
+        &mut self,
+        layer: usize,
+        keys: Tensor<B, 3>,
+        values: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let entry = &mut self.layers[layer];
+        entry.keys = Some(keys.clone());
+        entry.values = Some(values.clone());
+        (keys, values)
+    }
+
     pub fn advance(&mut self, tokens: usize) {
         self.len += tokens;
     }

@@ -4,7 +4,7 @@
 //! `x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x))`. Final norm, then the output head (the
 //! token embedding itself when the file has no `output.weight`).
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::config::LlamaConfig;
 use crate::dequant::{DequantError, GgmlType};
@@ -296,17 +296,75 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// Runs `tokens` (one batch: the whole prompt, or one new token) at the cache's position,
     /// appends their keys and values to `cache`, and returns the logits of the last token, `[1, vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, ModelError> {
-        let c = &self.config;
-        let vocab = c.vocab_size;
+        self.check_tokens(tokens, cache)?;
+        let (c, k) = (&self.config, &self.kernels);
+        let n = tokens.len();
+        let start = cache.len();
+        let x = k.embed(&self.token_embedding, tokens, &self.device);
+        let h = self.layers_forward(x, |i, qkv| {
+            let (cache_keys, cache_values) = cache.take(i);
+            let (q, cache_keys, cache_values) =
+                k.rope_qkv_into_cache(qkv, c.n_heads, c.n_kv_heads, &self.rope, start, cache_keys, cache_values);
+            let (all_keys, all_values) = cache.put(i, cache_keys, cache_values, n);
+            k.attention(q, all_keys, all_values)
+        });
+        cache.advance(n);
+        // Only the last position's logits are needed to pick the next token.
+        Ok(self.logits(h.slice([n - 1..n, 0..c.dim])))
+    }
+
+    /// One decoded token through the static-shape step: its position goes to the device as a
+    /// tensor, keys and values are written into the cache at it, and attention reads the whole
+    /// cache with the later positions masked. Every tensor has the same shape at every position,
+    /// which is what lets a framework capture the step once (a CUDA graph) and replay it; the
+    /// output equals [`Self::forward`]'s (`--compile`).
+    pub fn decode_static(&self, token: u32, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, ModelError> {
+        self.check_tokens(&[token], cache)?;
+        let position = Tensor::<B, 1, Int>::from_data(TensorData::from([cache.len() as i64]), &self.device);
+        let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
+        let logits = self.step_static(x, position, cache);
+        cache.advance(1);
+        Ok(logits)
+    }
+
+    /// The static-shape step itself, from the token's embedding `x` `[1, dim]` and its
+    /// `position` `[1]` to the logits `[1, vocab]`; the caller advances `cache`.
+    pub fn step_static(&self, x: Tensor<B, 2>, position: Tensor<B, 1, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let (c, k) = (&self.config, &self.kernels);
+        let h = self.layers_forward(x, |i, qkv| {
+            let (cache_keys, cache_values) = cache.take(i);
+            let (q, cache_keys, cache_values) = k.rope_qkv_into_cache_at(
+                qkv,
+                c.n_heads,
+                c.n_kv_heads,
+                &self.rope,
+                position.clone(),
+                cache_keys,
+                cache_values,
+            );
+            let (all_keys, all_values) = cache.put_whole(i, cache_keys, cache_values);
+            k.attention_at(q, all_keys, all_values, position.clone())
+        });
+        self.logits(h)
+    }
+
+    fn check_tokens(&self, tokens: &[u32], cache: &KvCache<B>) -> Result<(), ModelError> {
+        let vocab = self.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(ModelError::TokenOutOfRange { id, vocab });
         }
-        cache.check_room(tokens.len())?;
+        Ok(cache.check_room(tokens.len())?)
+    }
+
+    /// Every layer over the embeddings `x`, `attend` turning layer `i`'s fused Q/K/V projection
+    /// into its attention output; returns the final-normed stream.
+    fn layers_forward(
+        &self,
+        mut x: Tensor<B, 2>,
+        mut attend: impl FnMut(usize, Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
         let k = &self.kernels;
-        let n = tokens.len();
-        let eps = c.norm_eps as f64;
-        let start = cache.len();
-        let mut x = k.embed(&self.token_embedding, tokens, &self.device);
+        let eps = self.config.norm_eps as f64;
         // Each residual add is fused into the norm after it: `h` is always the normed stream.
         let mut h = k.rms_norm(x.clone(), &self.layers[0].attn_norm, eps);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -316,21 +374,17 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
                     Tensor::cat(vec![k.linear(h.clone(), q), k.linear(h.clone(), wk), k.linear(h, v)], 1)
                 }
             };
-            let (cache_keys, cache_values) = cache.take(i);
-            let (q, cache_keys, cache_values) =
-                k.rope_qkv_into_cache(qkv, c.n_heads, c.n_kv_heads, &self.rope, start, cache_keys, cache_values);
-            let (all_keys, all_values) = cache.put(i, cache_keys, cache_values, n);
-            let attended = k.attention(q, all_keys, all_values);
+            let attended = attend(i, qkv);
             let (x_mid, h_mid) = k.add_rms_norm(x, k.linear(attended, &layer.wo), &layer.ffn_norm, eps);
 
             let ffn = k.linear(k.linear_swiglu(h_mid, &layer.w_gate, &layer.w_up), &layer.w_down);
             let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
             (x, h) = k.add_rms_norm(x_mid, ffn, next_norm, eps);
         }
-        drop(x);
-        cache.advance(n);
-        // Only the last position's logits are needed to pick the next token.
-        let last = h.slice([n - 1..n, 0..c.dim]);
-        Ok(k.linear(last, self.output.as_ref().unwrap_or(&self.token_embedding)))
+        h
+    }
+
+    fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.kernels.linear(h, self.output.as_ref().unwrap_or(&self.token_embedding))
     }
 }

@@ -307,7 +307,8 @@ mod tests {
     /// planes hold the file's bytes at the file's size.
     #[test]
     fn k_quant_super_blocks_keep_their_bytes() {
-        for (ty, packing, words) in [(GgmlType::Q4K, Packing::Q4K, Q4K_WORDS), (GgmlType::Q6K, Packing::Q6K, Q6K_WORDS)] {
+        for (ty, packing, words) in [(GgmlType::Q4K, Packing::Q4K, Q4K_WORDS), (GgmlType::Q6K, Packing::Q6K, Q6K_WORDS)]
+        {
             let mut state = 0x2545_f491_4f6c_dd1du64;
             let mut bytes: Vec<u8> = (0..3 * ty.block_bytes())
                 .map(|_| {

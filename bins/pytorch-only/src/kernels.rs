@@ -1,0 +1,269 @@
+//! libtorch's own fused operations behind llama-core's fast-path trait: what a PyTorch user's
+//! eager Llama calls (`F.linear`, `F.rms_norm`, `F.scaled_dot_product_attention`, `F.silu`),
+//! each one ATen op instead of the several small Burn ops llama-core's `Composed` builds it
+//! from.
+//!
+//! Two choices are the CPU's, each measured (docs/pytorch.md): a batch-1 product there runs on
+//! one core whatever `torch.set_num_threads` says (MKL's sgemv), so a weight is stored as one
+//! slice of its outputs per thread and multiplied with `bmm`, which ATen spreads over the threads;
+//! and decode attention is a grouped matmul-softmax-matmul, which beats CPU SDPA at these sizes.
+//! The operations work on the `tch::Tensor` inside burn-tch's primitive, with no copy in or out.
+
+use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
+use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
+use llama_core::dequant::{self, DequantError};
+use llama_core::kernels::{Kernels, RawWeight, transpose};
+use llama_core::rope::RopeTables;
+
+pub type Tch = LibTorch<f32>;
+
+/// The `tch::Tensor` inside a Burn tensor, and its storage record (burn-tch's in-place bookkeeping).
+fn unwrap<const D: usize>(t: Tensor<Tch, D>) -> TchTensor {
+    t.into_primitive().tensor()
+}
+
+fn raw<const D: usize>(t: Tensor<Tch, D>) -> tch::Tensor {
+    unwrap(t).tensor
+}
+
+/// A fresh ATen result as a Burn tensor of rank `D` (the caller knows the rank).
+fn wrap<const D: usize>(t: tch::Tensor) -> Tensor<Tch, D> {
+    debug_assert_eq!(t.dim(), D, "rank of a wrapped libtorch result");
+    Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(t)))
+}
+
+/// A matmul weight `W` `[out, in]`, stored transposed and split by outputs into `parts` slices,
+/// `[parts, in, out / parts]`: `x · Wᵀ` is then one `bmm` whose batch ATen spreads over its
+/// threads (`parts` is the CPU's thread count; 1 on CUDA, or when `out` does not divide).
+#[derive(Debug, Clone)]
+pub struct TchWeight(Tensor<Tch, 3>);
+
+impl TchWeight {
+    fn raw(&self) -> tch::Tensor {
+        raw(self.0.clone())
+    }
+}
+
+/// Output slices for a weight of `out` rows on `device`.
+fn parts_for(out: usize, device: &LibTorchDevice) -> usize {
+    let threads = match device {
+        LibTorchDevice::Cpu => tch::get_num_threads().max(1) as usize,
+        _ => 1,
+    };
+    if out.is_multiple_of(threads) { threads } else { 1 }
+}
+
+/// The fused-op provider (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TchKernels;
+
+impl Kernels<Tch> for TchKernels {
+    type Weight = TchWeight;
+
+    fn name(&self) -> &'static str {
+        "libtorch fused ops (F.linear, rms_norm, scaled_dot_product_attention)"
+    }
+
+    fn load_weight(&self, raw: RawWeight<'_>, device: &LibTorchDevice) -> Result<TchWeight, DequantError> {
+        let (out, cols) = (raw.rows, raw.cols);
+        let values = dequant::dequantize(raw.ggml_type, raw.bytes, out * cols)?;
+        let parts = parts_for(out, device);
+        let slice = out / parts;
+        let stacked: Vec<f32> = values.chunks(slice * cols).flat_map(|rows| transpose(rows, slice, cols)).collect();
+        // Tensor::from_data converts to the device's float dtype (--dtype / --half).
+        Ok(TchWeight(Tensor::from_data(TensorData::new(stacked, [parts, cols, slice]), device)))
+    }
+
+    fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &LibTorchDevice) -> TchWeight {
+        let parts = parts_for(rows, device);
+        TchWeight(Tensor::random([parts, cols, rows / parts], Distribution::Normal(0.0, std), device))
+    }
+
+    fn weight_bytes(&self, weight: &TchWeight) -> usize {
+        weight.0.shape().num_elements() * weight.0.dtype().size()
+    }
+
+    fn linear(&self, x: Tensor<Tch, 2>, weight: &TchWeight) -> Tensor<Tch, 2> {
+        let [tokens, cols] = x.dims();
+        let [parts, _, slice] = weight.0.dims();
+        let (w, x) = (weight.raw(), raw(x));
+        if parts == 1 {
+            return wrap(x.mm(&w.select(0, 0)));
+        }
+        let out = x.unsqueeze(0).expand([parts as i64, tokens as i64, cols as i64], false).bmm(&w);
+        // [parts, tokens, slice] → [tokens, parts · slice]: a view for one token, a copy for more.
+        let out = if tokens == 1 { out } else { out.permute([1, 0, 2]) };
+        wrap(out.reshape([tokens as i64, (parts * slice) as i64]))
+    }
+
+    fn embed(&self, table: &TchWeight, ids: &[u32], _device: &LibTorchDevice) -> Tensor<Tch, 2> {
+        let slice = table.0.dims()[2];
+        let table = table.raw();
+        // Token `id` is column `id % slice` of slice `id / slice`; `stack` copies, so the result
+        // never aliases the table (Burn may later write into it in place).
+        let rows: Vec<tch::Tensor> = ids
+            .iter()
+            .map(|&id| table.select(0, (id as usize / slice) as i64).select(1, (id as usize % slice) as i64))
+            .collect();
+        wrap(tch::Tensor::stack(&rows, 0))
+    }
+
+    fn rms_norm(&self, x: Tensor<Tch, 2>, weight: &Tensor<Tch, 1>, eps: f64) -> Tensor<Tch, 2> {
+        let x = raw(x);
+        let dim = x.size()[1];
+        // ATen's rms_norm takes the mean of squares in f32 for f16/bf16 inputs (as Composed does).
+        wrap(x.rms_norm([dim], Some(raw(weight.clone())), eps))
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: Tensor<Tch, 2>,
+        delta: Tensor<Tch, 2>,
+        weight: &Tensor<Tch, 1>,
+        eps: f64,
+    ) -> (Tensor<Tch, 2>, Tensor<Tch, 2>) {
+        let sum = raw(x) + raw(delta);
+        let normed = self.rms_norm(wrap(sum.shallow_clone()), weight, eps);
+        (wrap(sum), normed)
+    }
+
+    fn rope(&self, x: Tensor<Tch, 3>, tables: &RopeTables<Tch>, start: usize) -> Tensor<Tch, 3> {
+        let (cos, sin) = tables.range(start, x.dims()[0]);
+        wrap(rotate(&raw(x), &raw(cos), &raw(sin)))
+    }
+
+    fn rope_qkv_into_cache(
+        &self,
+        qkv: Tensor<Tch, 2>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<Tch>,
+        start: usize,
+        cache_keys: Tensor<Tch, 3>,
+        cache_values: Tensor<Tch, 3>,
+    ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
+        let [tokens, width] = qkv.dims();
+        let head_dim = width / (heads + 2 * kv_heads);
+        let qkv = raw(qkv).reshape([tokens as i64, (heads + 2 * kv_heads) as i64, head_dim as i64]);
+        let (cos, sin) = tables.range(start, tokens);
+        // Queries and keys are adjacent heads of the projection: one rotation does both.
+        let rotated = rotate(&qkv.narrow(1, 0, (heads + kv_heads) as i64), &raw(cos), &raw(sin));
+        let queries = rotated.narrow(1, 0, heads as i64);
+        let keys = rotated.narrow(1, heads as i64, kv_heads as i64);
+        let values = qkv.narrow(1, (heads + kv_heads) as i64, kv_heads as i64);
+        let tokens = tokens as i64;
+        let write = |new: tch::Tensor| {
+            move |cache: &mut tch::Tensor| cache.narrow(1, start as i64, tokens).copy_(&new.transpose(0, 1))
+        };
+        (wrap(queries), in_place(cache_keys, write(keys)), in_place(cache_values, write(values)))
+    }
+
+    fn rope_qkv_into_cache_at(
+        &self,
+        qkv: Tensor<Tch, 2>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<Tch>,
+        position: Tensor<Tch, 1, Int>,
+        cache_keys: Tensor<Tch, 3>,
+        cache_values: Tensor<Tch, 3>,
+    ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
+        let [_, width] = qkv.dims();
+        let head_dim = width / (heads + 2 * kv_heads);
+        let qkv = raw(qkv).reshape([1, (heads + 2 * kv_heads) as i64, head_dim as i64]);
+        let position = position.into_primitive().tensor;
+        let (cos, sin) = tables.tables();
+        let (cos, sin) = (raw(cos.clone()).index_select(0, &position), raw(sin.clone()).index_select(0, &position));
+        let rotated = rotate(&qkv.narrow(1, 0, (heads + kv_heads) as i64), &cos, &sin);
+        let queries = rotated.narrow(1, 0, heads as i64);
+        let keys = rotated.narrow(1, heads as i64, kv_heads as i64);
+        let values = qkv.narrow(1, (heads + kv_heads) as i64, kv_heads as i64);
+        let write = |new: tch::Tensor| {
+            let position = position.shallow_clone();
+            move |cache: &mut tch::Tensor| {
+                let _ = cache.index_copy_(1, &position, &new.transpose(0, 1));
+            }
+        };
+        (wrap(queries), in_place(cache_keys, write(keys)), in_place(cache_values, write(values)))
+    }
+
+    fn attention(&self, q: Tensor<Tch, 3>, k: Tensor<Tch, 3>, v: Tensor<Tch, 3>) -> Tensor<Tch, 2> {
+        let [tokens, heads, head_dim] = q.dims();
+        let keys = k.dims()[1];
+        let (q, k, v) = (raw(q), raw(k), raw(v));
+        if tokens == 1 && k.device() == tch::Device::Cpu {
+            return wrap(grouped_attention(&q, &k, &v, None));
+        }
+        // Query t sits at position keys - tokens + t and sees keys up to it. SDPA's `is_causal`
+        // aligns queries with the first keys, right only when there is no cached prefix.
+        let mask = (tokens > 1 && tokens != keys).then(|| {
+            let first = (keys - tokens) as i64;
+            let positions = tch::Tensor::arange(keys as i64, (tch::Kind::Int64, k.device()));
+            let queries = tch::Tensor::arange_start(first, keys as i64, (tch::Kind::Int64, k.device()));
+            positions.unsqueeze(0).le_tensor(&queries.unsqueeze(1)) // true = may attend
+        });
+        let is_causal = tokens > 1 && tokens == keys;
+        let q = q.transpose(0, 1); // [heads, tokens, head_dim]
+        let out = tch::Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, is_causal, None, true);
+        wrap(out.transpose(0, 1).reshape([tokens as i64, (heads * head_dim) as i64]))
+    }
+
+    fn attention_at(
+        &self,
+        q: Tensor<Tch, 3>,
+        k: Tensor<Tch, 3>,
+        v: Tensor<Tch, 3>,
+        position: Tensor<Tch, 1, Int>,
+    ) -> Tensor<Tch, 2> {
+        let [_, heads, head_dim] = q.dims();
+        let (q, k, v) = (raw(q), raw(k), raw(v));
+        let capacity = k.size()[1];
+        let position = position.into_primitive().tensor;
+        let visible = tch::Tensor::arange(capacity, (tch::Kind::Int64, k.device())).le_tensor(&position);
+        if k.device() == tch::Device::Cpu {
+            return wrap(grouped_attention(&q, &k, &v, Some(&visible)));
+        }
+        let q = q.transpose(0, 1); // [heads, 1, head_dim]
+        let out =
+            tch::Tensor::scaled_dot_product_attention(&q, &k, &v, Some(visible.unsqueeze(0)), 0.0, false, None, true);
+        wrap(out.reshape([1, (heads * head_dim) as i64]))
+    }
+
+    fn swiglu(&self, gate: Tensor<Tch, 2>, up: Tensor<Tch, 2>) -> Tensor<Tch, 2> {
+        wrap(raw(gate).silu() * raw(up))
+    }
+}
+
+/// One query `q` `[1, heads, head_dim]` against `k`, `v` `[kv_heads, keys, head_dim]`: query
+/// head h reads KV head h / group, so the group's queries are the rows of one matmul per KV head
+/// (no repeated keys). `visible` `[keys]` masks the static step's unwritten positions. On a CPU
+/// this beats SDPA with `enable_gqa` at every cache length measured (docs/pytorch.md).
+fn grouped_attention(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, visible: Option<&tch::Tensor>) -> tch::Tensor {
+    let (heads, head_dim) = (q.size()[1], q.size()[2]);
+    let kv_heads = k.size()[0];
+    let q = q.reshape([kv_heads, heads / kv_heads, head_dim]);
+    let scores = q.matmul(&k.transpose(1, 2)) * (1.0 / (head_dim as f64).sqrt());
+    let scores = match visible {
+        Some(visible) => scores.masked_fill(&visible.logical_not(), f64::NEG_INFINITY),
+        None => scores,
+    };
+    scores.softmax(-1, None).matmul(v).reshape([1, heads * head_dim])
+}
+
+/// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with `cos`, `sin`
+/// `[tokens, head_dim / 2]`: `(x₁·cos - x₂·sin, x₂·cos + x₁·sin)`.
+fn rotate(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> tch::Tensor {
+    let half = x.size()[2] / 2;
+    let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
+    let (x1, x2) = (x.narrow(2, 0, half), x.narrow(2, half, half));
+    tch::Tensor::cat(&[&x1 * &cos - &x2 * &sin, &x2 * &cos + &x1 * &sin], 2)
+}
+
+/// Runs `write` on the cache's libtorch tensor, in place when Burn holds no other reference to
+/// it (else on a copy, as Burn's own in-place rule does).
+fn in_place(cache: Tensor<Tch, 3>, write: impl FnOnce(&mut tch::Tensor)) -> Tensor<Tch, 3> {
+    let cache = unwrap(cache);
+    let mut cache = if cache.can_mut() { cache } else { TchTensor::new(cache.tensor.copy()) };
+    write(&mut cache.tensor);
+    Tensor::from_primitive(TensorPrimitive::Float(cache))
+}
