@@ -1,7 +1,8 @@
 #!/bin/bash
 # On a lent GPU machine, in one call (after `cargo xtask gpu-bundle` here; carry .gpubundle):
-# the PyTorch anchors and tinygrad-only on the Llama 3.2 1B shape, f16 activations, weights as
-# f16, Q8_0 and Q4_0, batch-1 greedy decode with one host sync per token. Results land in $OUT.
+# the PyTorch anchors, tinygrad-only (weights f16, Q8_0, Q4_0) and pytorch-only (--half, and
+# --half --compile with its CUDA graph) on the Llama 3.2 1B shape, f16 activations, batch-1
+# greedy decode with one host sync per token. Results land in $OUT.
 # docs/gpu.md explains each step; docs/benchmarks/ records what it printed.
 set -u
 B=.gpubundle
@@ -30,6 +31,17 @@ measure f16
 measure q8_0 --weights q8_0
 measure q4_0 --weights q4_0
 
+echo "== pytorch-only (against this machine's libtorch 2.11)"
+export LD_LIBRARY_PATH="$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}"
+torch_measure() {
+  local name=$1; shift
+  timeout 300 $B/bin/pytorch-only --benchmark --size 1B --device cuda --iterations 5 --json "$@" \
+    >"$OUT/pytorch-$name.json" 2>"$OUT/pytorch-$name.err"
+  echo "$name: exit $?"; tail -3 "$OUT/pytorch-$name.err"
+}
+torch_measure half --half
+torch_measure half-compile --half --compile
+
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
@@ -41,6 +53,22 @@ for line in (out / "anchors.jsonl").read_text().splitlines():
         continue
     tok_s = r.get("tok_s") or r.get("decode_tok_s")
     print(f"{str(r.get('tool')):<40} {tok_s:>12.1f} {1e3 / tok_s:>9.2f}")
+def ours(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+for name in ["pytorch-half", "pytorch-half-compile"]:
+    r = ours(out / f"{name}.json")
+    if r is None:
+        print(f"{name:<40} no result (see {name}.err)")
+        continue
+    s = r["summary"]
+    print(f"{name:<40} {s['decode_tok_s']:>12.1f} {s['decode_latency']['median_ms']:>9.2f} {s['weight_gb_s']:>7.1f}")
+eager, compiled = ours(out / "pytorch-half.json"), ours(out / "pytorch-half-compile.json")
+if eager and compiled:
+    same = eager["generated_tokens"] == compiled["generated_tokens"]
+    print(f"--half --compile greedy ids equal --half's: {same} ({len(eager['generated_tokens'])} tokens)")
 for name in ["f16", "q8_0", "q4_0"]:
     path = out / f"tinygrad-{name}.json"
     try:

@@ -4,8 +4,9 @@
 //! Rust, no network and no Vulkan loader. So we build here and carry: the stripped release
 //! binary, the Vulkan loader and libglvnd as Debian packages (NVIDIA's ICD needs both; unpacked
 //! there by `scripts/gpu_measure.sh`), and the PyTorch anchor script, which the same call reruns
-//! so our figure and the anchor's come from the same card and clocks. The device tool carries at
-//! most 64 MiB: the bundle is about 45 MiB.
+//! so our figure and the anchor's come from the same card and clocks; and pytorch-only built
+//! against that machine's libtorch 2.11 with CUDA graph capture (`gpu_torch.rs`). The device tool
+//! carries at most 64 MiB.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,6 +28,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&binary);
     std::fs::copy(root.join("target/release/tinygrad-only"), &binary).context("copy tinygrad-only")?;
     // Debug symbols are most of the file; the carry limit is 64 MiB.
+    run_status(Command::new("strip").arg(&binary))?;
+
+    let torch_binary = crate::gpu_torch::build(root)?;
+    let binary = bin.join("pytorch-only");
+    let _ = std::fs::remove_file(&binary);
+    std::fs::copy(&torch_binary, &binary).context("copy pytorch-only")?;
     run_status(Command::new("strip").arg(&binary))?;
 
     let gl = bundle.join("gl");

@@ -3,6 +3,7 @@
 
 mod compare;
 mod gpu_bundle;
+mod gpu_torch;
 mod setup;
 
 use std::path::PathBuf;
@@ -44,8 +45,9 @@ enum Task {
     },
     /// Build both binaries in release, check they agree, and benchmark them side by side.
     Compare(compare::CompareArgs),
-    /// Build what one call on a lent GPU machine needs into .gpubundle/ (release binary, Vulkan
-    /// loader packages, the PyTorch anchor script); scripts/gpu_measure.sh runs it there.
+    /// Build what one call on a lent GPU machine needs into .gpubundle/ (both release binaries,
+    /// pytorch-only against libtorch 2.11 with CUDA graphs; Vulkan loader packages; the PyTorch
+    /// anchor script); scripts/gpu_measure.sh runs it there.
     GpuBundle,
     /// Set up, then run every test of the workspace (both binaries included).
     Test {

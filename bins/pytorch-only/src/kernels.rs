@@ -53,9 +53,13 @@ fn parts_for(out: usize, device: &LibTorchDevice) -> usize {
     if out.is_multiple_of(threads) { threads } else { 1 }
 }
 
-/// The fused-op provider (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TchKernels;
+/// The fused-op provider (see the module docs). With the `cuda-graph` feature it also holds the
+/// captured decode step of `--compile` on CUDA.
+#[derive(Clone, Default)]
+pub struct TchKernels {
+    #[cfg(feature = "cuda-graph")]
+    graph: std::sync::Arc<crate::cuda_graph::StepGraph>,
+}
 
 impl Kernels<Tch> for TchKernels {
     type Weight = TchWeight;
@@ -227,6 +231,21 @@ impl Kernels<Tch> for TchKernels {
         let out =
             tch::Tensor::scaled_dot_product_attention(&q, &k, &v, Some(visible.unsqueeze(0)), 0.0, false, None, true);
         wrap(out.reshape([1, (heads * head_dim) as i64]))
+    }
+
+    #[cfg(feature = "cuda-graph")]
+    fn run_static_step(
+        &self,
+        x: Tensor<Tch, 2>,
+        position: usize,
+        cache_id: u64,
+        step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
+    ) -> Tensor<Tch, 2> {
+        if matches!(x.device(), LibTorchDevice::Cuda(_)) {
+            return self.graph.run(x, position, cache_id, step);
+        }
+        let position = Tensor::<Tch, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
+        step(x, position)
     }
 
     fn swiglu(&self, gate: Tensor<Tch, 2>, up: Tensor<Tch, 2>) -> Tensor<Tch, 2> {

@@ -60,15 +60,16 @@ impl Framework for PytorchOnly {
     }
 
     fn compile_note(&self, device: &LibTorchDevice) -> anyhow::Result<String> {
-        let capture = match device {
-            LibTorchDevice::Cpu => "CUDA graph capture needs a CUDA device",
-            _ => "CUDA graph capture is not built into this binary yet",
+        let steps = match device {
+            LibTorchDevice::Cpu => "CUDA graph capture needs a CUDA device, so each step runs eagerly",
+            _ if cfg!(feature = "cuda-graph") => "captured as a CUDA graph at the second step, then replayed",
+            _ => "this binary was built without CUDA graph capture (feature cuda-graph), so each step runs eagerly",
         };
-        Ok(format!("static-shape decode step with libtorch's fused ops; {capture}, so each step runs eagerly"))
+        Ok(format!("static-shape decode step with libtorch's fused ops; {steps}"))
     }
 
     fn kernels(&self) -> TchKernels {
-        TchKernels
+        TchKernels::default()
     }
 }
 

@@ -12,7 +12,7 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
 #[test]
 fn fused_libtorch_kernels_match_naive_loops() {
     llama_core::kernel_checks::check_all::<pytorch_only::Tch, _>(
-        &pytorch_only::TchKernels,
+        &pytorch_only::TchKernels::default(),
         &burn_tch::LibTorchDevice::Cpu,
     );
 }

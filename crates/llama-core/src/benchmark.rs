@@ -2,6 +2,7 @@
 //! token brought back to the host before its clock stops (what a streaming chat pays).
 
 use anyhow::bail;
+use burn::tensor::backend::Backend;
 use serde::Serialize;
 use serde_json::json;
 
@@ -70,6 +71,9 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             let (config, tied) = (size.config(), size.tied_embeddings());
             // --quantize works on weights read from a file: draw f16 ones on the host to quantize.
             let weights = args.weights.or(args.quantize.map(|_| crate::synth::WeightType::F16));
+            // A fixed seed: the same binary draws the same model each run, so runs with different
+            // flags (eager and --compile) can compare their greedy tokens.
+            F::Backend::seed(&device, 0);
             match weights {
                 None => Ok(Llama::random(config, tied, fw.kernels(), context, &device)),
                 Some(weights) => {
@@ -86,9 +90,11 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let prompt = prompt_ids(p, config.vocab_size);
     let params = GenerationParams { ignore_eos: true, static_decode: args.compile, ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
+    let mut generated_tokens = Vec::new();
     let mut measure = || -> anyhow::Result<RunMetrics> {
         cache.clear();
         let run = generation::generate(&model, &mut cache, None, &prompt, &params, &mut Sampler::greedy(), |_| {})?;
+        generated_tokens = run.generated_tokens.clone();
         let t = &run.timings;
         let latency = LatencyStats::from_seconds(&t.decode_step_s);
         Ok(RunMetrics {
@@ -152,6 +158,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "kernel_launches_per_token": launches,
             "runs": runs,
             "summary": summary,
+            "generated_tokens": generated_tokens,
         });
         println!("{out}");
     } else {

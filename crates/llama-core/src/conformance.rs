@@ -255,6 +255,7 @@ pub fn check_benchmark_json(binary: &str) {
     assert!(out.status.success(), "{binary} --benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["runs"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(report["generated_tokens"].as_array().map(Vec::len), Some(3), "the last run's tokens in {report}");
     for key in ["load_s", "weight_bytes_per_token", "peak_host_rss_bytes"] {
         assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {report}");
     }

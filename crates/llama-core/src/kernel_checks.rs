@@ -329,9 +329,9 @@ pub fn check_kv_cache<B: Backend>(device: &B::Device) {
     }
 }
 
-/// Decoding token by token through the KV cache gives the logits of one full prefill.
-pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
-    let config = crate::config::LlamaConfig {
+/// A two-layer grouped-query model small enough for whole-model checks.
+fn tiny_config() -> crate::config::LlamaConfig {
+    crate::config::LlamaConfig {
         vocab_size: 64,
         dim: 32,
         n_layers: 2,
@@ -341,7 +341,12 @@ pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         context_length: 16,
-    };
+    }
+}
+
+/// Decoding token by token through the KV cache gives the logits of one full prefill.
+pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    let config = tiny_config();
     B::seed(device, 1);
     let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
     let tokens = [3u32, 17, 42, 5, 60, 8];
@@ -360,17 +365,7 @@ pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device
 /// The static-shape decode step (`--compile`: device position, whole-cache masked attention)
 /// gives every step's logits as the eager step does, after a prefill.
 pub fn check_static_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
-    let config = crate::config::LlamaConfig {
-        vocab_size: 64,
-        dim: 32,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        ffn_dim: 48,
-        rope_theta: 10_000.0,
-        norm_eps: 1e-5,
-        context_length: 16,
-    };
+    let config = tiny_config();
     B::seed(device, 2);
     let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
     let tokens = [9u32, 33, 1, 50, 27, 4, 61];

@@ -135,6 +135,23 @@ pub trait Kernels<B: Backend>: Send + Sync {
         (q, cache_keys, cache_values)
     }
 
+    /// Runs `step`, the static-shape decode step (see [`crate::model::Llama::decode_static`]), on
+    /// the embedding `x` `[1, dim]` at `position`, against the KV cache with id `cache_id`. By
+    /// default it puts the position on the device and calls the step; a provider may instead
+    /// capture the step once (a CUDA graph: every call has the same shapes and buffers) and
+    /// replay it for later tokens of the same cache.
+    fn run_static_step(
+        &self,
+        x: Tensor<B, 2>,
+        position: usize,
+        cache_id: u64,
+        step: &mut dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let _ = cache_id;
+        let position = Tensor::<B, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
+        step(x, position)
+    }
+
     /// Attention of one query `q` `[1, heads, head_dim]` at the device position `position` `[1]`
     /// over the whole caches `k`, `v` `[kv_heads, capacity, head_dim]`, the keys after it masked:
     /// the static-shape form of [`Self::attention`]. Returns `[1, heads * head_dim]`.

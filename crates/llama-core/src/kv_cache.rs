@@ -1,5 +1,7 @@
 //! Per-layer key/value cache, allocated once at the context length in use and written in place.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::tensor::{Tensor, backend::Backend};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,8 @@ struct LayerKv<B: Backend> {
 }
 
 pub struct KvCache<B: Backend> {
+    /// Unique in the process: a captured decode step is tied to one cache's buffers.
+    id: u64,
     layers: Vec<LayerKv<B>>,
     capacity: usize,
     len: usize,
@@ -28,7 +32,14 @@ impl<B: Backend> KvCache<B> {
     /// `[kv_heads, capacity, head_dim]` keys and values for each of `n_layers` layers.
     pub fn new(n_layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, device: &B::Device) -> Self {
         let zeros = || Some(Tensor::zeros([kv_heads, capacity, head_dim], device));
-        Self { layers: (0..n_layers).map(|_| LayerKv { keys: zeros(), values: zeros() }).collect(), capacity, len: 0 }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let layers = (0..n_layers).map(|_| LayerKv { keys: zeros(), values: zeros() }).collect();
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), layers, capacity, len: 0 }
+    }
+
+    /// This cache's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Tokens already cached (= position of the next token).

@@ -320,9 +320,11 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// output equals [`Self::forward`]'s (`--compile`).
     pub fn decode_static(&self, token: u32, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, ModelError> {
         self.check_tokens(&[token], cache)?;
-        let position = Tensor::<B, 1, Int>::from_data(TensorData::from([cache.len() as i64]), &self.device);
         let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
-        let logits = self.step_static(x, position, cache);
+        let (position, cache_id) = (cache.len(), cache.id());
+        let logits = self
+            .kernels
+            .run_static_step(x, position, cache_id, &mut |x, position| self.step_static(x, position, cache));
         cache.advance(1);
         Ok(logits)
     }
