@@ -9,6 +9,13 @@ B=.gpubundle
 OUT=${OUT:-/tmp/gpu_measure}; mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_measure.log") 2>&1
 
+# The binaries travel xz-compressed (the carry limit is 64 MiB): unpack them with Python's lzma.
+BIN=/tmp/lbb-bin; mkdir -p $BIN
+for f in $B/bin/*.xz; do
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$BIN/$(basename "${f%.xz}")"
+done
+chmod +x $BIN/*
+
 # NVIDIA's Vulkan ICD is installed but the loader and libglvnd are not: unpack the carried .debs.
 for f in $B/gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -23,7 +30,7 @@ done
 echo "== tinygrad-only"
 measure() {
   local name=$1; shift
-  timeout 300 $B/bin/tinygrad-only --benchmark --size 1B --dtype f16 --iterations 5 --verbose --json "$@" \
+  timeout 300 $BIN/tinygrad-only --benchmark --size 1B --dtype f16 --iterations 5 --verbose --json "$@" \
     >"$OUT/tinygrad-$name.json" 2>"$OUT/tinygrad-$name.err"
   echo "$name: exit $?"; tail -3 "$OUT/tinygrad-$name.err"
 }
@@ -35,7 +42,7 @@ echo "== pytorch-only (against this machine's libtorch 2.11)"
 export LD_LIBRARY_PATH="$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}"
 torch_measure() {
   local name=$1; shift
-  timeout 300 $B/bin/pytorch-only --benchmark --size 1B --device cuda --iterations 5 --json "$@" \
+  timeout 300 $BIN/pytorch-only --benchmark --size 1B --device cuda --iterations 5 --json "$@" \
     >"$OUT/pytorch-$name.json" 2>"$OUT/pytorch-$name.err"
   echo "$name: exit $?"; tail -3 "$OUT/pytorch-$name.err"
 }

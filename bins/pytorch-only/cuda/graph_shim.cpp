@@ -7,8 +7,8 @@
 // the logits readback after it.
 
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/StreamGuard.h>
 #include <c10/cuda/CUDAFunctions.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <exception>
@@ -21,7 +21,9 @@ thread_local std::string last_error;
 
 struct Graph {
   at::cuda::CUDAGraph graph;
-  std::optional<c10::cuda::CUDAStreamGuard> capture_stream;
+  // c10's device-generic guard, not CUDAStreamGuard: its inline CUDA implementation would call
+  // the CUDA runtime from this object file, and only libtorch's own libraries link that.
+  std::optional<c10::StreamGuard> capture_stream;
 };
 
 template <typename F>
