@@ -1,7 +1,7 @@
-//! libtorch's own fused operations behind llama-core's fast-path trait: what a PyTorch user's
-//! eager Llama calls (`F.linear`, `F.rms_norm`, `F.scaled_dot_product_attention`, `F.silu`),
-//! each one ATen op instead of the several small Burn ops llama-core's `Composed` builds it
-//! from.
+//! libtorch's own operations behind llama-core's fast-path trait, as a PyTorch user's eager
+//! Llama calls them (`rms_norm`, `scaled_dot_product_attention`, `silu`, one product per
+//! projection): each one ATen op where llama-core's `Composed` builds it from several small Burn
+//! ops.
 //!
 //! Two choices are the CPU's, each measured (docs/pytorch.md): a batch-1 product there runs on
 //! one core whatever `torch.set_num_threads` says (MKL's sgemv), so a weight is stored as one
@@ -65,7 +65,7 @@ impl Kernels<Tch> for TchKernels {
     type Weight = TchWeight;
 
     fn name(&self) -> &'static str {
-        "libtorch fused ops (F.linear, rms_norm, scaled_dot_product_attention)"
+        "libtorch ops (thread-split bmm products, rms_norm, scaled_dot_product_attention)"
     }
 
     fn load_weight(&self, raw: RawWeight<'_>, device: &LibTorchDevice) -> Result<TchWeight, DequantError> {
