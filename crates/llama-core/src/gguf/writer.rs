@@ -200,8 +200,11 @@ mod tests {
     use super::*;
     use crate::gguf::{GgufError, GgufFile};
 
+    /// A scratch file under the workspace's ignored `target/` (cleaned with it; the system temp
+    /// folder kept one directory per test run).
     fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("llama-core-gguf-tests-{}", std::process::id()));
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+        let dir = target.join(format!("gguf-writer-tests-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
