@@ -146,15 +146,9 @@ impl Kernels<Tch> for TchKernels {
         cache_keys: Tensor<Tch, 3>,
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
-        let [tokens, width] = qkv.dims();
-        let head_dim = width / (heads + 2 * kv_heads);
-        let qkv = raw(qkv).reshape([tokens as i64, (heads + 2 * kv_heads) as i64, head_dim as i64]);
+        let tokens = qkv.dims()[0];
         let (cos, sin) = tables.range(start, tokens);
-        // Queries and keys are adjacent heads of the projection: one rotation does both.
-        let rotated = rotate(&qkv.narrow(1, 0, (heads + kv_heads) as i64), &raw(cos), &raw(sin));
-        let queries = rotated.narrow(1, 0, heads as i64);
-        let keys = rotated.narrow(1, heads as i64, kv_heads as i64);
-        let values = qkv.narrow(1, (heads + kv_heads) as i64, kv_heads as i64);
+        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &raw(cos), &raw(sin));
         let tokens = tokens as i64;
         let write = |new: tch::Tensor| {
             move |cache: &mut tch::Tensor| cache.narrow(1, start as i64, tokens).copy_(&new.transpose(0, 1))
@@ -172,16 +166,10 @@ impl Kernels<Tch> for TchKernels {
         cache_keys: Tensor<Tch, 3>,
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
-        let [_, width] = qkv.dims();
-        let head_dim = width / (heads + 2 * kv_heads);
-        let qkv = raw(qkv).reshape([1, (heads + 2 * kv_heads) as i64, head_dim as i64]);
         let position = position.into_primitive().tensor;
         let (cos, sin) = tables.tables();
         let (cos, sin) = (raw(cos.clone()).index_select(0, &position), raw(sin.clone()).index_select(0, &position));
-        let rotated = rotate(&qkv.narrow(1, 0, (heads + kv_heads) as i64), &cos, &sin);
-        let queries = rotated.narrow(1, 0, heads as i64);
-        let keys = rotated.narrow(1, heads as i64, kv_heads as i64);
-        let values = qkv.narrow(1, (heads + kv_heads) as i64, kv_heads as i64);
+        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &cos, &sin);
         let write = |new: tch::Tensor| {
             let position = position.shallow_clone();
             move |cache: &mut tch::Tensor| {
@@ -267,6 +255,26 @@ fn grouped_attention(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, visible:
         None => scores,
     };
     scores.softmax(-1, None).matmul(v).reshape([1, heads * head_dim])
+}
+
+/// The fused `[tokens, (heads + 2·kv_heads)·head_dim]` projection split into queries and keys,
+/// rotated with the `cos`, `sin` rows of their positions, and values, each `[tokens, n, head_dim]`.
+/// Queries and keys are adjacent heads of the projection, so one rotation does both.
+fn split_rotated(
+    qkv: Tensor<Tch, 2>,
+    heads: usize,
+    kv_heads: usize,
+    cos: &tch::Tensor,
+    sin: &tch::Tensor,
+) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+    let [tokens, width] = qkv.dims();
+    let all_heads = heads + 2 * kv_heads;
+    let qkv = raw(qkv).reshape([tokens as i64, all_heads as i64, (width / all_heads) as i64]);
+    let rotated = rotate(&qkv.narrow(1, 0, (heads + kv_heads) as i64), cos, sin);
+    let queries = rotated.narrow(1, 0, heads as i64);
+    let keys = rotated.narrow(1, heads as i64, kv_heads as i64);
+    let values = qkv.narrow(1, (heads + kv_heads) as i64, kv_heads as i64);
+    (queries, keys, values)
 }
 
 /// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with `cos`, `sin`

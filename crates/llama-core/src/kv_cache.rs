@@ -102,9 +102,7 @@ impl<B: Backend> KvCache<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [kv_heads, _, head_dim] = keys.dims();
         let visible = [0..kv_heads, 0..self.len + tokens, 0..head_dim];
-        let entry = &mut self.layers[layer];
-        entry.keys = Some(keys.clone());
-        entry.values = Some(values.clone());
+        let (keys, values) = self.put_whole(layer, keys, values);
         (keys.slice(visible.clone()), values.slice(visible))
     }
 
