@@ -33,14 +33,53 @@ fn wrap<const D: usize>(t: tch::Tensor) -> Tensor<Tch, D> {
 }
 
 /// A matmul weight `W` `[out, in]`, stored transposed and split by outputs into `parts` slices,
-/// `[parts, in, out / parts]`: `x · Wᵀ` is then one `bmm` whose batch ATen spreads over its
-/// threads (`parts` is the CPU's thread count; 1 on CUDA, or when `out` does not divide).
+/// `[parts, in, out / parts]`: `x · Wᵀ` for a prompt is then one `bmm` whose batch ATen spreads
+/// over its threads (`parts` is the CPU's thread count; 1 on CUDA, or when `out` does not divide).
+///
+/// On a CPU a single token's product is a weighted sum of the rows of that layout,
+/// `Σᵢ xᵢ · Wᵀ[i, ..]`, one sum per slice: exactly `embedding_bag(mode = sum)` with `x` as the
+/// per-sample weights, which runs FBGEMM's vectorised row-sum kernel, one bag per thread, at the
+/// memory bound, where MKL takes its generic (non-AVX) `sgemv` on this AMD CPU (docs/pytorch.md
+/// has the numbers). `bags` holds that call's fixed row indices and bag offsets.
 #[derive(Debug, Clone)]
-pub struct TchWeight(Tensor<Tch, 3>);
+pub struct TchWeight {
+    stacked: Tensor<Tch, 3>,
+    bags: Option<RowBags>,
+}
+
+/// `indices` `0 .. parts · in` and `offsets` `[0, in, 2·in, ..]`: bag p sums slice p's rows.
+#[derive(Debug, Clone)]
+struct RowBags {
+    indices: Tensor<Tch, 1, Int>,
+    offsets: Tensor<Tch, 1, Int>,
+}
 
 impl TchWeight {
+    fn new(stacked: Tensor<Tch, 3>) -> Self {
+        let [parts, cols, _] = stacked.dims();
+        let device = stacked.device();
+        let bags = (device == LibTorchDevice::Cpu).then(|| RowBags {
+            indices: Tensor::arange(0..(parts * cols) as i64, &device),
+            offsets: Tensor::arange_step(0..(parts * cols) as i64, cols, &device),
+        });
+        Self { stacked, bags }
+    }
+
     fn raw(&self) -> tch::Tensor {
-        raw(self.0.clone())
+        raw(self.stacked.clone())
+    }
+
+    /// `x` `[1, in]` times the weight on a CPU, as one `embedding_bag` (see the type's docs).
+    fn row_sum(&self, x: tch::Tensor, bags: &RowBags) -> tch::Tensor {
+        let [parts, cols, slice] = self.stacked.dims().map(|d| d as i64);
+        let table = self.raw().view([parts * cols, slice]);
+        let (indices, offsets) = (bags.indices.clone().into_primitive().tensor, bags.offsets.clone().into_primitive().tensor);
+        let x = x.reshape([cols]);
+        // One copy of x per bag (`cat` is a cheaper call than `repeat` at this size).
+        let weights = if parts == 1 { x } else { tch::Tensor::cat(&vec![&x; parts as usize], 0) };
+        const SUM: i64 = 0;
+        let (out, ..) = tch::Tensor::embedding_bag(&table, &indices, &offsets, false, SUM, false, Some(weights), false);
+        out.view([1, parts * slice])
     }
 }
 
@@ -65,7 +104,7 @@ impl Kernels<Tch> for TchKernels {
     type Weight = TchWeight;
 
     fn name(&self) -> &'static str {
-        "libtorch ops (thread-split bmm products, rms_norm, scaled_dot_product_attention)"
+        "libtorch ops (embedding_bag row sums for one token, thread-split bmm for prompts, rms_norm, sdpa)"
     }
 
     fn load_weight(&self, raw: RawWeight<'_>, device: &LibTorchDevice) -> Result<TchWeight, DequantError> {
@@ -75,22 +114,25 @@ impl Kernels<Tch> for TchKernels {
         let slice = out / parts;
         let stacked: Vec<f32> = values.chunks(slice * cols).flat_map(|rows| transpose(rows, slice, cols)).collect();
         // Tensor::from_data converts to the device's float dtype (--dtype / --half).
-        Ok(TchWeight(Tensor::from_data(TensorData::new(stacked, [parts, cols, slice]), device)))
+        Ok(TchWeight::new(Tensor::from_data(TensorData::new(stacked, [parts, cols, slice]), device)))
     }
 
     fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &LibTorchDevice) -> TchWeight {
         let parts = parts_for(rows, device);
-        TchWeight(Tensor::random([parts, cols, rows / parts], Distribution::Normal(0.0, std), device))
+        TchWeight::new(Tensor::random([parts, cols, rows / parts], Distribution::Normal(0.0, std), device))
     }
 
     fn weight_bytes(&self, weight: &TchWeight) -> usize {
-        weight.0.shape().num_elements() * weight.0.dtype().size()
+        weight.stacked.shape().num_elements() * weight.stacked.dtype().size()
     }
 
     fn linear(&self, x: Tensor<Tch, 2>, weight: &TchWeight) -> Tensor<Tch, 2> {
         let [tokens, cols] = x.dims();
-        let [parts, _, slice] = weight.0.dims();
+        let [parts, _, slice] = weight.stacked.dims();
         let (w, x) = (weight.raw(), raw(x));
+        if let (1, Some(bags)) = (tokens, &weight.bags) {
+            return wrap(weight.row_sum(x, bags));
+        }
         if parts == 1 {
             return wrap(x.mm(&w.select(0, 0)));
         }
@@ -101,7 +143,7 @@ impl Kernels<Tch> for TchKernels {
     }
 
     fn embed(&self, table: &TchWeight, ids: &[u32], _device: &LibTorchDevice) -> Tensor<Tch, 2> {
-        let slice = table.0.dims()[2];
+        let slice = table.stacked.dims()[2];
         let table = table.raw();
         // Token `id` is column `id % slice` of slice `id / slice`; `stack` copies, so the result
         // never aliases the table (Burn may later write into it in place).
@@ -132,8 +174,8 @@ impl Kernels<Tch> for TchKernels {
     }
 
     fn rope(&self, x: Tensor<Tch, 3>, tables: &RopeTables<Tch>, start: usize) -> Tensor<Tch, 3> {
-        let (cos, sin) = tables.range(start, x.dims()[0]);
-        wrap(rotate(&raw(x), &raw(cos), &raw(sin)))
+        let (cos, sin) = full_width_rows(tables, start, x.dims()[0]);
+        wrap(rotate(&raw(x), &cos, &sin))
     }
 
     fn rope_qkv_into_cache(
@@ -147,8 +189,8 @@ impl Kernels<Tch> for TchKernels {
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
         let tokens = qkv.dims()[0];
-        let (cos, sin) = tables.range(start, tokens);
-        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &raw(cos), &raw(sin));
+        let (cos, sin) = full_width_rows(tables, start, tokens);
+        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &cos, &sin);
         let tokens = tokens as i64;
         let write = |new: tch::Tensor| {
             move |cache: &mut tch::Tensor| cache.narrow(1, start as i64, tokens).copy_(&new.transpose(0, 1))
@@ -167,7 +209,7 @@ impl Kernels<Tch> for TchKernels {
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
         let position = position.into_primitive().tensor;
-        let (cos, sin) = tables.tables();
+        let (cos, sin) = tables.full_width();
         let (cos, sin) = (raw(cos.clone()).index_select(0, &position), raw(sin.clone()).index_select(0, &position));
         let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &cos, &sin);
         let write = |new: tch::Tensor| {
@@ -277,13 +319,19 @@ fn split_rotated(
     (queries, keys, values)
 }
 
-/// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with `cos`, `sin`
-/// `[tokens, head_dim / 2]`: `(x₁·cos - x₂·sin, x₂·cos + x₁·sin)`.
+/// The full-width `(cos, cos)`, `(−sin, sin)` rows of positions `start .. start + len` (views).
+fn full_width_rows(tables: &RopeTables<Tch>, start: usize, len: usize) -> (tch::Tensor, tch::Tensor) {
+    let (cos, sin) = tables.full_width();
+    let rows = |t: &Tensor<Tch, 2>| raw(t.clone()).narrow(0, start as i64, len as i64);
+    (rows(cos), rows(sin))
+}
+
+/// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with full-width `cos`, `sin`
+/// `[tokens, head_dim]` ([`RopeTables::full_width`]): `x·cos + (x₂, x₁)·sin`, where `roll` by half
+/// a head swaps the halves. Three ATen calls where the half-by-half form takes seven.
 fn rotate(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> tch::Tensor {
     let half = x.size()[2] / 2;
-    let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
-    let (x1, x2) = (x.narrow(2, 0, half), x.narrow(2, half, half));
-    tch::Tensor::cat(&[&x1 * &cos - &x2 * &sin, &x2 * &cos + &x1 * &sin], 2)
+    (x * cos.unsqueeze(1)).addcmul(&x.roll([half], [2]), &sin.unsqueeze(1))
 }
 
 /// Runs `write` on the cache's libtorch tensor, in place when Burn holds no other reference to

@@ -6,6 +6,8 @@
 //! depend on `q·k`, which is unchanged when both get the same permutation, and the half-split form
 //! is two contiguous slices — cheaper on every framework than strided pairs.
 
+use std::sync::OnceLock;
+
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 /// Rotation frequency of each pair `i`: `theta^(-2i/d) / factor[i]`. Llama 3.1+ ships the
@@ -37,6 +39,7 @@ pub fn half_split_row_order(heads: usize, head_dim: usize) -> Vec<usize> {
 pub struct RopeTables<B: Backend> {
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
+    full_width: OnceLock<(Tensor<B, 2>, Tensor<B, 2>)>,
 }
 
 impl<B: Backend> RopeTables<B> {
@@ -55,7 +58,20 @@ impl<B: Backend> RopeTables<B> {
         Self {
             cos: Tensor::from_data(TensorData::new(cos, [positions, half]), device),
             sin: Tensor::from_data(TensorData::new(sin, [positions, half]), device),
+            full_width: OnceLock::new(),
         }
+    }
+
+    /// The same angles as whole rows, `(cos, cos)` and `(−sin, sin)`, `[positions, head_dim]`,
+    /// built on first use: RoPE is then `x·cos + (x₂, x₁)·sin`, three whole-row operations (one
+    /// `roll`, one product, one fused multiply-add), for providers that pay per operation more
+    /// than per element (libtorch on a CPU, where the half-split form takes seven).
+    pub fn full_width(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>) {
+        let (cos, sin) = self.full_width.get_or_init(|| {
+            let (cos, sin) = (self.cos.clone(), self.sin.clone());
+            (Tensor::cat(vec![cos.clone(), cos], 1), Tensor::cat(vec![sin.clone().neg(), sin], 1))
+        });
+        (cos, sin)
     }
 
     /// The whole `[positions, head_dim / 2]` cos and sin tables.
