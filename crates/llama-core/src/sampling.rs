@@ -33,13 +33,26 @@ impl Rng {
 
 /// Index of the largest logit; ties go to the lowest id, NaN never wins.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] || logits[best].is_nan() {
-            best = i;
+    // The largest value first, over 16 independent lanes (the compiler turns each lane's
+    // compare-and-keep into vector max instructions; a NaN never wins a comparison), then its
+    // first position. A 128k vocabulary is scanned on every greedy token.
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            if v > *lane {
+                *lane = v;
+            }
         }
     }
-    best as u32
+    let max = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    match logits.iter().position(|&v| v == max) {
+        Some(i) => i as u32,
+        // Every logit NaN (or none at all): the last one, as a plain left-to-right scan picks.
+        None => logits.iter().rposition(|v| v.is_nan()).unwrap_or(0) as u32,
+    }
 }
 
 /// The `k` largest logits as `(id, logit)`, largest first, ties by lower id.

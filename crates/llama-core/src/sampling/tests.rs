@@ -26,6 +26,29 @@ fn argmax_ties_go_to_the_lowest_id() {
 }
 
 #[test]
+fn argmax_agrees_with_a_plain_scan_across_lanes_and_edge_values() {
+    let plain = |l: &[f32]| {
+        let mut best = 0;
+        for (i, &v) in l.iter().enumerate() {
+            if v > l[best] || l[best].is_nan() {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    let mut long: Vec<f32> = (0..100).map(|i| ((i * 37) % 101) as f32 * 0.25 - 3.0).collect();
+    assert_eq!(argmax(&long), plain(&long));
+    long[97] = 1e9; // in the tail after the 16-lane chunks
+    long[3] = f32::NAN;
+    assert_eq!(argmax(&long), 97);
+    long[20] = 1e9; // a tie inside the chunks: the lower id
+    assert_eq!(argmax(&long), 20);
+    for edge in [vec![], vec![f32::NAN; 40], vec![f32::NEG_INFINITY; 40], vec![f32::NAN, f32::NEG_INFINITY]] {
+        assert_eq!(argmax(&edge), plain(&edge), "{edge:?}");
+    }
+}
+
+#[test]
 fn top_k_is_sorted_and_stable() {
     assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9], 3), vec![(1, 0.9), (3, 0.9), (2, 0.5)]);
     assert_eq!(top_k(&[0.1], 5), vec![(0, 0.1)]);
