@@ -3,10 +3,11 @@
 //! projection): each one ATen op where llama-core's `Composed` builds it from several small Burn
 //! ops.
 //!
-//! Two choices are the CPU's, each measured (docs/pytorch.md): a batch-1 product there runs on
-//! one core whatever `torch.set_num_threads` says (MKL's sgemv), so a weight is stored as one
-//! slice of its outputs per thread and multiplied with `bmm`, which ATen spreads over the threads;
-//! and decode attention is a grouped matmul-softmax-matmul, which beats CPU SDPA at these sizes.
+//! Two choices are the CPU's, each measured (docs/pytorch.md): weights are stored as one slice of
+//! their outputs per thread; one token's product is an `embedding_bag` row sum over that layout
+//! (one bag per thread; MKL's batch-1 sgemv runs on one core, in its generic code path on AMD) and
+//! a prompt's is a `bmm`; and decode attention is a grouped matmul-softmax-matmul, which beats
+//! CPU SDPA at these sizes.
 //! The operations work on the `tch::Tensor` inside burn-tch's primitive, with no copy in or out.
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
