@@ -12,10 +12,12 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Mutex;
 
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor};
 use burn_tch::TchTensor;
 
-use crate::kernels::Tch;
+use llama_core::kernels::run_step_eagerly;
+
+use crate::kernels::{Tch, raw, wrap};
 
 unsafe extern "C" {
     fn lbb_cuda_graph_last_error() -> *const c_char;
@@ -92,26 +94,8 @@ impl Default for StepGraph {
     }
 }
 
-fn raw<const D: usize>(t: Tensor<Tch, D>) -> tch::Tensor {
-    t.into_primitive().tensor().tensor
-}
-
-fn wrap(t: tch::Tensor) -> Tensor<Tch, 2> {
-    Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(t)))
-}
-
 fn position_tensor(position: usize, device: tch::Device) -> tch::Tensor {
     tch::Tensor::from_slice(&[position as i64]).to_device(device)
-}
-
-/// One step run as it is, with the position put on the device.
-fn eager(
-    x: tch::Tensor,
-    position: usize,
-    step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
-) -> Tensor<Tch, 2> {
-    let position = position_tensor(position, x.device());
-    step(wrap(x), Tensor::from_primitive(TchTensor::new(position)))
 }
 
 impl StepGraph {
@@ -163,14 +147,14 @@ impl StepGraph {
                         // The step's kernels were recorded into a failed capture and did not run.
                         eprintln!("pytorch-only: --compile: CUDA graph capture failed ({e}); decoding eagerly");
                         *state = State::Eager;
-                        eager(x, position, step)
+                        run_step_eagerly(wrap(x), position, step)
                     }
                 }
             }
-            State::Eager => eager(x, position, step),
+            State::Eager => run_step_eagerly(wrap(x), position, step),
             _ => {
                 *state = State::Warm(cache_id);
-                eager(x, position, step)
+                run_step_eagerly(wrap(x), position, step)
             }
         }
     }

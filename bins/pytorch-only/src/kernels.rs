@@ -23,12 +23,12 @@ fn unwrap<const D: usize>(t: Tensor<Tch, D>) -> TchTensor {
     t.into_primitive().tensor()
 }
 
-fn raw<const D: usize>(t: Tensor<Tch, D>) -> tch::Tensor {
+pub(crate) fn raw<const D: usize>(t: Tensor<Tch, D>) -> tch::Tensor {
     unwrap(t).tensor
 }
 
 /// A fresh ATen result as a Burn tensor of rank `D` (the caller knows the rank).
-fn wrap<const D: usize>(t: tch::Tensor) -> Tensor<Tch, D> {
+pub(crate) fn wrap<const D: usize>(t: tch::Tensor) -> Tensor<Tch, D> {
     debug_assert_eq!(t.dim(), D, "rank of a wrapped libtorch result");
     Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(t)))
 }
@@ -74,7 +74,8 @@ impl TchWeight {
     fn row_sum(&self, x: tch::Tensor, bags: &RowBags) -> tch::Tensor {
         let [parts, cols, slice] = self.stacked.dims().map(|d| d as i64);
         let table = self.raw().view([parts * cols, slice]);
-        let (indices, offsets) = (bags.indices.clone().into_primitive().tensor, bags.offsets.clone().into_primitive().tensor);
+        let (indices, offsets) =
+            (bags.indices.clone().into_primitive().tensor, bags.offsets.clone().into_primitive().tensor);
         let x = x.reshape([cols]);
         // One copy of x per bag (`cat` is a cheaper call than `repeat` at this size).
         let weights = if parts == 1 { x } else { tch::Tensor::cat(&vec![&x; parts as usize], 0) };
@@ -275,8 +276,7 @@ impl Kernels<Tch> for TchKernels {
         if matches!(x.device(), LibTorchDevice::Cuda(_)) {
             return self.graph.run(x, position, cache_id, step);
         }
-        let position = Tensor::<Tch, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
-        step(x, position)
+        llama_core::kernels::run_step_eagerly(x, position, step)
     }
 
     fn swiglu(&self, gate: Tensor<Tch, 2>, up: Tensor<Tch, 2>) -> Tensor<Tch, 2> {

@@ -148,8 +148,7 @@ pub trait Kernels<B: Backend>: Send + Sync {
         step: &mut dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2>,
     ) -> Tensor<B, 2> {
         let _ = cache_id;
-        let position = Tensor::<B, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
-        step(x, position)
+        run_step_eagerly(x, position, step)
     }
 
     /// Attention of one query `q` `[1, heads, head_dim]` at the device position `position` `[1]`
@@ -311,6 +310,17 @@ impl<B: Backend> Kernels<B> for Composed {
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
         activation::silu(gate) * up
     }
+}
+
+/// The static decode step run as it is: the position put on `x`'s device, then `step` called
+/// (`Kernels::run_static_step`'s default, and what a capturing provider does when it cannot).
+pub fn run_step_eagerly<B: Backend>(
+    x: Tensor<B, 2>,
+    position: usize,
+    step: &mut dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let position = Tensor::<B, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
+    step(x, position)
 }
 
 /// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with the `cos`, `sin` rows
