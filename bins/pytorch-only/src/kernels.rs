@@ -131,10 +131,11 @@ impl Kernels<Tch> for TchKernels {
     fn linear(&self, x: Tensor<Tch, 2>, weight: &TchWeight) -> Tensor<Tch, 2> {
         let [tokens, cols] = x.dims();
         let [parts, _, slice] = weight.stacked.dims();
-        let (w, x) = (weight.raw(), raw(x));
+        let x = raw(x);
         if let (1, Some(bags)) = (tokens, &weight.bags) {
             return wrap(weight.row_sum(x, bags));
         }
+        let w = weight.raw();
         if parts == 1 {
             return wrap(x.mm(&w.select(0, 0)));
         }

@@ -51,7 +51,7 @@ impl Framework for PytorchOnly {
 
     fn half_dtype(&self, device: &LibTorchDevice) -> (FloatType, Option<&'static str>) {
         match device {
-            // Measured on the default model: f16 decodes at 7.3 tok/s, bf16 at 46.6 (docs/pytorch.md).
+            // Measured on the default model: f16 decodes at 7.3 tok/s, bf16 at 78 (docs/pytorch.md).
             LibTorchDevice::Cpu => {
                 (FloatType::Bf16, Some("libtorch's CPU f16 matmuls are several times slower than bf16"))
             }
