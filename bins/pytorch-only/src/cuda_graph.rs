@@ -1,5 +1,5 @@
 //! `--compile` on CUDA: the static decode step captured once as a CUDA graph and replayed for
-//! every later token (feature `cuda-graph`; the C++ side is `cuda/graph_shim.cpp`).
+//! every later token (feature `cuda-graph`; the C++ side is `cpp/graph_shim.cpp`).
 //!
 //! What PyTorch's CUDA-graph recipe does, on the tensors inside burn-tch: the step's inputs (the
 //! token's embedding and its position) live in fixed device buffers; the first step of a cache

@@ -74,5 +74,6 @@ impl Framework for PytorchOnly {
 }
 
 fn main() -> ExitCode {
+    pytorch_only::enter_inference_mode();
     framework::main(PytorchOnly)
 }

@@ -9,8 +9,10 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
     llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_tch::LibTorchDevice::Cpu);
 }
 
+/// In InferenceMode, as the binary runs them.
 #[test]
 fn fused_libtorch_kernels_match_naive_loops() {
+    pytorch_only::enter_inference_mode();
     llama_core::kernel_checks::check_all::<pytorch_only::Tch, _>(
         &pytorch_only::TchKernels::default(),
         &burn_tch::LibTorchDevice::Cpu,
