@@ -82,7 +82,7 @@ fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -
         .collect()
 }
 
-/// `linear`, `linear_swiglu` and `embed` for every weight format in [`LINEAR_TYPES`], against
+/// `linear`, `linear_swiglu` (both forms) and `embed` for every weight format in [`LINEAR_TYPES`], against
 /// llama-core's own dequantization (itself checked against llama.cpp).
 pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let rows = 40;
@@ -97,6 +97,9 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
         };
         let (weight, w) = load(2);
         let (up_weight, up) = load(3);
+        let stacked_bytes = [weight_bytes(ty, rows * cols, 2), weight_bytes(ty, rows * cols, 3)].concat();
+        let raw = RawWeight { name: "test.stacked", ggml_type: ty, bytes: &stacked_bytes, rows: 2 * rows, cols };
+        let gate_up_weight = k.load_weight(raw, device).unwrap_or_else(|e| panic!("load stacked {ty:?} weight: {e}"));
         // Decode is one token; prefill is several (providers may switch strategy with the count).
         for tokens in [1, 3, 6, 17] {
             let x = random(tokens * cols, 1);
@@ -108,8 +111,16 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
             let up_expected = naive_linear(&x, &up, tokens, rows, cols);
             let swiglu: Vec<f64> =
                 expected.iter().zip(&up_expected).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
-            let got = download(k.linear_swiglu(x_t, &weight, &up_weight));
+            let got = download(k.linear_swiglu(x_t.clone(), &weight, &up_weight));
             assert_close(&format!("linear_swiglu {ty:?} tokens={tokens}"), &got, &swiglu, ABS * 10.0, REL * 10.0);
+            let got = download(k.linear_swiglu_stacked(x_t, &gate_up_weight));
+            assert_close(
+                &format!("linear_swiglu_stacked {ty:?} tokens={tokens}"),
+                &got,
+                &swiglu,
+                ABS * 10.0,
+                REL * 10.0,
+            );
         }
 
         let ids = [5u32, 0, 39, 5];
@@ -243,6 +254,7 @@ pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 
 /// Naive causal GQA: query `t` of head `h` sits at position `keys - tokens + t`, reads KV head
 /// `h / (heads / kv_heads)`, and sees keys up to its own position.
+#[allow(clippy::too_many_arguments)]
 pub fn naive_attention(
     q: &[f32],
     k: &[f32],

@@ -186,6 +186,22 @@ pub trait Kernels<B: Backend>: Send + Sync {
     fn linear_swiglu(&self, x: Tensor<B, 2>, gate: &Self::Weight, up: &Self::Weight) -> Tensor<B, 2> {
         self.swiglu(self.linear(x.clone(), gate), self.linear(x, up))
     }
+
+    /// Whether the model should load each layer's gate and up weights stacked into one
+    /// `[2·ffn, dim]` weight (when the file stores both in the same format) and call
+    /// [`Self::linear_swiglu_stacked`] instead of [`Self::linear_swiglu`]: one product where a
+    /// provider's fixed cost per call matters more than a fused two-weight kernel.
+    fn stacks_gate_up(&self) -> bool {
+        false
+    }
+
+    /// [`Self::linear_swiglu`] with the gate and up weights stacked by rows, `[Gate; Up]`.
+    fn linear_swiglu_stacked(&self, x: Tensor<B, 2>, gate_up: &Self::Weight) -> Tensor<B, 2> {
+        let both = self.linear(x, gate_up);
+        let [tokens, width] = both.dims();
+        let ffn = width / 2;
+        self.swiglu(both.clone().slice([0..tokens, 0..ffn]), both.slice([0..tokens, ffn..width]))
+    }
 }
 
 /// The reference provider: plain compositions of Burn tensor ops, dense weights.

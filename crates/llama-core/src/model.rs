@@ -26,21 +26,40 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, vocab: usize },
 }
 
-/// The Q, K and V projections: one `[(heads + 2·kv_heads)·head_dim, dim]` weight (one matmul
-/// instead of three) when the file stores all three in the same format, else each on its own.
-/// Q and K rows are permuted to half-split RoPE order (see [`crate::rope`]).
-enum QkvWeights<W> {
-    Fused(W),
-    Separate { q: W, k: W, v: W },
+/// Projections that read the same input (Q, K and V; the feed-forward's gate and up), stacked by
+/// rows into one weight when the file stores them in the same format (one product instead of
+/// several), else each kept on its own. Q and K rows are permuted to half-split RoPE order (see
+/// [`crate::rope`]).
+enum SharedInput<W> {
+    Stacked(W),
+    Separate(Vec<W>),
+}
+
+impl<W> SharedInput<W> {
+    fn weights(&self) -> &[W] {
+        match self {
+            Self::Stacked(w) => std::slice::from_ref(w),
+            Self::Separate(ws) => ws,
+        }
+    }
+
+    /// Every projection of `x`, side by side: `[tokens, Σ rows]`.
+    fn linear<B: Backend, K: Kernels<B, Weight = W>>(&self, k: &K, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Stacked(w) => k.linear(x, w),
+            Self::Separate(ws) => Tensor::cat(ws.iter().map(|w| k.linear(x.clone(), w)).collect(), 1),
+        }
+    }
 }
 
 struct Layer<B: Backend, K: Kernels<B>> {
     attn_norm: Tensor<B, 1>,
-    qkv: QkvWeights<K::Weight>,
+    /// `[Wq; Wk; Wv]`.
+    qkv: SharedInput<K::Weight>,
     wo: K::Weight,
     ffn_norm: Tensor<B, 1>,
-    w_gate: K::Weight,
-    w_up: K::Weight,
+    /// `[Wgate; Wup]`, stacked only for a provider that asks ([`Kernels::stacks_gate_up`]).
+    gate_up: SharedInput<K::Weight>,
     w_down: K::Weight,
 }
 
@@ -117,27 +136,49 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
         self.load(name, ggml_type, &bytes, rows, cols)
     }
 
-    /// Layer `layer`'s Q, K and V weights, stacked into one when their formats agree.
-    fn qkv(&self, layer: usize, c: &LlamaConfig) -> Result<QkvWeights<K::Weight>, ModelError> {
-        let (dim, hd) = (c.dim, c.head_dim());
-        let name = |part: &str| format!("blk.{layer}.{part}.weight");
-        let q_order = rope::half_split_row_order(c.n_heads, hd);
-        let k_order = rope::half_split_row_order(c.n_kv_heads, hd);
-        let (q_type, q) = self.matrix_bytes(&name("attn_q"), dim, dim, Some(&q_order))?;
-        let (k_type, k) = self.matrix_bytes(&name("attn_k"), c.kv_dim(), dim, Some(&k_order))?;
-        let (v_type, v) = self.matrix_bytes(&name("attn_v"), c.kv_dim(), dim, None)?;
-        if q_type == k_type && k_type == v_type {
-            let stacked = [&q[..], &k[..], &v[..]].concat();
-            let rows = dim + 2 * c.kv_dim();
-            // Named after the three file tensors, so an error points at what is really in the file.
-            let stacked_name = format!("blk.{layer}.attn_q/attn_k/attn_v.weight (stacked)");
-            return Ok(QkvWeights::Fused(self.load(&stacked_name, q_type, &stacked, rows, dim)?));
+    /// The file tensors `parts` (name, rows, row order), all `cols` wide, as one stacked weight
+    /// when `stack` allows it and their formats agree, else each on its own.
+    fn shared_input(
+        &self,
+        parts: &[(String, usize, Option<Vec<usize>>)],
+        cols: usize,
+        stack: bool,
+    ) -> Result<SharedInput<K::Weight>, ModelError> {
+        let read = parts
+            .iter()
+            .map(|(name, rows, order)| self.matrix_bytes(name, *rows, cols, order.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ggml_type = read[0].0;
+        if stack && read.iter().all(|(ty, _)| *ty == ggml_type) {
+            let bytes: Vec<u8> = read.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
+            let rows = parts.iter().map(|(_, rows, _)| rows).sum();
+            // Named after the file tensors, so an error points at what is really in the file.
+            let names: Vec<&str> = parts.iter().map(|(name, ..)| name.as_str()).collect();
+            let stacked_name = format!("{} (stacked)", names.join(" + "));
+            return Ok(SharedInput::Stacked(self.load(&stacked_name, ggml_type, &bytes, rows, cols)?));
         }
-        Ok(QkvWeights::Separate {
-            q: self.load(&name("attn_q"), q_type, &q, dim, dim)?,
-            k: self.load(&name("attn_k"), k_type, &k, c.kv_dim(), dim)?,
-            v: self.load(&name("attn_v"), v_type, &v, c.kv_dim(), dim)?,
-        })
+        let separate =
+            parts.iter().zip(&read).map(|((name, rows, _), (ty, bytes))| self.load(name, *ty, bytes, *rows, cols));
+        Ok(SharedInput::Separate(separate.collect::<Result<_, _>>()?))
+    }
+
+    /// Layer `layer`'s Q, K and V weights.
+    fn qkv(&self, layer: usize, c: &LlamaConfig) -> Result<SharedInput<K::Weight>, ModelError> {
+        let hd = c.head_dim();
+        let name = |part: &str| format!("blk.{layer}.{part}.weight");
+        let parts = [
+            (name("attn_q"), c.dim, Some(rope::half_split_row_order(c.n_heads, hd))),
+            (name("attn_k"), c.kv_dim(), Some(rope::half_split_row_order(c.n_kv_heads, hd))),
+            (name("attn_v"), c.kv_dim(), None),
+        ];
+        self.shared_input(&parts, c.dim, true)
+    }
+
+    /// Layer `layer`'s feed-forward gate and up weights.
+    fn gate_up(&self, layer: usize, c: &LlamaConfig) -> Result<SharedInput<K::Weight>, ModelError> {
+        let name = |part: &str| format!("blk.{layer}.{part}.weight");
+        let parts = [(name("ffn_gate"), c.ffn_dim, None), (name("ffn_up"), c.ffn_dim, None)];
+        self.shared_input(&parts, c.dim, self.kernels.stacks_gate_up())
     }
 }
 
@@ -162,8 +203,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
                 qkv: loader.qkv(i, c)?,
                 wo: loader.matrix(&name("attn_output"), dim, dim, None)?,
                 ffn_norm: loader.vector(&name("ffn_norm"), dim)?,
-                w_gate: loader.matrix(&name("ffn_gate"), c.ffn_dim, dim, None)?,
-                w_up: loader.matrix(&name("ffn_up"), c.ffn_dim, dim, None)?,
+                gate_up: loader.gate_up(i, c)?,
                 w_down: loader.matrix(&name("ffn_down"), dim, c.ffn_dim, None)?,
             });
         }
@@ -236,11 +276,17 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         for _ in 0..c.n_layers {
             layers.push(Layer {
                 attn_norm: ones(),
-                qkv: QkvWeights::Fused(weight(&kernels, c.dim + 2 * c.kv_dim(), c.dim)?),
+                qkv: SharedInput::Stacked(weight(&kernels, c.dim + 2 * c.kv_dim(), c.dim)?),
                 wo: weight(&kernels, c.dim, c.dim)?,
                 ffn_norm: ones(),
-                w_gate: weight(&kernels, c.ffn_dim, c.dim)?,
-                w_up: weight(&kernels, c.ffn_dim, c.dim)?,
+                gate_up: if kernels.stacks_gate_up() {
+                    SharedInput::Stacked(weight(&kernels, 2 * c.ffn_dim, c.dim)?)
+                } else {
+                    SharedInput::Separate(vec![
+                        weight(&kernels, c.ffn_dim, c.dim)?,
+                        weight(&kernels, c.ffn_dim, c.dim)?,
+                    ])
+                },
                 w_down: weight(&kernels, c.dim, c.ffn_dim)?,
             });
         }
@@ -267,14 +313,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
             .layers
             .iter()
             .map(|l| {
-                let qkv = match &l.qkv {
-                    QkvWeights::Fused(w) => k.weight_bytes(w),
-                    QkvWeights::Separate { q, k: wk, v } => k.weight_bytes(q) + k.weight_bytes(wk) + k.weight_bytes(v),
-                };
-                qkv + k.weight_bytes(&l.wo)
-                    + k.weight_bytes(&l.w_gate)
-                    + k.weight_bytes(&l.w_up)
-                    + k.weight_bytes(&l.w_down)
+                let projections = l.qkv.weights().iter().chain(l.gate_up.weights()).chain([&l.wo, &l.w_down]);
+                projections.map(|w| k.weight_bytes(w)).sum::<usize>()
             })
             .sum();
         (layers + k.weight_bytes(self.output.as_ref().unwrap_or(&self.token_embedding))) as u64
@@ -370,16 +410,15 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         // Each residual add is fused into the norm after it: `h` is always the normed stream.
         let mut h = k.rms_norm(x.clone(), &self.layers[0].attn_norm, eps);
         for (i, layer) in self.layers.iter().enumerate() {
-            let qkv = match &layer.qkv {
-                QkvWeights::Fused(w) => k.linear(h, w),
-                QkvWeights::Separate { q, k: wk, v } => {
-                    Tensor::cat(vec![k.linear(h.clone(), q), k.linear(h.clone(), wk), k.linear(h, v)], 1)
-                }
-            };
+            let qkv = layer.qkv.linear(k, h);
             let attended = attend(i, qkv);
             let (x_mid, h_mid) = k.add_rms_norm(x, k.linear(attended, &layer.wo), &layer.ffn_norm, eps);
 
-            let ffn = k.linear(k.linear_swiglu(h_mid, &layer.w_gate, &layer.w_up), &layer.w_down);
+            let activation = match &layer.gate_up {
+                SharedInput::Stacked(gate_up) => k.linear_swiglu_stacked(h_mid, gate_up),
+                SharedInput::Separate(ws) => k.linear_swiglu(h_mid, &ws[0], &ws[1]),
+            };
+            let ffn = k.linear(activation, &layer.w_down);
             let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
             (x, h) = k.add_rms_norm(x_mid, ffn, next_norm, eps);
         }
