@@ -102,13 +102,13 @@ impl LlamaConfig {
         if let Some((key, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(format!("llama.{key} is 0"));
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(format!("embedding_length {} is not divisible by head_count {}", self.dim, self.n_heads));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(format!("head_count {} is not a multiple of head_count_kv {}", self.n_heads, self.n_kv_heads));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!("head dimension {} is odd; RoPE rotates pairs", self.head_dim()));
         }
         Ok(())

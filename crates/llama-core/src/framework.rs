@@ -225,12 +225,15 @@ pub fn prepare_device<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<(Devi
     Ok((device, dtype, info))
 }
 
+/// The model as a framework instantiates it.
+pub type FrameworkLlama<F> = Llama<<F as Framework>::Backend, <F as Framework>::Kernels>;
+
 /// Builds the model with `build` and waits until its weights are on the device; returns it with
 /// the seconds that took.
 pub fn timed_load<F: Framework>(
     device: &Device<F>,
-    build: impl FnOnce() -> anyhow::Result<Llama<F::Backend, F::Kernels>>,
-) -> anyhow::Result<(Llama<F::Backend, F::Kernels>, f64)> {
+    build: impl FnOnce() -> anyhow::Result<FrameworkLlama<F>>,
+) -> anyhow::Result<(FrameworkLlama<F>, f64)> {
     let start = Instant::now();
     let model = build()?;
     F::Backend::sync(device).context("waiting for the weights to reach the device")?;
