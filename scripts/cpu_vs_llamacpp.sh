@@ -3,6 +3,10 @@
 # model, same thread count, in alternating rounds (issue #6, must-show 3).
 #
 #   bash scripts/cpu_vs_llamacpp.sh            # ROUNDS=6 THREADS=2 by default
+#   bash scripts/cpu_vs_llamacpp.sh OTHER...   # also time other pytorch-only builds each round
+#
+# OTHER: paths of other pytorch-only binaries (an earlier commit's, say), timed in each round
+# right after ours with the same command, each with its own ratio to that round's llama.cpp.
 #
 # A shared VM's memory bandwidth drifts by 20% within minutes, so single runs of each side
 # taken at different times compare nothing: each round runs both back to back and the ratio
@@ -61,20 +65,27 @@ llamacpp_decode() {
 }
 
 ours_decode() {
-    OMP_NUM_THREADS=$THREADS target/release/pytorch-only --model "$MODEL" --benchmark --json \
+    OMP_NUM_THREADS=$THREADS "${1:-target/release/pytorch-only}" --model "$MODEL" --benchmark --json \
         --iterations 3 --prompt-tokens "$CONTEXT" --gen-tokens "$GEN" 2>/dev/null |
         .venv/bin/python -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["summary"]["decode_tok_s"])'
 }
 
 echo "decode tok/s, $THREADS threads, $GEN tokens after a $CONTEXT-token context"
-printf '%-6s %12s %14s %7s\n' round llama.cpp pytorch-only ratio
+printf '%-6s %12s %14s %7s' round llama.cpp pytorch-only ratio
+for other in "$@"; do printf '  %s (ratio)' "$other"; done
+echo
+ratio() { .venv/bin/python -c "print(f'{$1 / $2:.3f}')"; }
 ratios=()
 for round in $(seq 1 "$ROUNDS"); do
     theirs=$(llamacpp_decode)
     ours=$(ours_decode)
-    ratio=$(.venv/bin/python -c "print(f'{$ours / $theirs:.3f}')")
-    ratios+=("$ratio")
-    printf '%-6s %12s %14s %7s\n' "$round" "$theirs" "$ours" "$ratio"
+    ratios+=("$(ratio "$ours" "$theirs")")
+    printf '%-6s %12s %14s %7s' "$round" "$theirs" "$ours" "${ratios[-1]}"
+    for other in "$@"; do
+        value=$(ours_decode "$other")
+        printf '  %s (%s)' "$value" "$(ratio "$value" "$theirs")"
+    done
+    echo
 done
 .venv/bin/python -c "import statistics, sys; r = sorted(map(float, sys.argv[1:]))
 print(f'ratio pytorch-only / llama.cpp: median {statistics.median(r):.3f}, min {r[0]:.3f}, max {r[-1]:.3f}')" "${ratios[@]}"
