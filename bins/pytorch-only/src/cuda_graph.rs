@@ -98,6 +98,21 @@ fn position_tensor(position: usize, device: tch::Device) -> tch::Tensor {
     tch::Tensor::from_slice(&[position as i64]).to_device(device)
 }
 
+/// A replay that failed: says why, drops the graph and runs this token's step eagerly, as every
+/// later one. That is correct whatever part of the replay ran: the step only writes this
+/// position's keys and values, the same ones again, and reads them back.
+fn replay_failed(
+    state: &mut State,
+    error: &str,
+    x: tch::Tensor,
+    position: usize,
+    step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
+) -> Tensor<Tch, 2> {
+    eprintln!("pytorch-only: --compile: replaying the CUDA graph failed ({error}); decoding eagerly");
+    *state = State::Eager;
+    run_step_eagerly(wrap(x), position, step)
+}
+
 impl StepGraph {
     /// `Kernels::run_static_step` on a CUDA device.
     pub fn run(
@@ -116,7 +131,7 @@ impl StepGraph {
                 let _ = c.position.fill_(position as i64);
                 match c.graph.replay() {
                     Ok(()) => wrap(c.logits.copy()),
-                    Err(e) => panic!("replaying the captured decode step failed: {e}"),
+                    Err(e) => replay_failed(&mut state, &e, x, position, step),
                 }
             }
             State::Warm(id) if *id == cache_id => {
@@ -131,7 +146,7 @@ impl StepGraph {
                     Ok((graph, logits)) => {
                         // Capture only recorded the step: run it for this token.
                         if let Err(e) = graph.replay() {
-                            panic!("replaying the captured decode step failed: {e}");
+                            return replay_failed(&mut state, &e, x, position, step);
                         }
                         let out = wrap(logits.copy());
                         *state = State::Captured(Captured {
