@@ -70,9 +70,9 @@ impl TchWeight {
         raw(self.stacked.clone())
     }
 
-    /// `x` `[1, in]` times the weight on a CPU, as one `embedding_bag` (see the type's docs).
-    fn row_sum(&self, x: tch::Tensor, bags: &RowBags) -> tch::Tensor {
-        let [parts, cols, slice] = self.stacked.dims().map(|d| d as i64);
+    /// `x` `[1, in]` times the weight on a CPU, as one `embedding_bag` (see the type's docs);
+    /// `[parts, cols, slice]` are the weight's dims, which the caller has already read.
+    fn row_sum(&self, x: tch::Tensor, bags: &RowBags, [parts, cols, slice]: [i64; 3]) -> tch::Tensor {
         let table = self.raw().view([parts * cols, slice]);
         let (indices, offsets) =
             (bags.indices.clone().into_primitive().tensor, bags.offsets.clone().into_primitive().tensor);
@@ -133,7 +133,7 @@ impl Kernels<Tch> for TchKernels {
         let [parts, _, slice] = weight.stacked.dims();
         let x = raw(x);
         if let (1, Some(bags)) = (tokens, &weight.bags) {
-            return wrap(weight.row_sum(x, bags));
+            return wrap(weight.row_sum(x, bags, [parts, cols, slice].map(|d| d as i64)));
         }
         let w = weight.raw();
         if parts == 1 {
@@ -160,9 +160,10 @@ impl Kernels<Tch> for TchKernels {
     fn rms_norm(&self, x: Tensor<Tch, 2>, weight: &Tensor<Tch, 1>, eps: f64) -> Tensor<Tch, 2> {
         let x = raw(x);
         let weight = raw(weight.clone());
-        let [rows, dim] = [x.size()[0], x.size()[1]];
+        let size = x.size();
+        let (rows, dim) = (size[0], size[1]);
         if rows == 1 && x.kind() == tch::Kind::Float && x.device() == tch::Device::Cpu {
-            return wrap(rms_norm_row(&x, &weight, eps));
+            return wrap(rms_norm_row(&x, dim, &weight, eps));
         }
         // ATen's rms_norm takes the mean of squares in f32 for f16/bf16 inputs (as Composed does).
         wrap(x.rms_norm([dim], Some(weight), eps))
@@ -295,6 +296,8 @@ impl Kernels<Tch> for TchKernels {
         true
     }
 
+    /// The trait's default with `narrow` (one call per half) in place of Burn's `slice` (a
+    /// shape read and a slice per dimension).
     fn linear_swiglu_stacked(&self, x: Tensor<Tch, 2>, gate_up: &TchWeight) -> Tensor<Tch, 2> {
         let both = raw(self.linear(x, gate_up));
         let ffn = both.size()[1] / 2;
@@ -306,10 +309,10 @@ impl Kernels<Tch> for TchKernels {
 /// (square, mean, add, rsqrt and two products, each a dispatched op with its own bookkeeping);
 /// this is one `dot`, one fused `eps + dot / dim`, `rsqrt` and the two products: half the time
 /// per call, and there are two norms per layer (docs/pytorch.md).
-fn rms_norm_row(x: &tch::Tensor, weight: &tch::Tensor, eps: f64) -> tch::Tensor {
-    let row = x.view([-1]);
+fn rms_norm_row(x: &tch::Tensor, dim: i64, weight: &tch::Tensor, eps: f64) -> tch::Tensor {
+    let row = x.view([dim]);
     let options = (tch::Kind::Float, tch::Device::Cpu);
-    let inverse_dim = tch::Tensor::scalar_tensor(1.0 / row.size()[0] as f64, options);
+    let inverse_dim = tch::Tensor::scalar_tensor(1.0 / dim as f64, options);
     let mut mean_square = tch::Tensor::scalar_tensor(eps, options).addcmul(&row.dot(&row), &inverse_dim);
     let scale = mean_square.rsqrt_();
     let mut normed = x * weight;
