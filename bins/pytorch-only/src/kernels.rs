@@ -327,9 +327,13 @@ fn grouped_attention(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, visible:
     let (heads, head_dim) = (q.size()[1], q.size()[2]);
     let kv_heads = k.size()[0];
     let q = q.reshape([kv_heads, heads / kv_heads, head_dim]);
-    // `bmm`, not `matmul`: both are 3-D with the same batch, and `matmul` would add its own
-    // reshapes around the same `bmm` (about 1.5 µs a call here).
-    let scores = q.bmm(&k.transpose(1, 2)) * (1.0 / (head_dim as f64).sqrt());
+    // `baddbmm` rather than `matmul` and a product: one call where `matmul` adds its own
+    // reshapes around the same `bmm` (about 1.5 µs a call here) and the scale is a second op
+    // (1% of a token, measured in docs/benchmarks/2026-11-27-cpu-decode-time-split.md). At
+    // beta 0 its input is ignored, NaN included (documented), but must broadcast to the scores'
+    // shape: a view of `q` does.
+    let ignored = q.narrow(2, 0, 1);
+    let scores = ignored.baddbmm(&q, &k.transpose(1, 2), 0.0, 1.0 / (head_dim as f64).sqrt());
     let scores = match visible {
         Some(visible) => scores.masked_fill(&visible.logical_not(), f64::NEG_INFINITY),
         None => scores,
