@@ -171,8 +171,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         println!("peak host RSS {}, device memory {}", mib(peak_rss), mib(device_memory));
         if args.verbose {
             let launches = launches.map_or("not counted by this framework".to_string(), |n| n.to_string());
-            // generation::logits_to_host is the decode loop's only device read.
-            println!("per decoded token: kernel launches {launches}, host syncs 1 (the logits readback)");
+            // generation::read_step is the decode loop's only device read (greedy: the argmax).
+            println!("per decoded token: kernel launches {launches}, host syncs 1 (the token's readback)");
         }
     }
     Ok(())

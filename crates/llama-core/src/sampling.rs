@@ -120,6 +120,12 @@ impl Sampler {
         &self.params
     }
 
+    /// Greedy with no repetition penalty: the next token is the logits' argmax and nothing else,
+    /// so the device can pick it (`generation` then reads back one id, not the logits).
+    pub fn is_plain_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0
+    }
+
     /// Records a token of the context (prompt or generated) for the repetition penalty.
     pub fn accept(&mut self, id: u32) {
         if self.params.repeat_last_n == 0 {
