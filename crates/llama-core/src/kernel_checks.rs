@@ -82,13 +82,18 @@ fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -
         .collect()
 }
 
+/// Row widths checked per format: three blocks of 32, or one K-quant super-block of 256. Dense
+/// rows also come long enough for a matrix-vector kernel's unrolled passes (520: 130 vectors of
+/// 4 values) and in a width that only 2 divides (542).
+fn row_widths(ty: GgmlType) -> Vec<usize> {
+    if ty.block_elements() == 1 { vec![96, 520, 542] } else { vec![ty.block_elements().max(96)] }
+}
+
 /// `linear`, `linear_swiglu` (both forms) and `embed` for every weight format in [`LINEAR_TYPES`], against
 /// llama-core's own dequantization (itself checked against llama.cpp).
 pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let rows = 40;
-    for ty in LINEAR_TYPES {
-        // Three blocks of 32 in a row, or one K-quant super-block of 256.
-        let cols = ty.block_elements().max(96);
+    for (ty, cols) in LINEAR_TYPES.into_iter().flat_map(|ty| row_widths(ty).into_iter().map(move |cols| (ty, cols))) {
         let load = |seed: u64| {
             let bytes = weight_bytes(ty, rows * cols, seed);
             let dense = dequant::dequantize(ty, &bytes, rows * cols).expect("dequantize test weight");
@@ -106,16 +111,16 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
             let x_t = upload::<B, 2>(&x, [tokens, cols], device);
             let expected = naive_linear(&x, &w, tokens, rows, cols);
             let got = download(k.linear(x_t.clone(), &weight));
-            assert_close(&format!("linear {ty:?} tokens={tokens}"), &got, &expected, ABS * 10.0, REL * 10.0);
+            assert_close(&format!("linear {ty:?} cols={cols} tokens={tokens}"), &got, &expected, ABS * 10.0, REL * 10.0);
 
             let up_expected = naive_linear(&x, &up, tokens, rows, cols);
             let swiglu: Vec<f64> =
                 expected.iter().zip(&up_expected).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
             let got = download(k.linear_swiglu(x_t.clone(), &weight, &up_weight));
-            assert_close(&format!("linear_swiglu {ty:?} tokens={tokens}"), &got, &swiglu, ABS * 10.0, REL * 10.0);
+            assert_close(&format!("linear_swiglu {ty:?} cols={cols} tokens={tokens}"), &got, &swiglu, ABS * 10.0, REL * 10.0);
             let got = download(k.linear_swiglu_stacked(x_t, &gate_up_weight));
             assert_close(
-                &format!("linear_swiglu_stacked {ty:?} tokens={tokens}"),
+                &format!("linear_swiglu_stacked {ty:?} cols={cols} tokens={tokens}"),
                 &got,
                 &swiglu,
                 ABS * 10.0,
@@ -129,7 +134,7 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
             .iter()
             .flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64))
             .collect();
-        assert_close(&format!("embed {ty:?}"), &got, &expected, 1e-6, 1e-6);
+        assert_close(&format!("embed {ty:?} cols={cols}"), &got, &expected, 1e-6, 1e-6);
     }
 }
 

@@ -50,7 +50,7 @@ fn block_dot<F: Float>(x: &Tensor<F>, x_at: usize, w: &Array<f32>) -> f32 {
 /// Adds the lanes' partial sums of each row and writes `out[token, row]` (or, `gated`,
 /// `silu(gate) · up`, the gate sums in `acc` and the up sums in `acc_up`).
 #[cube]
-fn reduce_and_store<F: Float>(
+pub(super) fn reduce_and_store<F: Float>(
     acc: &Array<f32>,
     acc_up: &Array<f32>,
     out: &mut Tensor<F>,
@@ -197,6 +197,9 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
+    if tokens == 1 && weight.packing.block_format().is_none() {
+        return super::matvec::matvec(x, weight, up, layout);
+    }
     if tokens >= super::prefill::MIN_TOKENS && weight.cols % 32 == 0 {
         return super::prefill::linear(x, weight, up);
     }

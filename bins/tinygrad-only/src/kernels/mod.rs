@@ -3,7 +3,7 @@
 //!
 //! | operation | kernel | what it fuses |
 //! |---|---|---|
-//! | `linear` | [`linear`] | dequantization into the matrix-vector/matrix-matrix product |
+//! | `linear` | [`linear`], [`matvec`] (one token, dense weights) | dequantization into the matrix-vector/matrix-matrix product |
 //! | `linear_swiglu` | [`linear`] | gate and up products, SiLU and the multiply |
 //! | `embed` | [`embed`] | dequantization into the row lookup |
 //! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
@@ -18,6 +18,7 @@ mod attention;
 mod embed;
 mod fused;
 mod linear;
+mod matvec;
 mod norm;
 pub mod pack;
 mod prefill;
