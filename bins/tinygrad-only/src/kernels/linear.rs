@@ -200,7 +200,7 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
     if tokens == 1 && weight.packing.block_format().is_none() {
         return super::matvec::matvec(x, weight, up, layout);
     }
-    if tokens >= super::prefill::MIN_TOKENS && weight.cols % 32 == 0 {
+    if tokens >= super::prefill::MIN_TOKENS && weight.cols.is_multiple_of(32) {
         return super::prefill::linear(x, weight, up);
     }
     let out =

@@ -13,6 +13,28 @@ use super::fused::{CubeT, count_launch};
 use super::linear::{Layout, reduce_and_store};
 use super::weights::DeviceWeight;
 
+/// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
+/// loaded before the first product.
+#[cube]
+fn four_products<W: Float, N: Size>(
+    w: &Tensor<Vector<W, N>>,
+    at: usize,
+    step: usize,
+    x0: Vector<f32, N>,
+    x1: Vector<f32, N>,
+    x2: Vector<f32, N>,
+    x3: Vector<f32, N>,
+) -> Vector<f32, N> {
+    let w0 = w[at];
+    let w1 = w[at + step];
+    let w2 = w[at + 2 * step];
+    let w3 = w[at + 3 * step];
+    Vector::<f32, N>::cast_from(w0) * x0
+        + Vector::<f32, N>::cast_from(w1) * x1
+        + Vector::<f32, N>::cast_from(w2) * x2
+        + Vector::<f32, N>::cast_from(w3) * x3
+}
+
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
 /// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values.
 #[cube(launch)]
@@ -37,26 +59,16 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     let mut sum = Vector::<f32, N>::new(f32::new(0.0));
     let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
     let mut c = UNIT_POS_X as usize;
-    // Four vectors per pass, all loads issued before the products, so each lane keeps four
-    // reads in flight (the loop is what bounds the memory traffic a warp has outstanding).
+    // Four vectors per pass, loaded before they are multiplied: each lane keeps four reads in
+    // flight rather than waiting out one load's latency per vector.
     while c + 3 * step < per_row {
         let x0 = Vector::<f32, N>::cast_from(x[c]);
         let x1 = Vector::<f32, N>::cast_from(x[c + step]);
         let x2 = Vector::<f32, N>::cast_from(x[c + 2 * step]);
         let x3 = Vector::<f32, N>::cast_from(x[c + 3 * step]);
-        let w0 = weights[start + c];
-        let w1 = weights[start + c + step];
-        let w2 = weights[start + c + 2 * step];
-        let w3 = weights[start + c + 3 * step];
-        sum += Vector::<f32, N>::cast_from(w0) * x0 + Vector::<f32, N>::cast_from(w1) * x1;
-        sum += Vector::<f32, N>::cast_from(w2) * x2 + Vector::<f32, N>::cast_from(w3) * x3;
+        sum += four_products::<W, N>(weights, start + c, step, x0, x1, x2, x3);
         if comptime!(gated) {
-            let u0 = up[start + c];
-            let u1 = up[start + c + step];
-            let u2 = up[start + c + 2 * step];
-            let u3 = up[start + c + 3 * step];
-            sum_up += Vector::<f32, N>::cast_from(u0) * x0 + Vector::<f32, N>::cast_from(u1) * x1;
-            sum_up += Vector::<f32, N>::cast_from(u2) * x2 + Vector::<f32, N>::cast_from(u3) * x3;
+            sum_up += four_products::<W, N>(up, start + c, step, x0, x1, x2, x3);
         }
         c += 4 * step;
     }
