@@ -13,7 +13,7 @@
 use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
 use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
 use llama_core::dequant::{self, DequantError};
-use llama_core::kernels::{Kernels, RawWeight, transpose};
+use llama_core::kernels::{Kernels, RawWeight, StepPosition, transpose};
 use llama_core::rope::RopeTables;
 
 pub type Tch = LibTorch<f32>;
@@ -206,20 +206,31 @@ impl Kernels<Tch> for TchKernels {
         (wrap(queries), in_place(cache_keys, write(keys)), in_place(cache_values, write(values)))
     }
 
+    /// The full-width table rows `split_rotated` reads, and the visible rows as SDPA's boolean
+    /// mask (true = may attend): index_select, arange and compare once per step, not per layer.
+    fn step_position(&self, tables: &RopeTables<Tch>, position: Tensor<Tch, 1, Int>, capacity: usize) -> StepPosition<Tch> {
+        let at = position.clone().into_primitive().tensor;
+        let (cos, sin) = tables.full_width();
+        let visible = tch::Tensor::arange(capacity as i64, (tch::Kind::Int64, at.device())).le_tensor(&at);
+        StepPosition {
+            cos: wrap(raw(cos.clone()).index_select(0, &at)),
+            sin: wrap(raw(sin.clone()).index_select(0, &at)),
+            position,
+            visible: Tensor::from_primitive(TchTensor::new(visible)),
+        }
+    }
+
     fn rope_qkv_into_cache_at(
         &self,
         qkv: Tensor<Tch, 2>,
         heads: usize,
         kv_heads: usize,
-        tables: &RopeTables<Tch>,
-        position: Tensor<Tch, 1, Int>,
+        step: &StepPosition<Tch>,
         cache_keys: Tensor<Tch, 3>,
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
-        let position = position.into_primitive().tensor;
-        let (cos, sin) = tables.full_width();
-        let (cos, sin) = (raw(cos.clone()).index_select(0, &position), raw(sin.clone()).index_select(0, &position));
-        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &cos, &sin);
+        let position = step.position.clone().into_primitive().tensor;
+        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &raw(step.cos.clone()), &raw(step.sin.clone()));
         let write = |new: tch::Tensor| {
             let position = position.shallow_clone();
             move |cache: &mut tch::Tensor| {
@@ -255,13 +266,11 @@ impl Kernels<Tch> for TchKernels {
         q: Tensor<Tch, 3>,
         k: Tensor<Tch, 3>,
         v: Tensor<Tch, 3>,
-        position: Tensor<Tch, 1, Int>,
+        step: &StepPosition<Tch>,
     ) -> Tensor<Tch, 2> {
         let [_, heads, head_dim] = q.dims();
         let (q, k, v) = (raw(q), raw(k), raw(v));
-        let capacity = k.size()[1];
-        let position = position.into_primitive().tensor;
-        let visible = tch::Tensor::arange(capacity, (tch::Kind::Int64, k.device())).le_tensor(&position);
+        let visible = step.visible.clone().into_primitive().tensor;
         if k.device() == tch::Device::Cpu {
             return wrap(grouped_attention(&q, &k, &v, Some(&visible)));
         }

@@ -13,6 +13,20 @@ use burn::tensor::{Bool, DType, Distribution, Int, Tensor, TensorData, activatio
 use crate::dequant::{self, DequantError, GgmlType};
 use crate::rope::RopeTables;
 
+/// The static-shape decode step's position and what follows from it, made once per step by
+/// [`Kernels::step_position`] and read by every layer.
+#[derive(Debug, Clone)]
+pub struct StepPosition<B: Backend> {
+    /// The token's position `[1]`, on the device.
+    pub position: Tensor<B, 1, Int>,
+    /// The rotary tables' rows at `position`, `[1, width]`, in the width the provider's
+    /// `rope_qkv_into_cache_at` reads.
+    pub cos: Tensor<B, 2>,
+    pub sin: Tensor<B, 2>,
+    /// `[capacity]`: true for the cache rows at or before `position`.
+    pub visible: Tensor<B, 1, Bool>,
+}
+
 /// A matmul weight as stored in the file, before the provider decides how to keep it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawWeight<'a> {
@@ -100,34 +114,47 @@ pub trait Kernels<B: Backend>: Send + Sync {
         (q, cache_keys, cache_values)
     }
 
-    /// [`Self::rope_qkv_into_cache`] for one token whose position is the device tensor `position`
-    /// `[1]`, so that no shape and no host value depends on it (the static-shape decode step,
-    /// which a framework may capture once and replay). Returns the whole caches.
-    #[allow(clippy::too_many_arguments)]
+    /// What the static-shape step derives from its device position `position` `[1]`, computed once
+    /// per step rather than once per layer (in a captured graph, 2 to 4 kernels fewer per layer):
+    /// the rotary rows at it, in the width [`Self::rope_qkv_into_cache_at`] reads (half here), and
+    /// which of the cache's `capacity` rows are visible.
+    fn step_position(&self, tables: &RopeTables<B>, position: Tensor<B, 1, Int>, capacity: usize) -> StepPosition<B> {
+        let (cos, sin) = tables.tables();
+        let device = position.device();
+        let visible =
+            Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).lower_equal(position.clone().expand([capacity]));
+        StepPosition {
+            cos: cos.clone().select(0, position.clone()),
+            sin: sin.clone().select(0, position.clone()),
+            position,
+            visible,
+        }
+    }
+
+    /// [`Self::rope_qkv_into_cache`] for one token at the device position `step.position`, so
+    /// that no shape and no host value depends on it (the static-shape decode step, which a
+    /// framework may capture once and replay). Returns the whole caches.
     fn rope_qkv_into_cache_at(
         &self,
         qkv: Tensor<B, 2>,
         heads: usize,
         kv_heads: usize,
-        tables: &RopeTables<B>,
-        position: Tensor<B, 1, Int>,
+        step: &StepPosition<B>,
         cache_keys: Tensor<B, 3>,
         cache_values: Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
         let [_, width] = qkv.dims();
         let head_dim = width / (heads + 2 * kv_heads);
-        let (cos, sin) = tables.tables();
-        let (cos, sin) = (cos.clone().select(0, position.clone()), sin.clone().select(0, position.clone()));
         let qkv = qkv.reshape([1, heads + 2 * kv_heads, head_dim]);
         let part = |first: usize, n: usize| qkv.clone().slice([0..1, first..first + n, 0..head_dim]);
-        let q = rotate_half_split(part(0, heads), cos.clone(), sin.clone());
-        let keys = rotate_half_split(part(heads, kv_heads), cos, sin);
+        let q = rotate_half_split(part(0, heads), step.cos.clone(), step.sin.clone());
+        let keys = rotate_half_split(part(heads, kv_heads), step.cos.clone(), step.sin.clone());
         let values = part(heads + kv_heads, kv_heads);
         // Without a host position there is no slice to assign: blend the new row in where the
         // position matches (every cache row is read and written, O(capacity), fine for a reference).
         let [_, capacity, _] = cache_keys.dims();
         let device = cache_keys.device();
-        let row = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).equal(position.expand([capacity]));
+        let row = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).equal(step.position.clone().expand([capacity]));
         let shape = [kv_heads, capacity, head_dim];
         let row = row.reshape([1, capacity, 1]).expand(shape);
         let cache_keys = cache_keys.mask_where(row.clone(), keys.swap_dims(0, 1).expand(shape));
@@ -151,26 +178,17 @@ pub trait Kernels<B: Backend>: Send + Sync {
         run_step_eagerly(x, position, step)
     }
 
-    /// Attention of one query `q` `[1, heads, head_dim]` at the device position `position` `[1]`
-    /// over the whole caches `k`, `v` `[kv_heads, capacity, head_dim]`, the keys after it masked:
-    /// the static-shape form of [`Self::attention`]. Returns `[1, heads * head_dim]`.
-    fn attention_at(
-        &self,
-        q: Tensor<B, 3>,
-        k: Tensor<B, 3>,
-        v: Tensor<B, 3>,
-        position: Tensor<B, 1, Int>,
-    ) -> Tensor<B, 2> {
+    /// Attention of one query `q` `[1, heads, head_dim]` at the device position `step.position`
+    /// over the whole caches `k`, `v` `[kv_heads, capacity, head_dim]`, the rows `step.visible`
+    /// leaves out masked: the static-shape form of [`Self::attention`]. Returns `[1, heads * head_dim]`.
+    fn attention_at(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, step: &StepPosition<B>) -> Tensor<B, 2> {
         let [_, heads, head_dim] = q.dims();
         let [kv_heads, capacity, _] = k.dims();
         let group = heads / kv_heads;
         let q = q.reshape([kv_heads, group, head_dim]);
         let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (head_dim as f64).sqrt());
-        let future =
-            Tensor::<B, 1, Int>::arange(0..capacity as i64, &scores.device()).greater(position.expand([capacity]));
-        let scores =
-            scores.mask_fill(future.reshape([1, 1, capacity]).expand([kv_heads, group, capacity]), f32::NEG_INFINITY);
-        activation::softmax(scores, 2).matmul(v).reshape([1, heads * head_dim])
+        let future = step.visible.clone().bool_not().reshape([1, 1, capacity]).expand([kv_heads, group, capacity]);
+        activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 2).matmul(v).reshape([1, heads * head_dim])
     }
 
     /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the cached

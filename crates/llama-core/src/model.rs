@@ -373,19 +373,13 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// `position` `[1]` to the logits `[1, vocab]`; the caller advances `cache`.
     pub fn step_static(&self, x: Tensor<B, 2>, position: Tensor<B, 1, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let (c, k) = (&self.config, &self.kernels);
+        let step = k.step_position(&self.rope, position, cache.capacity());
         let h = self.layers_forward(x, |i, qkv| {
             let (cache_keys, cache_values) = cache.take(i);
-            let (q, cache_keys, cache_values) = k.rope_qkv_into_cache_at(
-                qkv,
-                c.n_heads,
-                c.n_kv_heads,
-                &self.rope,
-                position.clone(),
-                cache_keys,
-                cache_values,
-            );
+            let (q, cache_keys, cache_values) =
+                k.rope_qkv_into_cache_at(qkv, c.n_heads, c.n_kv_heads, &step, cache_keys, cache_values);
             let (all_keys, all_values) = cache.put_whole(i, cache_keys, cache_values);
-            k.attention_at(q, all_keys, all_values, position.clone())
+            k.attention_at(q, all_keys, all_values, &step)
         });
         self.logits(h)
     }
