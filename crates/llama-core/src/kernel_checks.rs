@@ -84,9 +84,14 @@ fn naive_linear(x: &[f32], w: &[f32], tokens: usize, rows: usize, cols: usize) -
 
 /// Row widths checked per format: three blocks of 32, or one K-quant super-block of 256. Dense
 /// rows also come long enough for a matrix-vector kernel's unrolled passes (520: 130 vectors of
-/// 4 values) and in a width that only 2 divides (542).
+/// 4 values) and in a width that only 2 divides (542); 32-weight blocks in rows of 40 blocks,
+/// more than a 32-lane row's threads, so some take two.
 fn row_widths(ty: GgmlType) -> Vec<usize> {
-    if ty.block_elements() == 1 { vec![96, 520, 542] } else { vec![ty.block_elements().max(96)] }
+    match ty.block_elements() {
+        1 => vec![96, 520, 542],
+        32 => vec![96, 1280],
+        n => vec![n],
+    }
 }
 
 /// `linear`, `linear_swiglu` (both forms) and `embed` for every weight format in [`LINEAR_TYPES`], against

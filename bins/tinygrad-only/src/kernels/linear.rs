@@ -197,7 +197,7 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
-    if tokens == 1 && weight.packing.block_format().is_none() {
+    if tokens == 1 && super::matvec::handles(weight) {
         return super::matvec::matvec(x, weight, up, layout);
     }
     if tokens >= super::prefill::MIN_TOKENS && weight.cols.is_multiple_of(32) {

@@ -1,9 +1,17 @@
-//! One token times dense (f16/f32) weights, the decode step's matrix-vector product, read in
-//! vectors: the lanes of a row read neighbouring vectors of it, so one load instruction of a warp
-//! covers one contiguous span of the row (256 bytes of f16 at 4 values per vector). The block
-//! kernel in `linear.rs` gives each lane a whole block of 32 scalars instead, which suits
-//! quantized blocks (one scale per block) but, for dense rows, costs a load per value and
-//! streamed f16 at about 450 GB/s on an H200 (docs/benchmarks/2026-11-27-gpu-h200.md).
+//! One token times a weight, the decode step's matrix-vector products, with loads as wide as the
+//! data allows:
+//!
+//! - dense (f16/f32) rows: the lanes of a row read neighbouring vectors of it, so one load
+//!   instruction of a warp covers one contiguous span of the row (256 bytes of f16 at 4 values
+//!   per vector);
+//! - the 32-weight block formats (Q8_0, Q4_0, Q4_1, int8, nf4): a lane still takes whole blocks,
+//!   but reads a block's quant words 4 at a time (2 loads for 8-bit, 1 for 4-bit) and its 32
+//!   inputs as 8 vectors, and folds the block's scale and minimum in once:
+//!   `Σ (d·q + m)·x = d·Σ q·x + m·Σ x`.
+//!
+//! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
+//! which on an H200 streamed f16 rows at about 450 GB/s (docs/benchmarks/2026-11-27-gpu-h200.md).
+//! It still serves the K-quants and prompts.
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -11,7 +19,7 @@ use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
 use super::linear::{Layout, reduce_and_store};
-use super::weights::DeviceWeight;
+use super::weights::{DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
 
 /// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
 /// loaded before the first product.
@@ -93,6 +101,108 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
 }
 
+/// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
+#[cube]
+fn level(q: u32, #[comptime] mode: u32) -> f32 {
+    if comptime!(mode == MODE_NF4) { nf4_level(q) } else { f32::cast_from(q) }
+}
+
+/// `Σ w·x` over block `block` of a 32-weight format, its quant words read as vectors of 4 and
+/// its inputs as the 8 vectors of 4 from `x_at`. Word `i` of an 8-bit block holds weights
+/// `4i .. 4i + 4`; byte `j` of a 4-bit block holds weight `j` in its low nibble and `j + 16` in
+/// its high one (GGUF's order, kept by `pack.rs`).
+#[cube]
+fn block_dot<F: Float, S: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    x_at: usize,
+    quants: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    block: usize,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+) -> f32 {
+    let word_vectors = comptime!((bits / 4) as usize);
+    let mut qx = f32::new(0.0);
+    let mut sx = f32::new(0.0);
+    #[unroll]
+    for v in 0..word_vectors {
+        let words = quants[block * word_vectors + v];
+        #[unroll]
+        for k in 0..4usize {
+            let word = words[k];
+            if comptime!(bits == 8) {
+                let xs = x[x_at + v * 4 + k];
+                #[unroll]
+                for byte in 0..4usize {
+                    let xe = f32::cast_from(xs[byte]);
+                    qx += level((word >> (byte as u32 * 8)) & 0xFF, mode) * xe;
+                    sx += xe;
+                }
+            } else {
+                let low = x[x_at + k];
+                let high = x[x_at + 4 + k];
+                #[unroll]
+                for byte in 0..4usize {
+                    let (xl, xh) = (f32::cast_from(low[byte]), f32::cast_from(high[byte]));
+                    qx += level((word >> (byte as u32 * 8)) & 0xF, mode) * xl;
+                    qx += level((word >> (byte as u32 * 8 + 4)) & 0xF, mode) * xh;
+                    sx += xl + xh;
+                }
+            }
+        }
+    }
+    let d = f32::cast_from(scales[block]);
+    let mut sum = d * qx;
+    if comptime!(mode != MODE_NF4) {
+        sum += block_min::<S>(mins, block, d, bits, mode) * sx;
+    }
+    sum
+}
+
+/// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
+/// `gated`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
+/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words).
+#[cube(launch)]
+fn block_matvec_kernel<F: Float, S: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    quants: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    up_quants: &Tensor<Vector<u32, N>>,
+    up_scales: &Tensor<S>,
+    up_mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    first_row: u32,
+    chunk_rows: u32,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+    #[comptime] gated: bool,
+    #[comptime] lanes: u32,
+    #[comptime] rows: u32,
+    #[define(F, S)] _dtypes: [StorageType; 2],
+) {
+    let blocks = x.shape(1) / 32;
+    let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
+    // Rows past the chunk's end still take part in the barriers: they read its last row and
+    // write nothing.
+    let first_block = min(local_row, chunk_rows as usize - 1) * blocks;
+    let mut acc = Array::<f32>::new(1usize);
+    let mut acc_up = Array::<f32>::new(1usize);
+    acc[0] = f32::new(0.0);
+    acc_up[0] = f32::new(0.0);
+    let mut b = UNIT_POS_X as usize;
+    while b < blocks {
+        acc[0] += block_dot::<F, S, N>(x, b * 8, quants, scales, mins, first_block + b, bits, mode);
+        if comptime!(gated) {
+            acc_up[0] += block_dot::<F, S, N>(x, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode);
+        }
+        b += comptime!(lanes as usize);
+    }
+    let valid = local_row < chunk_rows as usize;
+    reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
+}
+
 /// Values per vector for a row of `cols` in both dtypes: the widest load the device likes for
 /// each (cubecl's `io_optimized_vector_sizes`, widest first) that divides the row.
 fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
@@ -104,31 +214,69 @@ fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
     size
 }
 
-/// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against dense weights; with `up`,
-/// `silu(x · Wᵀ) · (x · Upᵀ)`.
+/// Whether [`matvec`] takes this weight's one-token products: dense weights and the 32-weight
+/// block formats (the K-quants stay with `linear.rs`).
+pub fn handles(weight: &DeviceWeight) -> bool {
+    matches!(weight.packing, Packing::Dense | Packing::Bits8 | Packing::Bits4(_))
+}
+
+/// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
+/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`. One launch per chunk of rows.
 pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
+    /// Block formats: words and inputs per vector (a block is 8 vectors of inputs, 1 or 2 of words).
+    const BLOCK_VECTOR: usize = 4;
     let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([1, weight.rows]), x.dtype);
     let Layout { lanes, rows } = layout;
     for (i, chunk) in weight.chunks.iter().enumerate() {
-        let up_data = up.map_or(&chunk.data, |up| &up.chunks[i].data);
-        let size = vector_size(&x, &chunk.data, weight.cols);
+        // Not gated: the up arguments repeat the weight's own (no thread reads them).
+        let up_chunk = up.map_or(chunk, |up| &up.chunks[i]);
+        let count = CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, 1, 1);
+        let dim = CubeDim::new_2d(lanes, rows);
+        let (first_row, chunk_rows) = ((i * weight.rows_per_chunk) as u32, chunk.rows as u32);
         count_launch();
-        matvec_kernel::launch::<burn_wgpu::WgpuRuntime>(
-            &x.client,
-            CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, 1, 1),
-            CubeDim::new_2d(lanes, rows),
-            size,
-            x.clone().into_tensor_arg(),
-            chunk.data.clone().into_tensor_arg(),
-            up_data.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            (i * weight.rows_per_chunk) as u32,
-            chunk.rows as u32,
-            up.is_some(),
-            lanes,
-            rows,
-            [x.dtype.into(), chunk.data.dtype.into()],
-        );
+        match weight.packing.block_format() {
+            Some((bits, mode)) => {
+                let scales = chunk.scales();
+                block_matvec_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                    &x.client,
+                    count,
+                    dim,
+                    BLOCK_VECTOR,
+                    x.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    scales.clone().into_tensor_arg(),
+                    chunk.mins().into_tensor_arg(),
+                    up_chunk.data.clone().into_tensor_arg(),
+                    up_chunk.scales().into_tensor_arg(),
+                    up_chunk.mins().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_row,
+                    chunk_rows,
+                    bits,
+                    mode,
+                    up.is_some(),
+                    lanes,
+                    rows,
+                    [x.dtype.into(), scales.dtype.into()],
+                )
+            }
+            None => matvec_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                &x.client,
+                count,
+                dim,
+                vector_size(&x, &chunk.data, weight.cols),
+                x.clone().into_tensor_arg(),
+                chunk.data.clone().into_tensor_arg(),
+                up_chunk.data.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                first_row,
+                chunk_rows,
+                up.is_some(),
+                lanes,
+                rows,
+                [x.dtype.into(), chunk.data.dtype.into()],
+            ),
+        }
     }
     out
 }
