@@ -78,15 +78,16 @@ enum StepOutput {
 }
 
 /// Reads a step's result back. Plain greedy sampling with no logits to record needs only the
-/// argmax, so the device picks it and one id crosses to the host, not the vocabulary's 128k
-/// logits (a 256 KB copy, a conversion and a scan per token, a sixth of a CUDA-graph step on a
-/// GPU). Both backends' argmax keeps the lowest id on ties, as `sampling::argmax` does.
+/// argmax, so on a GPU (`Kernels::greedy_on_device`) the device picks it and one id crosses to
+/// the host, not the vocabulary's 128k logits (a 256 KB copy, a conversion and a scan per
+/// token). Both backends' argmax keeps the lowest id on ties, as `sampling::argmax` does.
 fn read_step<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> StepOutput {
-    if !on_device {
-        return StepOutput::Logits(logits_to_host(logits));
-    }
-    let id = logits.argmax(1).into_data().iter::<i64>().next().expect("one argmax per row");
-    StepOutput::Token(id as u32)
+    if on_device { StepOutput::Token(argmax_on_device(logits)) } else { StepOutput::Logits(logits_to_host(logits)) }
+}
+
+/// The largest of `[1, vocab]` logits, picked on their device (lowest id on ties), read back.
+pub fn argmax_on_device<B: Backend>(logits: Tensor<B, 2>) -> u32 {
+    logits.argmax(1).into_data().iter::<i64>().next().expect("one argmax per row") as u32
 }
 
 /// Prefills `prompt` after whatever `cache` holds, then samples up to `params.max_tokens` tokens,
@@ -117,7 +118,8 @@ pub fn generate<B: Backend, K: Kernels<B>>(
     for &id in prompt {
         sampler.accept(id);
     }
-    let on_device = sampler.is_plain_greedy() && params.record_top_logits == 0;
+    let on_device =
+        sampler.is_plain_greedy() && params.record_top_logits == 0 && model.kernels().greedy_on_device(model.device());
     let start = Instant::now();
     let mut output = read_step(model.forward(prompt, cache)?, on_device);
     timings.prefill_s = start.elapsed().as_secs_f64();

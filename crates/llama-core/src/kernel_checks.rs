@@ -403,6 +403,22 @@ pub fn check_static_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B:
     assert_eq!(fixed.len(), tokens.len(), "the static step advances the cache");
 }
 
+/// `generation::argmax_on_device` (greedy decoding on a GPU) picks what the host's
+/// `sampling::argmax` picks, ties included: the lowest id.
+pub fn check_argmax_on_device<B: Backend>(device: &B::Device) {
+    let vocab = 1000;
+    let mut logits = random(vocab, 9);
+    for (case, ids) in [[613usize, 77, 905], [4, 999, 500]].into_iter().enumerate() {
+        for &id in &ids {
+            logits[id] = 10.0 + case as f32;
+        }
+        let expected = crate::sampling::argmax(&logits);
+        assert_eq!(expected as usize, *ids.iter().min().expect("ids"), "host argmax keeps the lowest tied id");
+        let got = crate::generation::argmax_on_device(upload::<B, 2>(&logits, [1, vocab], device));
+        assert_eq!(got, expected, "argmax on the device, ties at {ids:?}");
+    }
+}
+
 /// All of the above.
 pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_linear(k, device);
@@ -414,4 +430,5 @@ pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_kv_cache::<B>(device);
     check_incremental_decode(k, device);
     check_static_decode(k, device);
+    check_argmax_on_device::<B>(device);
 }

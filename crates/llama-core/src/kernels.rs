@@ -47,6 +47,16 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// Human-readable name for logs and `--json` output.
     fn name(&self) -> &'static str;
 
+    /// Whether greedy decoding on `device` should take the argmax there and read back one id,
+    /// rather than read back the logits and scan them on the host (`generation::read_step`).
+    /// Worth it where the logits must cross a bus (a GPU: 256 KB per token on a 128k
+    /// vocabulary); on a CPU the host scan is cheaper than the framework's argmax call, so the
+    /// default is no.
+    fn greedy_on_device(&self, device: &B::Device) -> bool {
+        let _ = device;
+        false
+    }
+
     /// Uploads a weight read from a GGUF file.
     fn load_weight(&self, raw: RawWeight<'_>, device: &B::Device) -> Result<Self::Weight, DequantError>;
 
