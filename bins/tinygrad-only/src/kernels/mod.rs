@@ -3,8 +3,8 @@
 //!
 //! | operation | kernel | what it fuses |
 //! |---|---|---|
-//! | `linear` | [`linear`], [`matvec`] (one token, dense weights) | dequantization into the matrix-vector/matrix-matrix product |
-//! | `linear_swiglu` | [`linear`] | gate and up products, SiLU and the multiply |
+//! | `linear` | [`matvec`] (one token: dense rows and the 32-weight block formats), [`linear`] (prompts, K-quants) | dequantization into the matrix-vector/matrix-matrix product |
+//! | `linear_swiglu` | [`matvec`], [`linear`] (the same split) | gate and up products, SiLU and the multiply |
 //! | `embed` | [`embed`] | dequantization into the row lookup |
 //! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
 //! | `rope` | [`rope`] | table lookup and rotation |
