@@ -1,6 +1,7 @@
 //! tinygrad-only's library half: the CubeCL kernels behind llama-core's fast-path trait, so the
 //! binary and its tests (and benches) share them. `main.rs` stays a thin front end.
 
+pub mod host_threads;
 pub mod kernels;
 
 pub use kernels::{Wgpu, WgpuKernels};

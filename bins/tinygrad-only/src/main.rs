@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail};
 use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
 use llama_core::cli::Quantize;
 use llama_core::framework::{self, Framework};
-use tinygrad_only::{Wgpu, WgpuKernels};
+use burn::tensor::backend::Backend as _;
+use tinygrad_only::{Wgpu, WgpuKernels, host_threads};
 
 #[derive(Default)]
 struct TinygradOnly {
@@ -60,7 +61,18 @@ impl Framework for TinygradOnly {
         );
         *self.adapter.lock().expect("adapter lock") = Some(text);
         // wgpu's `DeviceType::Cpu`, compared by name: burn-wgpu does not re-export wgpu's types.
-        self.on_cpu.store(format!("{:?}", info.device_type) == "Cpu", Ordering::Relaxed);
+        let on_cpu = format!("{:?}", info.device_type) == "Cpu";
+        self.on_cpu.store(on_cpu, Ordering::Relaxed);
+        if on_cpu {
+            // A sync starts the device's threads, so they can be found; it makes no tensor, which
+            // would fix the device's dtype before `--dtype` is applied.
+            Wgpu::sync(&device).map_err(|err| anyhow!("the wgpu device failed its first sync: {err:?}"))?;
+            match host_threads::yield_cores_to_driver() {
+                Ok(0) => tracing::debug!("no burn-fusion stream thread found: only this thread yields to the driver"),
+                Ok(found) => tracing::debug!("{found} stream thread(s) and this one lowered to nice 19"),
+                Err(err) => tracing::warn!("could not lower the host threads' priority ({err}): decode may be slower"),
+            }
+        }
         Ok(device)
     }
 
