@@ -43,6 +43,35 @@ fn four_products<W: Float, N: Size>(
         + Vector::<f32, N>::cast_from(w3) * x3
 }
 
+/// The chunk row this thread reads: its own, or for threads past the chunk's end (they still
+/// take part in the barriers, and write nothing) the last one.
+#[cube]
+fn row_to_read(local_row: usize, chunk_rows: u32) -> usize {
+    min(local_row, chunk_rows as usize - 1)
+}
+
+/// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
+/// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share.
+#[cube]
+fn store_row<F: Float>(
+    sum: f32,
+    sum_up: f32,
+    out: &mut Tensor<F>,
+    local_row: usize,
+    first_row: u32,
+    chunk_rows: u32,
+    #[comptime] gated: bool,
+    #[comptime] lanes: u32,
+    #[comptime] rows: u32,
+) {
+    let mut acc = Array::<f32>::new(1usize);
+    let mut acc_up = Array::<f32>::new(1usize);
+    acc[0] = sum;
+    acc_up[0] = sum_up;
+    let valid = local_row < chunk_rows as usize;
+    reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
+}
+
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
 /// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values.
 #[cube(launch)]
@@ -60,9 +89,7 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
 ) {
     let per_row = x.shape(1) / N::value();
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    // Rows past the chunk's end still take part in the barriers: they read its last row and
-    // write nothing.
-    let start = min(local_row, chunk_rows as usize - 1) * per_row;
+    let start = row_to_read(local_row, chunk_rows) * per_row;
     let step = comptime!(lanes as usize);
     let mut sum = Vector::<f32, N>::new(f32::new(0.0));
     let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
@@ -88,17 +115,14 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         }
         c += step;
     }
-    let mut acc = Array::<f32>::new(1usize);
-    let mut acc_up = Array::<f32>::new(1usize);
-    acc[0] = f32::new(0.0);
-    acc_up[0] = f32::new(0.0);
+    let mut total = f32::new(0.0);
+    let mut total_up = f32::new(0.0);
     #[unroll]
     for k in 0..N::value() {
-        acc[0] += sum[k];
-        acc_up[0] += sum_up[k];
+        total += sum[k];
+        total_up += sum_up[k];
     }
-    let valid = local_row < chunk_rows as usize;
-    reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
+    store_row::<F>(total, total_up, out, local_row, first_row, chunk_rows, gated, lanes, rows);
 }
 
 /// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
@@ -184,23 +208,18 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
 ) {
     let blocks = x.shape(1) / 32;
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    // Rows past the chunk's end still take part in the barriers: they read its last row and
-    // write nothing.
-    let first_block = min(local_row, chunk_rows as usize - 1) * blocks;
-    let mut acc = Array::<f32>::new(1usize);
-    let mut acc_up = Array::<f32>::new(1usize);
-    acc[0] = f32::new(0.0);
-    acc_up[0] = f32::new(0.0);
+    let first_block = row_to_read(local_row, chunk_rows) * blocks;
+    let mut sum = f32::new(0.0);
+    let mut sum_up = f32::new(0.0);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
-        acc[0] += block_dot::<F, S, N>(x, b * 8, quants, scales, mins, first_block + b, bits, mode);
+        sum += block_dot::<F, S, N>(x, b * 8, quants, scales, mins, first_block + b, bits, mode);
         if comptime!(gated) {
-            acc_up[0] += block_dot::<F, S, N>(x, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode);
+            sum_up += block_dot::<F, S, N>(x, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode);
         }
         b += comptime!(lanes as usize);
     }
-    let valid = local_row < chunk_rows as usize;
-    reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
+    store_row::<F>(sum, sum_up, out, local_row, first_row, chunk_rows, gated, lanes, rows);
 }
 
 /// Values per vector for a row of `cols` in both dtypes: the widest load the device likes for
