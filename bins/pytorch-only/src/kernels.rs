@@ -115,6 +115,16 @@ impl Kernels<Tch> for TchKernels {
         !matches!(device, LibTorchDevice::Cpu)
     }
 
+    /// On CUDA, as the PyTorch anchor's eager loop and gpt-fast decode: `--half` and
+    /// `--half --compile` then run the same kernels, and the graph is their only difference. With
+    /// shapes that follow the cache, SDPA got no mask and libtorch picked another attention kernel
+    /// than the static step's masked one: on an H200 the two runs' greedy ids parted at token 93
+    /// of 128 (docs/benchmarks/2026-11-27-gpu-h200.md). On a CPU the dynamic step stays: its
+    /// attention reads only the filled rows, not the whole context.
+    fn eager_decode_is_static(&self, device: &LibTorchDevice) -> bool {
+        !matches!(device, LibTorchDevice::Cpu)
+    }
+
     fn load_weight(&self, raw: RawWeight<'_>, device: &LibTorchDevice) -> Result<TchWeight, DequantError> {
         let (out, cols) = (raw.rows, raw.cols);
         let values = dequant::dequantize(raw.ggml_type, raw.bytes, out * cols)?;

@@ -13,7 +13,7 @@ use crate::generation::{self, GenerationParams};
 use crate::gguf::GgufFile;
 use crate::kernels::Kernels;
 use crate::metrics::{self, LatencyStats};
-use crate::model::Llama;
+use crate::model::{DecodeStep, Llama};
 use crate::sampling::{Rng, Sampler};
 
 /// One measured run.
@@ -88,7 +88,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     // As the provider stores them: dense in the compute dtype, or still quantized.
     let weight_bytes_per_token = model.weight_bytes_per_token() as f64;
     let prompt = prompt_ids(p, config.vocab_size);
-    let params = GenerationParams { ignore_eos: true, static_decode: args.compile, ..GenerationParams::new(g) };
+    let params = GenerationParams { ignore_eos: true, decode: model.decode_step(args.compile), ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
     let mut generated_tokens = Vec::new();
     let mut measure = || -> anyhow::Result<RunMetrics> {
@@ -116,7 +116,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         let m = measure()?;
         if !args.json {
             if i == 0 {
-                print_header(fw, &format!("{device_info} · {dtype:?}"), &source, p, g, n, load_s);
+                let decode = format!("{:?}", params.decode).to_lowercase();
+                print_header(fw, &format!("{device_info} · {dtype:?} · {decode} decode step"), &source, p, g, n, load_s);
             }
             print_row(&format!("{}", i + 1), &m);
         }
@@ -134,7 +135,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         },
         weight_gb_s: median(runs.iter().map(|r| r.weight_gb_s)),
     };
-    let launches = if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt)? } else { None };
+    let launches = if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt, params.decode)? } else { None };
     let peak_rss = metrics::peak_rss_bytes();
     let device_memory = fw.device_memory_bytes(&device);
     fw.cleanup(&device);
@@ -144,6 +145,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "stack": fw.stack(),
             "kernels": model.kernels().name(),
             "dtype": dtype,
+            "decode_step": params.decode,
             "device": device_info,
             "model": source,
             "shape": { "layers": config.n_layers, "dim": config.dim, "heads": config.n_heads, "kv_heads": config.n_kv_heads, "ffn_dim": config.ffn_dim, "vocab": config.vocab_size },
@@ -184,11 +186,12 @@ fn launches_per_token<F: Framework>(
     model: &Llama<F::Backend, F::Kernels>,
     cache: &mut crate::kv_cache::KvCache<F::Backend>,
     prompt: &[u32],
+    decode: DecodeStep,
 ) -> anyhow::Result<Option<u64>> {
     cache.clear();
     generation::logits_to_host(model.forward(prompt, cache)?);
     let Some(before) = fw.kernel_launches() else { return Ok(None) };
-    generation::logits_to_host(model.forward(&prompt[..1], cache)?);
+    generation::logits_to_host(model.decode(prompt[0], cache, decode)?);
     Ok(fw.kernel_launches().map(|after| after - before))
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::kernels::Kernels;
 use crate::kv_cache::KvCache;
-use crate::model::{Llama, ModelError};
+use crate::model::{DecodeStep, Llama, ModelError};
 use crate::sampling::{self, Sampler};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -22,13 +22,13 @@ pub struct GenerationParams {
     pub record_top_logits: usize,
     /// Set from elsewhere (a Ctrl-C handler) to stop after the current token.
     pub interrupt: Option<Arc<AtomicBool>>,
-    /// Decode through the static-shape step ([`Llama::decode_static`], `--compile`).
-    pub static_decode: bool,
+    /// How each token after the prompt runs ([`Llama::decode_step`]).
+    pub decode: DecodeStep,
 }
 
 impl GenerationParams {
     pub fn new(max_tokens: usize) -> Self {
-        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None, static_decode: false }
+        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None, decode: DecodeStep::Dynamic }
     }
 
     fn interrupted(&self) -> bool {
@@ -159,7 +159,7 @@ pub fn generate<B: Backend, K: Kernels<B>>(
             break;
         }
         step_start = Instant::now();
-        let step = if params.static_decode { model.decode_static(next, cache) } else { model.forward(&[next], cache) };
+        let step = model.decode(next, cache, params.decode);
         output = read_step(step?, on_device);
     }
     emit(decoder.as_mut().map(|d| d.finish()), &mut text);

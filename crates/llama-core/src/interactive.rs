@@ -32,7 +32,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let params = GenerationParams {
         ignore_eos: args.ignore_eos,
         interrupt: Some(interrupt.requested.clone()),
-        static_decode: args.compile,
+        decode: model.decode_step(args.compile),
         ..GenerationParams::new(args.max_tokens)
     };
     let sampler = Sampler::new(args.sampling(), seed);

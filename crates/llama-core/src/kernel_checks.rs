@@ -387,23 +387,27 @@ pub fn check_incremental_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device
     assert_close("incremental decode vs prefill", &download(last.expect("decoded")), &expected, 1e-4, 1e-4);
 }
 
-/// The static-shape decode step (`--compile`: device position, whole-cache masked attention)
-/// gives every step's logits as the eager step does, after a prefill.
+/// The static-shape decode step (device position, whole-cache masked attention), run op by op
+/// and through the provider's capture (`--compile`), gives every step's logits as the dynamic
+/// step does, after a prefill.
 pub fn check_static_decode<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    use crate::model::DecodeStep;
     let config = tiny_config();
     B::seed(device, 2);
     let model = crate::model::Llama::random(config, true, k.clone(), 16, device);
     let tokens = [9u32, 33, 1, 50, 27, 4, 61];
-    let (mut eager, mut fixed) = (model.new_cache(16), model.new_cache(12));
-    model.forward(&tokens[..2], &mut eager).expect("prefill");
-    model.forward(&tokens[..2], &mut fixed).expect("prefill");
-    for (step, &t) in tokens[2..].iter().enumerate() {
-        let expected: Vec<f64> =
-            download(model.forward(&[t], &mut eager).expect("eager step")).iter().map(|&v| v as f64).collect();
-        let got = download(model.decode_static(t, &mut fixed).expect("static step"));
-        assert_close(&format!("static decode step {step}"), &got, &expected, 1e-4, 1e-4);
+    for how in [DecodeStep::Static, DecodeStep::Captured] {
+        let (mut dynamic, mut fixed) = (model.new_cache(16), model.new_cache(12));
+        model.forward(&tokens[..2], &mut dynamic).expect("prefill");
+        model.forward(&tokens[..2], &mut fixed).expect("prefill");
+        for (step, &t) in tokens[2..].iter().enumerate() {
+            let expected = download(model.decode(t, &mut dynamic, DecodeStep::Dynamic).expect("dynamic step"));
+            let expected: Vec<f64> = expected.iter().map(|&v| v as f64).collect();
+            let got = download(model.decode(t, &mut fixed, how).expect("static step"));
+            assert_close(&format!("{how:?} decode step {step}"), &got, &expected, 1e-4, 1e-4);
+        }
+        assert_eq!(fixed.len(), tokens.len(), "the {how:?} step advances the cache");
     }
-    assert_eq!(fixed.len(), tokens.len(), "the static step advances the cache");
 }
 
 /// `generation::argmax_on_device` (greedy decoding on a GPU) picks what the host's

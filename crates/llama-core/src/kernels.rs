@@ -57,6 +57,15 @@ pub trait Kernels<B: Backend>: Send + Sync {
         false
     }
 
+    /// Whether decoding without `--compile` runs the static-shape step op by op (as PyTorch's
+    /// static-cache decoders do) rather than shapes that follow the cache. Where `--compile`
+    /// captures that step, this makes the capture the flags' only difference: the same kernels
+    /// on the same shapes, so the same tokens.
+    fn eager_decode_is_static(&self, device: &B::Device) -> bool {
+        let _ = device;
+        false
+    }
+
     /// Uploads a weight read from a GGUF file.
     fn load_weight(&self, raw: RawWeight<'_>, device: &B::Device) -> Result<Self::Weight, DequantError>;
 
@@ -172,7 +181,7 @@ pub trait Kernels<B: Backend>: Send + Sync {
         (q, cache_keys, cache_values)
     }
 
-    /// Runs `step`, the static-shape decode step (see [`crate::model::Llama::decode_static`]), on
+    /// Runs `step`, the static-shape decode step (see [`crate::model::Llama::decode`]), on
     /// the embedding `x` `[1, dim]` at `position`, against the KV cache with id `cache_id`. By
     /// default it puts the position on the device and calls the step; a provider may instead
     /// capture the step once (a CUDA graph: every call has the same shapes and buffers) and

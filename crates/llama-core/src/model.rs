@@ -9,10 +9,24 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use crate::config::LlamaConfig;
 use crate::dequant::{DequantError, GgmlType};
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::{Kernels, RawWeight};
+use crate::kernels::{Kernels, RawWeight, run_step_eagerly};
 use crate::kv_cache::{ContextFull, KvCache};
 use crate::rope::{self, RopeTables};
 use crate::synth::{self, WeightType};
+
+/// How one decoded token runs through the model ([`Llama::decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeStep {
+    /// Shapes follow the cache: attention reads the rows written so far ([`Llama::forward`]).
+    #[default]
+    Dynamic,
+    /// The static-shape step, run op by op.
+    Static,
+    /// The static-shape step through [`Kernels::run_static_step`]: captured once and replayed
+    /// where the provider can (a CUDA graph), else run op by op (`--compile`).
+    Captured,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -353,18 +367,39 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         Ok(self.logits(h.slice([n - 1..n, 0..c.dim])))
     }
 
-    /// One decoded token through the static-shape step: its position goes to the device as a
-    /// tensor, keys and values are written into the cache at it, and attention reads the whole
-    /// cache with the later positions masked. Every tensor has the same shape at every position,
-    /// which is what lets a framework capture the step once (a CUDA graph) and replay it; the
-    /// output equals [`Self::forward`]'s (`--compile`).
-    pub fn decode_static(&self, token: u32, cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, ModelError> {
+    /// How this model decodes a token: captured with `--compile`, else as its provider decodes
+    /// eagerly on this device ([`Kernels::eager_decode_is_static`]).
+    pub fn decode_step(&self, compile: bool) -> DecodeStep {
+        if compile {
+            DecodeStep::Captured
+        } else if self.kernels.eager_decode_is_static(&self.device) {
+            DecodeStep::Static
+        } else {
+            DecodeStep::Dynamic
+        }
+    }
+
+    /// One decoded token `token` at the cache's position, as `step` says; returns its logits
+    /// `[1, vocab]` and advances `cache`.
+    ///
+    /// The static-shape step sends the position to the device as a tensor, writes keys and values
+    /// into the cache at it, and attends over the whole cache with the later positions masked.
+    /// Every tensor has the same shape at every position, which is what lets a framework capture
+    /// the step once (a CUDA graph) and replay it. All three give [`Self::forward`]'s logits.
+    pub fn decode(&self, token: u32, cache: &mut KvCache<B>, step: DecodeStep) -> Result<Tensor<B, 2>, ModelError> {
+        if step == DecodeStep::Dynamic {
+            return self.forward(&[token], cache);
+        }
         self.check_tokens(&[token], cache)?;
         let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
         let (position, cache_id) = (cache.len(), cache.id());
-        let logits = self
-            .kernels
-            .run_static_step(x, position, cache_id, &mut |x, position| self.step_static(x, position, cache));
+        let logits = {
+            let mut run = |x: Tensor<B, 2>, position: Tensor<B, 1, Int>| self.step_static(x, position, cache);
+            match step {
+                DecodeStep::Captured => self.kernels.run_static_step(x, position, cache_id, &mut run),
+                _ => run_step_eagerly(x, position, &mut run),
+            }
+        };
         cache.advance(1);
         Ok(logits)
     }

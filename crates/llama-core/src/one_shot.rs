@@ -36,7 +36,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
     let params = GenerationParams {
         ignore_eos: args.ignore_eos,
         record_top_logits: if args.json { args.top_logits } else { 0 },
-        static_decode: args.compile,
+        decode: model.decode_step(args.compile),
         ..GenerationParams::new(args.max_tokens)
     };
     let mut cache = model.new_cache(file.context);
