@@ -47,15 +47,24 @@ fn block_dot<F: Float>(x: &Tensor<F>, x_at: usize, w: &Array<f32>) -> f32 {
     sum
 }
 
-/// Adds the lanes' partial sums of each row and writes `out[token, row]` (or, `gated`,
-/// `silu(gate) · up`, the gate sums in `acc` and the up sums in `acc_up`).
+/// The chunk row this thread reads: its own, or for threads past the chunk's end (they still
+/// take part in the barriers, and write nothing) the last one.
+#[cube]
+pub(super) fn row_to_read(local_row: usize, chunk_rows: u32) -> usize {
+    min(local_row, chunk_rows as usize - 1)
+}
+
+/// Adds the lanes' partial sums of each row and writes `out[token, first_row + local_row]` (or,
+/// `gated`, `silu(gate) · up`, the gate sums in `acc` and the up sums in `acc_up`); rows past the
+/// chunk's `chunk_rows` write nothing.
 #[cube]
 pub(super) fn reduce_and_store<F: Float>(
     acc: &Array<f32>,
     acc_up: &Array<f32>,
     out: &mut Tensor<F>,
-    row: usize,
-    valid: bool,
+    local_row: usize,
+    first_row: u32,
+    chunk_rows: u32,
     first_token: usize,
     #[comptime] gated: bool,
     #[comptime] tile: u32,
@@ -91,7 +100,8 @@ pub(super) fn reduce_and_store<F: Float>(
             sync_cube();
         }
     }
-    if lane == 0 && valid {
+    if lane == 0 && local_row < chunk_rows as usize {
+        let row = first_row as usize + local_row;
         #[unroll]
         for t in 0..tile {
             let token = first_token + t as usize;
@@ -135,9 +145,7 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
     let tokens = x.shape(0);
     let k = x.shape(1);
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    // Rows past the chunk's end still take part in the barriers: they read its last row and
-    // write nothing.
-    let row_read = min(local_row, chunk_rows as usize - 1);
+    let row_read = row_to_read(local_row, chunk_rows);
     let first_token = (CUBE_POS_Y * tile) as usize;
     let blocks = k / 32;
     let mut acc = Array::<f32>::new(comptime!(tile as usize));
@@ -189,9 +197,7 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
             c += comptime!(lanes as usize);
         }
     }
-    let row = first_row as usize + local_row;
-    let valid = local_row < chunk_rows as usize;
-    reduce_and_store::<F>(&acc, &acc_up, out, row, valid, first_token, gated, tile, lanes, rows);
+    reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, first_token, gated, tile, lanes, rows);
 }
 
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.

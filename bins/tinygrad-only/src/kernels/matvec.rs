@@ -18,7 +18,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
-use super::linear::{Layout, reduce_and_store};
+use super::linear::{Layout, reduce_and_store, row_to_read};
 use super::weights::{DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
 
 /// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
@@ -43,15 +43,9 @@ fn four_products<W: Float, N: Size>(
         + Vector::<f32, N>::cast_from(w3) * x3
 }
 
-/// The chunk row this thread reads: its own, or for threads past the chunk's end (they still
-/// take part in the barriers, and write nothing) the last one.
-#[cube]
-fn row_to_read(local_row: usize, chunk_rows: u32) -> usize {
-    min(local_row, chunk_rows as usize - 1)
-}
-
 /// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
-/// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share.
+/// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share,
+/// [`reduce_and_store`] with a tile of one token.
 #[cube]
 fn store_row<F: Float>(
     sum: f32,
@@ -68,8 +62,7 @@ fn store_row<F: Float>(
     let mut acc_up = Array::<f32>::new(1usize);
     acc[0] = sum;
     acc_up[0] = sum_up;
-    let valid = local_row < chunk_rows as usize;
-    reduce_and_store::<F>(&acc, &acc_up, out, first_row as usize + local_row, valid, 0usize, gated, 1u32, lanes, rows);
+    reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows);
 }
 
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
