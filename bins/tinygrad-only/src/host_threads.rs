@@ -10,8 +10,9 @@
 //! two spinning threads take cores from the shader threads: perf on the 2-core CI machine counted
 //! about 40% of all samples in cubecl's spin loops, and the shaders got under half the CPU.
 //!
-//! Nice 19 on the two spinning threads leaves them the CPU the shaders do not want. Decode on the
-//! default model went from 5.4 to 8.4 tok/s there (docs/benchmarks/2026-11-28-cpu-feeder-priority.md).
+//! Nice 19 on the two spinning threads leaves them the CPU the shaders do not want. Decode of the
+//! default model went from 4.50–4.62 to 6.59–7.11 tok/s there, in three paired rounds
+//! (docs/benchmarks/2026-11-28-cpu-feeder-priority.md).
 //! The server thread keeps its priority: it sleeps while it waits, and its work is on the path.
 
 use std::io;

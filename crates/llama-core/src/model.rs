@@ -387,17 +387,20 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// Every tensor has the same shape at every position, which is what lets a framework capture
     /// the step once (a CUDA graph) and replay it. All three give [`Self::forward`]'s logits.
     pub fn decode(&self, token: u32, cache: &mut KvCache<B>, step: DecodeStep) -> Result<Tensor<B, 2>, ModelError> {
-        if step == DecodeStep::Dynamic {
-            return self.forward(&[token], cache);
-        }
+        let captured = match step {
+            DecodeStep::Dynamic => return self.forward(&[token], cache),
+            DecodeStep::Static => false,
+            DecodeStep::Captured => true,
+        };
         self.check_tokens(&[token], cache)?;
         let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
         let (position, cache_id) = (cache.len(), cache.id());
         let logits = {
             let mut run = |x: Tensor<B, 2>, position: Tensor<B, 1, Int>| self.step_static(x, position, cache);
-            match step {
-                DecodeStep::Captured => self.kernels.run_static_step(x, position, cache_id, &mut run),
-                _ => run_step_eagerly(x, position, &mut run),
+            if captured {
+                self.kernels.run_static_step(x, position, cache_id, &mut run)
+            } else {
+                run_step_eagerly(x, position, &mut run)
             }
         };
         cache.advance(1);
