@@ -21,7 +21,7 @@ const MAX_HEAD_DIM: usize = 256;
 /// Stands for -∞ (WGSL has no infinity literal); exp of it minus any score is 0.
 const NEG_BIG: f32 = -1.0e30;
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn attention_split_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
@@ -115,7 +115,7 @@ fn attention_split_kernel<F: Float>(
     }
 }
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn attention_merge_kernel<F: Float>(
     part_out: &Tensor<f32>,
     part_max: &Tensor<f32>,
@@ -166,30 +166,38 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
     let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([tokens, heads * head_dim]), q.dtype);
     let dtype = q.dtype;
     count_launch();
-    attention_split_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &client,
-        CubeCount::Static(heads as u32, tokens as u32, splits as u32),
-        CubeDim::new_1d(SPLIT),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        part_out.clone().into_tensor_arg(),
-        part_max.clone().into_tensor_arg(),
-        part_sum.clone().into_tensor_arg(),
-        1.0 / (head_dim as f32).sqrt(),
-        dtype.into(),
-    );
+    // SAFETY: keys are read below `visible` (at most `keys`) and values below the split's `count`; the
+    // query's shared copy stops at head_dim, asserted ≤ MAX_HEAD_DIM above.
+    unsafe {
+        attention_split_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &client,
+            CubeCount::Static(heads as u32, tokens as u32, splits as u32),
+            CubeDim::new_1d(SPLIT),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            part_out.clone().into_tensor_arg(),
+            part_max.clone().into_tensor_arg(),
+            part_sum.clone().into_tensor_arg(),
+            1.0 / (head_dim as f32).sqrt(),
+            dtype.into(),
+        )
+    };
     count_launch();
-    attention_merge_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &client,
-        CubeCount::Static(heads as u32, tokens as u32, 1),
-        CubeDim::new_1d(64),
-        part_out.into_tensor_arg(),
-        part_max.into_tensor_arg(),
-        part_sum.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        splits as u32,
-        dtype.into(),
-    );
+    // SAFETY: the partial buffers hold an entry (of head_dim values, for `part_out`) per (token, head,
+    // split), exactly the range the workgroups and `splits` cover.
+    unsafe {
+        attention_merge_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &client,
+            CubeCount::Static(heads as u32, tokens as u32, 1),
+            CubeDim::new_1d(64),
+            part_out.into_tensor_arg(),
+            part_max.into_tensor_arg(),
+            part_sum.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            splits as u32,
+            dtype.into(),
+        )
+    };
     out
 }

@@ -12,7 +12,7 @@ use super::weights::{DeviceWeight, dequantize_block};
 
 /// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
 /// `picks`, `out[token, c] = W[row, c]`, a thread per block of 32 weights.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn embed_quant_kernel<F: Float, S: Float>(
     picks: &Tensor<u32>,
     quants: &Tensor<u32>,
@@ -42,7 +42,7 @@ fn embed_quant_kernel<F: Float, S: Float>(
 }
 
 /// The same for one chunk of a dense table.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn embed_dense_kernel<F: Float, W: Float>(
     picks: &Tensor<u32>,
     w: &Tensor<W>,
@@ -97,30 +97,37 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
         let first_pair = first_pair as u32;
         count_launch();
         match table.packing.block_format() {
-            None => embed_dense_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                &client,
-                count,
-                dim,
-                picks.clone().into_tensor_arg(),
-                chunk.data.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                first_pair,
-                [dtype.into(), chunk.data.dtype.into()],
-            ),
-            Some((bits, mode)) => embed_quant_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                &client,
-                count,
-                dim,
-                picks.clone().into_tensor_arg(),
-                chunk.data.clone().into_tensor_arg(),
-                chunk.scales().into_tensor_arg(),
-                chunk.mins().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                first_pair,
-                bits,
-                mode,
-                [dtype.into(), chunk.scales().dtype.into()],
-            ),
+            // SAFETY: `picks` holds (token, row) pairs the host made from in-range ids and this chunk's
+            // rows; columns stop at the row width.
+            None => unsafe {
+                embed_dense_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    picks.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_pair,
+                    [dtype.into(), chunk.data.dtype.into()],
+                )
+            },
+            // SAFETY: as the dense case; a block-format row is whole blocks of 32.
+            Some((bits, mode)) => unsafe {
+                embed_quant_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    picks.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    chunk.scales().into_tensor_arg(),
+                    chunk.mins().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_pair,
+                    bits,
+                    mode,
+                    [dtype.into(), chunk.scales().dtype.into()],
+                )
+            },
         }
     }
     out

@@ -120,7 +120,7 @@ pub(super) fn reduce_and_store<F: Float>(
 /// `out = x · Wᵀ` (or `silu(x · Gateᵀ) · (x · Upᵀ)` when `gated`) for one chunk of rows, the
 /// weights block-quantized (`bits` 4 or 8: `quants`, `scales`, `mins`) or dense (`bits` 0:
 /// `dense`, f32 or f16, `[rows, cols]`); the arguments of the other kind are placeholders.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn linear_kernel<F: Float, S: Float, W: Float>(
     x: &Tensor<F>,
     quants: &Tensor<u32>,
@@ -224,30 +224,35 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
         let count =
             CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, tokens.div_ceil(tile as usize) as u32, 1);
         count_launch();
-        linear_kernel::launch::<burn_wgpu::WgpuRuntime>(
-            &x.client,
-            count,
-            CubeDim::new_2d(lanes, rows),
-            x.clone().into_tensor_arg(),
-            quants.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            mins.into_tensor_arg(),
-            dense.into_tensor_arg(),
-            up_quants.into_tensor_arg(),
-            up_scales.into_tensor_arg(),
-            up_mins.into_tensor_arg(),
-            up_dense.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            (i * weight.rows_per_chunk) as u32,
-            chunk.rows as u32,
-            bits,
-            mode,
-            up.is_some(),
-            tile,
-            lanes,
-            rows,
-            dtypes,
-        );
+        // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing, tiles past the
+        // last token read its inputs, the dense tail stops at `cols`, and the placeholders of the kind the
+        // weight is not are never read (the kind is comptime).
+        unsafe {
+            linear_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                &x.client,
+                count,
+                CubeDim::new_2d(lanes, rows),
+                x.clone().into_tensor_arg(),
+                quants.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                mins.into_tensor_arg(),
+                dense.into_tensor_arg(),
+                up_quants.into_tensor_arg(),
+                up_scales.into_tensor_arg(),
+                up_mins.into_tensor_arg(),
+                up_dense.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                (i * weight.rows_per_chunk) as u32,
+                chunk.rows as u32,
+                bits,
+                mode,
+                up.is_some(),
+                tile,
+                lanes,
+                rows,
+                dtypes,
+            )
+        };
     }
     out
 }

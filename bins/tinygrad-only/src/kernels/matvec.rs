@@ -67,7 +67,7 @@ fn store_row<F: Float>(
 
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
 /// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn matvec_kernel<F: Float, W: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     weights: &Tensor<Vector<W, N>>,
@@ -180,7 +180,7 @@ fn block_dot<F: Float, S: Float, N: Size>(
 /// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
 /// `gated`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
 /// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words).
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     quants: &Tensor<Vector<u32, N>>,
@@ -249,45 +249,53 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
         match weight.packing.block_format() {
             Some((bits, mode)) => {
                 let scales = chunk.scales();
-                block_matvec_kernel::launch::<burn_wgpu::WgpuRuntime>(
+                // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
+                // whole blocks of 32; `up` is read only when gated (comptime).
+                unsafe {
+                    block_matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                        &x.client,
+                        count,
+                        dim,
+                        BLOCK_VECTOR,
+                        x.clone().into_tensor_arg(),
+                        chunk.data.clone().into_tensor_arg(),
+                        scales.clone().into_tensor_arg(),
+                        chunk.mins().into_tensor_arg(),
+                        up_chunk.data.clone().into_tensor_arg(),
+                        up_chunk.scales().into_tensor_arg(),
+                        up_chunk.mins().into_tensor_arg(),
+                        out.clone().into_tensor_arg(),
+                        first_row,
+                        chunk_rows,
+                        bits,
+                        mode,
+                        up.is_some(),
+                        lanes,
+                        rows,
+                        [x.dtype.into(), scales.dtype.into()],
+                    )
+                }
+            }
+            // SAFETY: as the block case; `vector_size` divides the row, so a row's last vector ends at its
+            // end.
+            None => unsafe {
+                matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
                     &x.client,
                     count,
                     dim,
-                    BLOCK_VECTOR,
+                    vector_size(&x, &chunk.data, weight.cols),
                     x.clone().into_tensor_arg(),
                     chunk.data.clone().into_tensor_arg(),
-                    scales.clone().into_tensor_arg(),
-                    chunk.mins().into_tensor_arg(),
                     up_chunk.data.clone().into_tensor_arg(),
-                    up_chunk.scales().into_tensor_arg(),
-                    up_chunk.mins().into_tensor_arg(),
                     out.clone().into_tensor_arg(),
                     first_row,
                     chunk_rows,
-                    bits,
-                    mode,
                     up.is_some(),
                     lanes,
                     rows,
-                    [x.dtype.into(), scales.dtype.into()],
+                    [x.dtype.into(), chunk.data.dtype.into()],
                 )
-            }
-            None => matvec_kernel::launch::<burn_wgpu::WgpuRuntime>(
-                &x.client,
-                count,
-                dim,
-                vector_size(&x, &chunk.data, weight.cols),
-                x.clone().into_tensor_arg(),
-                chunk.data.clone().into_tensor_arg(),
-                up_chunk.data.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                first_row,
-                chunk_rows,
-                up.is_some(),
-                lanes,
-                rows,
-                [x.dtype.into(), chunk.data.dtype.into()],
-            ),
+            },
         }
     }
     out

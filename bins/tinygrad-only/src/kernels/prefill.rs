@@ -20,7 +20,7 @@ pub const MIN_TOKENS: usize = 16;
 
 /// `out[c, r] = W[r, c]` for one chunk, dequantized (`bits` 0: dense weights). One thread per
 /// block of 32 weights of a row.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
     quants: &Tensor<u32>,
     scales: &Tensor<S>,
@@ -53,7 +53,7 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
 }
 
 /// `silu(gate) · up`, element-wise, into `gate`'s buffer.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn swiglu_in_place_kernel<F: Float>(gate: &mut Tensor<F>, up: &Tensor<F>, #[define(F)] _dtype: StorageType) {
     let i = ABSOLUTE_POS;
     if i < gate.len() {
@@ -71,19 +71,23 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
     let [quants, scales, mins, dense] = kernel_args(chunk, like);
     let dtypes = [scales.dtype.into(), dense.dtype.into(), like.dtype.into()];
     count_launch();
-    dequantize_transposed_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &like.client,
-        CubeCount::Static(blocks.div_ceil(64) as u32, 1, 1),
-        CubeDim::new_1d(64),
-        quants.into_tensor_arg(),
-        scales.into_tensor_arg(),
-        mins.into_tensor_arg(),
-        dense.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        bits,
-        mode,
-        dtypes,
-    );
+    // SAFETY: threads past the chunk's blocks return first; a block is 32 weights of one row (this path
+    // takes only rows of whole blocks).
+    unsafe {
+        dequantize_transposed_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &like.client,
+            CubeCount::Static(blocks.div_ceil(64) as u32, 1, 1),
+            CubeDim::new_1d(64),
+            quants.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            mins.into_tensor_arg(),
+            dense.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            bits,
+            mode,
+            dtypes,
+        )
+    };
     out
 }
 
@@ -105,13 +109,16 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> Cub
     let dtype = out.dtype;
     let elements = out.meta.shape().num_elements();
     count_launch();
-    swiglu_in_place_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &out.client.clone(),
-        CubeCount::Static(elements.div_ceil(256) as u32, 1, 1),
-        CubeDim::new_1d(256),
-        out.clone().into_tensor_arg(),
-        up.into_tensor_arg(),
-        dtype.into(),
-    );
+    // SAFETY: elements past `gate`'s length return, and `up` has its shape.
+    unsafe {
+        swiglu_in_place_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &out.client.clone(),
+            CubeCount::Static(elements.div_ceil(256) as u32, 1, 1),
+            CubeDim::new_1d(256),
+            out.clone().into_tensor_arg(),
+            up.into_tensor_arg(),
+            dtype.into(),
+        )
+    };
     out
 }

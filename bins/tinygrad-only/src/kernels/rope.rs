@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn rope_kernel<F: Float>(
     x: &Tensor<F>,
     cos: &Tensor<F>,
@@ -50,6 +50,8 @@ fn rope_kernel<F: Float>(
 pub fn rope(x: CubeT, cos: CubeT, sin: CubeT, start: usize) -> CubeT {
     let shape = x.meta.shape().clone();
     let (tokens, heads, head_dim) = (shape[0], shape[1], shape[2]);
+    let positions = cos.meta.shape()[0];
+    assert!(start + tokens <= positions, "RoPE of positions {start}..{} past the tables' {positions}", start + tokens);
     let out = empty_device_contiguous_dtype(
         x.client.clone(),
         x.device.clone(),
@@ -59,21 +61,25 @@ pub fn rope(x: CubeT, cos: CubeT, sin: CubeT, start: usize) -> CubeT {
     let client = x.client.clone();
     let dtype = x.dtype;
     count_launch();
-    rope_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &client,
-        CubeCount::Static((tokens * heads) as u32, 1, 1),
-        CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
-        x.into_tensor_arg(),
-        cos.into_tensor_arg(),
-        sin.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        start as u32,
-        dtype.into(),
-    );
+    // SAFETY: one workgroup per (token, head) of `x`, and the table rows read are below `positions`,
+    // asserted above.
+    unsafe {
+        rope_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &client,
+            CubeCount::Static((tokens * heads) as u32, 1, 1),
+            CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
+            x.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            start as u32,
+            dtype.into(),
+        )
+    };
     out
 }
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn rope_qkv_cache_kernel<F: Float>(
     qkv: &Tensor<F>,
     cos: &Tensor<F>,
@@ -142,7 +148,13 @@ pub fn rope_qkv_into_cache(
     cache_v: CubeT,
 ) -> (CubeT, CubeT, CubeT) {
     let tokens = qkv.meta.shape()[0];
-    let [kv_heads, _, head_dim] = [cache_k.meta.shape()[0], cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
+    let [kv_heads, capacity, head_dim] = [cache_k.meta.shape()[0], cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
+    let positions = cos.meta.shape()[0].min(capacity);
+    assert!(
+        start + tokens <= positions,
+        "positions {start}..{} past the RoPE tables or the cache ({positions})",
+        start + tokens
+    );
     let (cache_k, cache_v) = (writable(cache_k), writable(cache_v));
     let q = empty_device_contiguous_dtype(
         qkv.client.clone(),
@@ -153,18 +165,22 @@ pub fn rope_qkv_into_cache(
     let client = qkv.client.clone();
     let dtype = qkv.dtype;
     count_launch();
-    rope_qkv_cache_kernel::launch::<burn_wgpu::WgpuRuntime>(
-        &client,
-        CubeCount::Static((tokens * (heads + 2 * kv_heads)) as u32, 1, 1),
-        CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
-        qkv.into_tensor_arg(),
-        cos.into_tensor_arg(),
-        sin.into_tensor_arg(),
-        q.clone().into_tensor_arg(),
-        cache_k.clone().into_tensor_arg(),
-        cache_v.clone().into_tensor_arg(),
-        start as u32,
-        dtype.into(),
-    );
+    // SAFETY: one workgroup per (token, head slot) of `qkv`; the table rows read and the cache rows written
+    // are below `positions` and the cache's capacity, asserted above.
+    unsafe {
+        rope_qkv_cache_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+            &client,
+            CubeCount::Static((tokens * (heads + 2 * kv_heads)) as u32, 1, 1),
+            CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
+            qkv.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            q.clone().into_tensor_arg(),
+            cache_k.clone().into_tensor_arg(),
+            cache_v.clone().into_tensor_arg(),
+            start as u32,
+            dtype.into(),
+        )
+    };
     (q, cache_k, cache_v)
 }
