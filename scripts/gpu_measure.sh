@@ -63,6 +63,12 @@ measure() {
 for weights in ${LBB_WEIGHTS:-f16 q8_0 q4_0}; do
   if [ "$weights" = f16 ]; then measure f16; else measure "$weights" --weights "$weights"; fi
 done
+# cubecl-wgpu puts at most CUBECL_WGPU_MAX_TASKS launches (32 by default) in one queue submit, so
+# a token's ~150 launches are about 5 submits. The f16 run again at other sizes, no rebuild
+# needed; LBB_MAX_TASKS="" skips it.
+for tasks in ${LBB_MAX_TASKS-8 128}; do
+  CUBECL_WGPU_MAX_TASKS=$tasks measure "f16-tasks$tasks"
+done
 
 stamp "== table"
 python3 - "$OUT" <<'PY'
@@ -90,6 +96,7 @@ for tool, speed in anchors.items():
 runs = [("pytorch-only --half", "pytorch-half"), ("pytorch-only --half --compile", "pytorch-half-compile"),
         ("pytorch-only f32", "pytorch-f32"), ("pytorch-only f32 --compile", "pytorch-f32-compile"),
         ("tinygrad-only f16", "tinygrad-f16"), ("tinygrad-only q8_0", "tinygrad-q8_0"), ("tinygrad-only q4_0", "tinygrad-q4_0")]
+runs += [(f"tinygrad-only f16 ({p.stem.split('tasks')[1]}/submit)", p.stem) for p in sorted(out.glob("tinygrad-f16-tasks*.json"))]
 for label, name in runs:
     r = ours(out / f"{name}.json")
     if r is None:
