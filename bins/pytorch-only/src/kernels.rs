@@ -13,7 +13,7 @@
 use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
 use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
 use llama_core::dequant::{self, DequantError};
-use llama_core::kernels::{Kernels, RawWeight, StepPosition, transpose};
+use llama_core::kernels::{Kernels, Normed, RawWeight, StepPosition, transpose};
 use llama_core::rope::RopeTables;
 
 pub type Tch = LibTorch<f32>;
@@ -102,6 +102,11 @@ pub struct TchKernels {
     graph: std::sync::Arc<crate::cuda_graph::StepGraph>,
 }
 
+/// Whether `device` is an accelerator (CUDA, MPS, Vulkan), where the choices above differ from a CPU's.
+fn off_cpu(device: &LibTorchDevice) -> bool {
+    !matches!(device, LibTorchDevice::Cpu)
+}
+
 impl Kernels<Tch> for TchKernels {
     type Weight = TchWeight;
 
@@ -112,7 +117,7 @@ impl Kernels<Tch> for TchKernels {
     /// On CUDA; on a CPU `argmax` plus a one-element readback measured 1–4% slower per token
     /// than reading the logits (docs/pytorch.md).
     fn greedy_on_device(&self, device: &LibTorchDevice) -> bool {
-        !matches!(device, LibTorchDevice::Cpu)
+        off_cpu(device)
     }
 
     /// On CUDA, as the PyTorch anchor's eager loop and gpt-fast decode: `--half` and
@@ -122,7 +127,7 @@ impl Kernels<Tch> for TchKernels {
     /// of 128 (docs/benchmarks/2026-11-27-gpu-h200.md). On a CPU the dynamic step stays: its
     /// attention reads only the filled rows, not the whole context.
     fn eager_decode_is_static(&self, device: &LibTorchDevice) -> bool {
-        !matches!(device, LibTorchDevice::Cpu)
+        off_cpu(device)
     }
 
     fn load_weight(&self, raw: RawWeight<'_>, device: &LibTorchDevice) -> Result<TchWeight, DequantError> {
@@ -185,16 +190,10 @@ impl Kernels<Tch> for TchKernels {
         wrap(x.rms_norm([dim], Some(weight), eps))
     }
 
-    fn add_rms_norm(
-        &self,
-        x: Tensor<Tch, 2>,
-        delta: Tensor<Tch, 2>,
-        weight: &Tensor<Tch, 1>,
-        eps: f64,
-    ) -> (Tensor<Tch, 2>, Tensor<Tch, 2>) {
-        let sum = raw(x) + raw(delta);
-        let normed = self.rms_norm(wrap(sum.shallow_clone()), weight, eps);
-        (wrap(sum), normed)
+    /// libtorch's out-of-place `+`, as the step's residual adds were before they moved here from
+    /// the norms: the same ops, so the same results on the CUDA runs recorded in docs/benchmarks.
+    fn linear_add(&self, x: Tensor<Tch, 2>, weight: &TchWeight, residual: Tensor<Tch, 2>) -> Tensor<Tch, 2> {
+        wrap(raw(residual) + raw(self.linear(x, weight)))
     }
 
     fn rope(&self, x: Tensor<Tch, 3>, tables: &RopeTables<Tch>, start: usize) -> Tensor<Tch, 3> {
@@ -323,8 +322,8 @@ impl Kernels<Tch> for TchKernels {
 
     /// The trait's default with `narrow` (one call per half) in place of Burn's `slice` (a
     /// shape read and a slice per dimension).
-    fn linear_swiglu_stacked(&self, x: Tensor<Tch, 2>, gate_up: &TchWeight) -> Tensor<Tch, 2> {
-        let both = raw(self.linear(x, gate_up));
+    fn norm_linear_swiglu_stacked(&self, input: Normed<'_, Tch>, gate_up: &TchWeight) -> Tensor<Tch, 2> {
+        let both = raw(self.norm_linear(input, gate_up));
         let ffn = both.size()[1] / 2;
         wrap(both.narrow(1, 0, ffn).silu() * both.narrow(1, ffn, ffn))
     }

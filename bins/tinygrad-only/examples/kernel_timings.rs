@@ -5,7 +5,7 @@
 //! `cargo run --release -p tinygrad-only --example kernel_timings`
 use burn::tensor::{Distribution, Tensor};
 use llama_core::dequant::GgmlType;
-use llama_core::kernels::{Kernels, RawWeight};
+use llama_core::kernels::{Kernels, Normed, RawWeight};
 use std::time::Instant;
 use tinygrad_only::{Wgpu, WgpuKernels};
 
@@ -79,11 +79,16 @@ fn main() {
     let x1536 = Tensor::<Wgpu, 2>::random([1, 1536], Distribution::Normal(0.0, 1.0), &device);
     let (qkv, b) = load("qkv", 960, 576, GgmlType::Q4_1);
     time("linear qkv 960×576 Q4_1", b, || k.linear(x.clone(), &qkv));
+    let qkv_bytes = b;
     let (wo, b) = load("wo", 576, 576, GgmlType::Q4_1);
     time("linear wo 576×576 Q4_1", b, || k.linear(x.clone(), &wo));
+    time("linear_add wo 576×576 Q4_1", b, || k.linear_add(x.clone(), &wo, x.clone()));
     let (g, b1) = load("g", 1536, 576, GgmlType::Q4_1);
     let (u, b2) = load("u", 1536, 576, GgmlType::Q4_1);
-    time("linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.linear_swiglu(x.clone(), &g, &u));
+    let nw = Tensor::<Wgpu, 1>::ones([576], &device);
+    let normed = || Normed { x: x.clone(), weight: &nw, eps: 1e-5 };
+    time("norm_linear qkv 960×576 Q4_1", qkv_bytes, || k.norm_linear(normed(), &qkv));
+    time("norm_linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.norm_linear_swiglu(normed(), &g, &u));
     let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
     time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
     for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
@@ -93,8 +98,7 @@ fn main() {
     let (head, b) = load("head", 49152, 576, GgmlType::Q8_0);
     time("linear head 49152×576 Q8_0", b, || k.linear(x.clone(), &head));
     time("embed 1 row Q8_0", 612.0, || k.embed(&head, &[123], &device));
-    let nw = Tensor::<Wgpu, 1>::ones([576], &device);
-    time("add_rms_norm 576", 576.0 * 4.0 * 4.0, || k.add_rms_norm(x.clone(), x.clone(), &nw, 1e-5).1);
+    time("rms_norm 576", 576.0 * 4.0 * 2.0, || k.rms_norm(x.clone(), &nw, 1e-5));
     let inv = llama_core::rope::inverse_frequencies(64, 100000.0, None);
     let tables = llama_core::rope::RopeTables::<Wgpu>::new(&inv, 512, &device);
     let qkv_out = Tensor::<Wgpu, 2>::random([1, 960], Distribution::Normal(0.0, 1.0), &device);

@@ -5,7 +5,7 @@
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::dequant::{self, GgmlType};
-use crate::kernels::{Kernels, RawWeight};
+use crate::kernels::{Kernels, Normed, RawWeight};
 use crate::sampling::Rng;
 
 /// Deterministic N(0, 1)-ish values (sum of uniforms), so failures reproduce.
@@ -94,10 +94,12 @@ fn row_widths(ty: GgmlType) -> Vec<usize> {
     }
 }
 
-/// `linear`, `linear_swiglu` (both forms) and `embed` for every weight format in [`LINEAR_TYPES`], against
-/// llama-core's own dequantization (itself checked against llama.cpp).
+/// `linear`, `linear_add`, `norm_linear`, `norm_linear_swiglu` (both forms) and `embed` for every
+/// weight format in [`LINEAR_TYPES`], against llama-core's own dequantization (itself checked
+/// against llama.cpp).
 pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let rows = 40;
+    let eps = 1e-5;
     for (ty, cols) in LINEAR_TYPES.into_iter().flat_map(|ty| row_widths(ty).into_iter().map(move |cols| (ty, cols))) {
         let load = |seed: u64| {
             let bytes = weight_bytes(ty, rows * cols, seed);
@@ -110,27 +112,36 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
         let stacked_bytes = [weight_bytes(ty, rows * cols, 2), weight_bytes(ty, rows * cols, 3)].concat();
         let raw = RawWeight { name: "test.stacked", ggml_type: ty, bytes: &stacked_bytes, rows: 2 * rows, cols };
         let gate_up_weight = k.load_weight(raw, device).unwrap_or_else(|e| panic!("load stacked {ty:?} weight: {e}"));
+        let norm_weight = random(cols, 4);
+        let norm_weight_t = upload::<B, 1>(&norm_weight, [cols], device);
         // Decode is one token; prefill is several (providers may switch strategy with the count).
         for tokens in [1, 3, 6, 17] {
+            let what = |op: &str| format!("{op} {ty:?} cols={cols} tokens={tokens}");
             let x = random(tokens * cols, 1);
             let x_t = upload::<B, 2>(&x, [tokens, cols], device);
             let expected = naive_linear(&x, &w, tokens, rows, cols);
             let got = download(k.linear(x_t.clone(), &weight));
-            assert_close(&format!("linear {ty:?} cols={cols} tokens={tokens}"), &got, &expected, ABS * 10.0, REL * 10.0);
+            assert_close(&what("linear"), &got, &expected, ABS * 10.0, REL * 10.0);
 
-            let up_expected = naive_linear(&x, &up, tokens, rows, cols);
+            let residual = random(tokens * rows, 6);
+            let with_residual: Vec<f64> = expected.iter().zip(&residual).map(|(&e, &r)| e + r as f64).collect();
+            let got = download(k.linear_add(x_t.clone(), &weight, upload(&residual, [tokens, rows], device)));
+            assert_close(&what("linear_add"), &got, &with_residual, ABS * 10.0, REL * 10.0);
+
+            // The products of the normed input, as the model calls them.
+            let h: Vec<f32> = naive_rms_norm(&x, &norm_weight, eps).iter().map(|&v| v as f32).collect();
+            let input = || Normed { x: x_t.clone(), weight: &norm_weight_t, eps };
+            let normed_expected = naive_linear(&h, &w, tokens, rows, cols);
+            let got = download(k.norm_linear(input(), &weight));
+            assert_close(&what("norm_linear"), &got, &normed_expected, ABS * 10.0, REL * 10.0);
+
+            let up_expected = naive_linear(&h, &up, tokens, rows, cols);
             let swiglu: Vec<f64> =
-                expected.iter().zip(&up_expected).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
-            let got = download(k.linear_swiglu(x_t.clone(), &weight, &up_weight));
-            assert_close(&format!("linear_swiglu {ty:?} cols={cols} tokens={tokens}"), &got, &swiglu, ABS * 10.0, REL * 10.0);
-            let got = download(k.linear_swiglu_stacked(x_t, &gate_up_weight));
-            assert_close(
-                &format!("linear_swiglu_stacked {ty:?} cols={cols} tokens={tokens}"),
-                &got,
-                &swiglu,
-                ABS * 10.0,
-                REL * 10.0,
-            );
+                normed_expected.iter().zip(&up_expected).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+            let got = download(k.norm_linear_swiglu(input(), &weight, &up_weight));
+            assert_close(&what("norm_linear_swiglu"), &got, &swiglu, ABS * 10.0, REL * 10.0);
+            let got = download(k.norm_linear_swiglu_stacked(input(), &gate_up_weight));
+            assert_close(&what("norm_linear_swiglu_stacked"), &got, &swiglu, ABS * 10.0, REL * 10.0);
         }
 
         let ids = [5u32, 0, 39, 5];
@@ -143,34 +154,25 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     }
 }
 
+/// RMSNorm of each `x.len() / weight.len()`-wide row of `x`, in f64.
+fn naive_rms_norm(x: &[f32], weight: &[f32], eps: f64) -> Vec<f64> {
+    let cols = weight.len();
+    x.chunks(cols)
+        .flat_map(|row| {
+            let mean_square = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+            let inv = 1.0 / (mean_square + eps).sqrt();
+            row.iter().zip(weight).map(move |(&v, &g)| v as f64 * inv * g as f64)
+        })
+        .collect()
+}
+
 pub fn check_rms_norm<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let (cols, eps) = (576, 1e-5);
     let w = random(cols, 4);
-    let norm = |x: &[f32]| -> Vec<f64> {
-        x.chunks(cols)
-            .flat_map(|row| {
-                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
-                let inv = 1.0 / (ms + eps).sqrt();
-                row.iter().zip(&w).map(move |(&v, &g)| v as f64 * inv * g as f64)
-            })
-            .collect()
-    };
     for rows in [1, 4] {
         let x = random(rows * cols, 3);
         let got = download(k.rms_norm(upload(&x, [rows, cols], device), &upload(&w, [cols], device), eps));
-        assert_close(&format!("rms_norm rows={rows}"), &got, &norm(&x), ABS, REL);
-
-        let delta = random(rows * cols, 5);
-        let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
-        let (got_sum, got_norm) = k.add_rms_norm(
-            upload(&x, [rows, cols], device),
-            upload(&delta, [rows, cols], device),
-            &upload(&w, [cols], device),
-            eps,
-        );
-        let sum_f64: Vec<f64> = sum.iter().map(|&v| v as f64).collect();
-        assert_close(&format!("add_rms_norm sum rows={rows}"), &download(got_sum), &sum_f64, 0.0, 0.0);
-        assert_close(&format!("add_rms_norm rows={rows}"), &download(got_norm), &norm(&sum), ABS, REL);
+        assert_close(&format!("rms_norm rows={rows}"), &got, &naive_rms_norm(&x, &w, eps), ABS, REL);
     }
 }
 

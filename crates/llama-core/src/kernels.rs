@@ -40,6 +40,18 @@ pub struct RawWeight<'a> {
     pub cols: usize,
 }
 
+/// The input of a product that begins with an RMSNorm, `rms_norm(x) = x / sqrt(mean(x²) + eps) *
+/// weight` over the last dimension, kept unnormed so that a provider may fuse the norm into the
+/// product ([`Kernels::norm_linear`]).
+#[derive(Debug, Clone)]
+pub struct Normed<'a, B: Backend> {
+    /// `[tokens, dim]`: the residual stream.
+    pub x: Tensor<B, 2>,
+    /// `[dim]`: the norm's weight.
+    pub weight: &'a Tensor<B, 1>,
+    pub eps: f64,
+}
+
 pub trait Kernels<B: Backend>: Send + Sync {
     /// How this provider keeps a matmul weight on the device (dense, or still quantized).
     type Weight: Clone + Send + Sync;
@@ -86,16 +98,22 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2>;
 
-    /// `(x + delta, rms_norm(x + delta))`: the residual add fused into the norm that follows it.
-    fn add_rms_norm(
-        &self,
-        x: Tensor<B, 2>,
-        delta: Tensor<B, 2>,
-        weight: &Tensor<B, 1>,
-        eps: f64,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let sum = x + delta;
-        (sum.clone(), self.rms_norm(sum, weight, eps))
+    /// `rms_norm(input) · Wᵀ`: a norm and the product that reads it. A provider may fuse them:
+    /// the product reads the whole row anyway, so each workgroup can take its mean of squares on
+    /// the way and scale its sums once at the end, one launch instead of two.
+    fn norm_linear(&self, input: Normed<'_, B>, weight: &Self::Weight) -> Tensor<B, 2> {
+        self.linear(self.normed(input), weight)
+    }
+
+    /// `residual + x · Wᵀ`: a product whose output joins the residual stream. A provider may add
+    /// the residual as it writes each output, with no separate add.
+    fn linear_add(&self, x: Tensor<B, 2>, weight: &Self::Weight, residual: Tensor<B, 2>) -> Tensor<B, 2> {
+        residual + self.linear(x, weight)
+    }
+
+    /// [`Self::rms_norm`] of a product's input, unfused.
+    fn normed(&self, input: Normed<'_, B>) -> Tensor<B, 2> {
+        self.rms_norm(input.x, input.weight, input.eps)
     }
 
     /// Rotary embedding in half-split layout (see [`crate::rope`]) of `x` `[tokens, heads, head_dim]`
@@ -218,23 +236,25 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// `silu(gate) * up`, the SwiGLU activation.
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2>;
 
-    /// `swiglu(x · Gateᵀ, x · Upᵀ)`: the feed-forward's first half. A provider may read both
-    /// weights in one pass over `x` and never write the two intermediate activations.
-    fn linear_swiglu(&self, x: Tensor<B, 2>, gate: &Self::Weight, up: &Self::Weight) -> Tensor<B, 2> {
-        self.swiglu(self.linear(x.clone(), gate), self.linear(x, up))
+    /// `swiglu(h · Gateᵀ, h · Upᵀ)` for `h = rms_norm(input)`: the feed-forward's norm and first
+    /// half. A provider may read both weights in one pass over the input, fuse the norm as
+    /// [`Self::norm_linear`] does, and never write the two intermediate activations.
+    fn norm_linear_swiglu(&self, input: Normed<'_, B>, gate: &Self::Weight, up: &Self::Weight) -> Tensor<B, 2> {
+        let h = self.normed(input);
+        self.swiglu(self.linear(h.clone(), gate), self.linear(h, up))
     }
 
     /// Whether the model should load each layer's gate and up weights stacked into one
     /// `[2·ffn, dim]` weight (when the file stores both in the same format) and call
-    /// [`Self::linear_swiglu_stacked`] instead of [`Self::linear_swiglu`]: one product where a
+    /// [`Self::norm_linear_swiglu_stacked`] instead of [`Self::norm_linear_swiglu`]: one product where a
     /// provider's fixed cost per call matters more than a fused two-weight kernel.
     fn stacks_gate_up(&self) -> bool {
         false
     }
 
-    /// [`Self::linear_swiglu`] with the gate and up weights stacked by rows, `[Gate; Up]`.
-    fn linear_swiglu_stacked(&self, x: Tensor<B, 2>, gate_up: &Self::Weight) -> Tensor<B, 2> {
-        let both = self.linear(x, gate_up);
+    /// [`Self::norm_linear_swiglu`] with the gate and up weights stacked by rows, `[Gate; Up]`.
+    fn norm_linear_swiglu_stacked(&self, input: Normed<'_, B>, gate_up: &Self::Weight) -> Tensor<B, 2> {
+        let both = self.norm_linear(input, gate_up);
         let [tokens, width] = both.dims();
         let ffn = width / 2;
         self.swiglu(both.clone().slice([0..tokens, 0..ffn]), both.slice([0..tokens, ffn..width]))

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use crate::config::LlamaConfig;
 use crate::dequant::{DequantError, GgmlType};
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::{Kernels, RawWeight, run_step_eagerly};
+use crate::kernels::{Kernels, Normed, RawWeight, run_step_eagerly};
 use crate::kv_cache::{ContextFull, KvCache};
 use crate::rope::{self, RopeTables};
 use crate::synth::{self, WeightType};
@@ -57,11 +57,14 @@ impl<W> SharedInput<W> {
         }
     }
 
-    /// Every projection of `x`, side by side: `[tokens, Σ rows]`.
-    fn linear<B: Backend, K: Kernels<B, Weight = W>>(&self, k: &K, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Every projection of the normed `input`, side by side: `[tokens, Σ rows]`.
+    fn norm_linear<B: Backend, K: Kernels<B, Weight = W>>(&self, k: &K, input: Normed<'_, B>) -> Tensor<B, 2> {
         match self {
-            Self::Stacked(w) => k.linear(x, w),
-            Self::Separate(ws) => Tensor::cat(ws.iter().map(|w| k.linear(x.clone(), w)).collect(), 1),
+            Self::Stacked(w) => k.norm_linear(input, w),
+            Self::Separate(ws) => {
+                let h = k.normed(input);
+                Tensor::cat(ws.iter().map(|w| k.linear(h.clone(), w)).collect(), 1)
+            }
         }
     }
 }
@@ -355,7 +358,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let n = tokens.len();
         let start = cache.len();
         let x = k.embed(&self.token_embedding, tokens, &self.device);
-        let h = self.layers_forward(x, |i, qkv| {
+        let x = self.layers_forward(x, |i, qkv| {
             let (cache_keys, cache_values) = cache.take(i);
             let (q, cache_keys, cache_values) =
                 k.rope_qkv_into_cache(qkv, c.n_heads, c.n_kv_heads, &self.rope, start, cache_keys, cache_values);
@@ -364,7 +367,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         });
         cache.advance(n);
         // Only the last position's logits are needed to pick the next token.
-        Ok(self.logits(h.slice([n - 1..n, 0..c.dim])))
+        Ok(self.logits(x.slice([n - 1..n, 0..c.dim])))
     }
 
     /// How this model decodes a token: captured with `--compile`, else as its provider decodes
@@ -412,14 +415,14 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     pub fn step_static(&self, x: Tensor<B, 2>, position: Tensor<B, 1, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let (c, k) = (&self.config, &self.kernels);
         let step = k.step_position(&self.rope, position, cache.capacity());
-        let h = self.layers_forward(x, |i, qkv| {
+        let x = self.layers_forward(x, |i, qkv| {
             let (cache_keys, cache_values) = cache.take(i);
             let (q, cache_keys, cache_values) =
                 k.rope_qkv_into_cache_at(qkv, c.n_heads, c.n_kv_heads, &step, cache_keys, cache_values);
             let (all_keys, all_values) = cache.put_whole(i, cache_keys, cache_values);
             k.attention_at(q, all_keys, all_values, &step)
         });
-        self.logits(h)
+        self.logits(x)
     }
 
     fn check_tokens(&self, tokens: &[u32], cache: &KvCache<B>) -> Result<(), ModelError> {
@@ -431,7 +434,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     }
 
     /// Every layer over the embeddings `x`, `attend` turning layer `i`'s fused Q/K/V projection
-    /// into its attention output; returns the final-normed stream.
+    /// into its attention output; returns the residual stream after the last layer (unnormed:
+    /// [`Self::logits`] applies the final norm).
     fn layers_forward(
         &self,
         mut x: Tensor<B, 2>,
@@ -439,25 +443,26 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     ) -> Tensor<B, 2> {
         let k = &self.kernels;
         let eps = self.config.norm_eps as f64;
-        // Each residual add is fused into the norm after it: `h` is always the normed stream.
-        let mut h = k.rms_norm(x.clone(), &self.layers[0].attn_norm, eps);
+        // Each norm goes to the product that reads it, and each residual add to the product whose
+        // output it adds: a provider may fuse both (`Kernels::norm_linear`, `linear_add`).
         for (i, layer) in self.layers.iter().enumerate() {
-            let qkv = layer.qkv.linear(k, h);
+            let qkv = layer.qkv.norm_linear(k, Normed { x: x.clone(), weight: &layer.attn_norm, eps });
             let attended = attend(i, qkv);
-            let (x_mid, h_mid) = k.add_rms_norm(x, k.linear(attended, &layer.wo), &layer.ffn_norm, eps);
+            x = k.linear_add(attended, &layer.wo, x);
 
+            let ffn_input = Normed { x: x.clone(), weight: &layer.ffn_norm, eps };
             let activation = match &layer.gate_up {
-                SharedInput::Stacked(gate_up) => k.linear_swiglu_stacked(h_mid, gate_up),
-                SharedInput::Separate(ws) => k.linear_swiglu(h_mid, &ws[0], &ws[1]),
+                SharedInput::Stacked(gate_up) => k.norm_linear_swiglu_stacked(ffn_input, gate_up),
+                SharedInput::Separate(ws) => k.norm_linear_swiglu(ffn_input, &ws[0], &ws[1]),
             };
-            let ffn = k.linear(activation, &layer.w_down);
-            let next_norm = self.layers.get(i + 1).map_or(&self.final_norm, |next| &next.attn_norm);
-            (x, h) = k.add_rms_norm(x_mid, ffn, next_norm, eps);
+            x = k.linear_add(activation, &layer.w_down, x);
         }
-        h
+        x
     }
 
-    fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.kernels.linear(h, self.output.as_ref().unwrap_or(&self.token_embedding))
+    /// The final norm and output head of the residual stream `x` `[1, dim]`.
+    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let input = Normed { x, weight: &self.final_norm, eps: self.config.norm_eps as f64 };
+        self.kernels.norm_linear(input, self.output.as_ref().unwrap_or(&self.token_embedding))
     }
 }

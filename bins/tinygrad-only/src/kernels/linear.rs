@@ -204,7 +204,7 @@ fn linear_kernel<F: Float, S: Float, W: Float>(
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
     if tokens == 1 && super::matvec::handles(weight) {
-        return super::matvec::matvec(x, weight, up, layout);
+        return super::matvec::matvec(x, weight, up, super::matvec::Fused::default(), layout);
     }
     if tokens >= super::prefill::MIN_TOKENS && weight.cols.is_multiple_of(32) {
         return super::prefill::linear(x, weight, up);

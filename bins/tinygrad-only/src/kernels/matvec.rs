@@ -9,6 +9,14 @@
 //!   inputs as 8 vectors, and folds the block's scale and minimum in once:
 //!   `Σ (d·q + m)·x = d·Σ q·x + m·Σ x`.
 //!
+//! Both may fuse what surrounds the product in the model, two launches per layer fewer:
+//! - the RMSNorm of the input: the workgroup's threads first stage `x · norm` in shared memory
+//!   in f32 and sum `x²` together, then every row reads the staged input, and each sum is scaled
+//!   by `1/rms` once at the end. That prologue is paid per workgroup, so it is taken only for
+//!   products of at most [`MAX_NORMED_ROWS_PER_COL`] rows per input (Q/K/V, gate and up): for the
+//!   output head, thousands of workgroups would each redo it, and one norm launch is cheaper;
+//! - the residual add of the output: the row's first lane starts its sum from the residual.
+//!
 //! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
 //! which on an H200 streamed f16 rows at about 450 GB/s (docs/benchmarks/2026-11-27-gpu-h200.md).
 //! It still serves the K-quants and prompts.
@@ -43,43 +51,142 @@ fn four_products<W: Float, N: Size>(
         + Vector::<f32, N>::cast_from(w3) * x3
 }
 
+/// What a launch fuses around the product: the RMSNorm of its input (the norm's weight and
+/// `eps`), and the residual its output is added to (`[1, rows]`).
+#[derive(Debug, Default)]
+pub struct Fused {
+    pub norm: Option<(CubeT, f32)>,
+    pub residual: Option<CubeT>,
+}
+
+/// Products with more rows than this per input column take the norm as a launch of its own
+/// (`norm.rs`) rather than a prologue in each of their workgroups.
+const MAX_NORMED_ROWS_PER_COL: usize = 4;
+
+/// Stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in f32 for every vector of
+/// the row, split over all `threads` of the workgroup, which also sum `x²` together. Returns
+/// `1/rms(x)`, by which the products of the staged input are scaled.
+#[cube]
+fn stage_normed_input<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    norm: &Tensor<Vector<F, N>>,
+    staged: &mut SharedMemory<Vector<f32, N>>,
+    eps: f32,
+    #[comptime] threads: u32,
+) -> f32 {
+    let cols = x.shape(1);
+    let thread = UNIT_POS as usize;
+    let mut squares = Vector::<f32, N>::new(f32::new(0.0));
+    let mut i = thread;
+    while i < cols / N::value() {
+        let value = Vector::<f32, N>::cast_from(x[i]);
+        squares += value * value;
+        staged[i] = value * Vector::<f32, N>::cast_from(norm[i]);
+        i += comptime!(threads as usize);
+    }
+    let mut partial = SharedMemory::<f32>::new(comptime!(threads as usize));
+    let mut total = f32::new(0.0);
+    #[unroll]
+    for k in 0..N::value() {
+        total += squares[k];
+    }
+    partial[thread] = total;
+    sync_cube();
+    #[unroll]
+    for step in 1..comptime!(threads.trailing_zeros() + 1) {
+        let stride = comptime!((threads >> step) as usize);
+        if thread < stride {
+            partial[thread] += partial[thread + stride];
+        }
+        sync_cube();
+    }
+    f32::new(1.0) / f32::sqrt(partial[0] / f32::cast_from(cols as u32) + eps)
+}
+
+/// `1/rms` of the input after staging it (`normed`), else 1.
+#[cube]
+fn stage_if_normed<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    norm: &Tensor<Vector<F, N>>,
+    staged: &mut SharedMemory<Vector<f32, N>>,
+    eps: f32,
+    #[comptime] normed: bool,
+    #[comptime] threads: u32,
+) -> f32 {
+    let mut scale = f32::new(1.0);
+    if comptime!(normed) {
+        scale = stage_normed_input::<F, N>(x, norm, staged, eps, threads);
+    }
+    scale
+}
+
+/// Input vector `at`: staged (normed) in shared memory, or read from `x`.
+#[cube]
+fn input<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    staged: &SharedMemory<Vector<f32, N>>,
+    at: usize,
+    #[comptime] normed: bool,
+) -> Vector<f32, N> {
+    if comptime!(normed) { staged[at] } else { Vector::<f32, N>::cast_from(x[at]) }
+}
+
 /// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
 /// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share,
-/// [`reduce_and_store`] with a tile of one token.
+/// [`reduce_and_store`] with a tile of one token. The sums are first scaled by `scale` (`1/rms`
+/// of a normed input, else 1); with `add`, the row's output starts from `residual`.
 #[cube]
 fn store_row<F: Float>(
     sum: f32,
     sum_up: f32,
+    scale: f32,
+    residual: &Tensor<F>,
     out: &mut Tensor<F>,
     local_row: usize,
     first_row: u32,
     chunk_rows: u32,
+    #[comptime] add: bool,
     #[comptime] gated: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
 ) {
     let mut acc = Array::<f32>::new(1usize);
     let mut acc_up = Array::<f32>::new(1usize);
-    acc[0] = sum;
-    acc_up[0] = sum_up;
+    acc[0] = sum * scale;
+    acc_up[0] = sum_up * scale;
+    if comptime!(add) {
+        if UNIT_POS_X == 0 {
+            acc[0] += f32::cast_from(residual[first_row as usize + row_to_read(local_row, chunk_rows)]);
+        }
+    }
     reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows);
 }
 
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
-/// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values.
+/// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values; with
+/// `normed`, of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1)
+/// instead of `x`, and with `add`, plus `residual`.
 #[cube(launch_unchecked)]
 fn matvec_kernel<F: Float, W: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
+    norm: &Tensor<Vector<F, N>>,
+    residual: &Tensor<F>,
     weights: &Tensor<Vector<W, N>>,
     up: &Tensor<Vector<W, N>>,
     out: &mut Tensor<F>,
     first_row: u32,
     chunk_rows: u32,
+    eps: f32,
+    #[comptime] normed: bool,
+    #[comptime] staged_vectors: u32,
+    #[comptime] add: bool,
     #[comptime] gated: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
+    let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
+    let scale = stage_if_normed::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
     let per_row = x.shape(1) / N::value();
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
     let start = row_to_read(local_row, chunk_rows) * per_row;
@@ -90,10 +197,10 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     // Four vectors per pass, loaded before they are multiplied: each lane keeps four reads in
     // flight rather than waiting out one load's latency per vector.
     while c + 3 * step < per_row {
-        let x0 = Vector::<f32, N>::cast_from(x[c]);
-        let x1 = Vector::<f32, N>::cast_from(x[c + step]);
-        let x2 = Vector::<f32, N>::cast_from(x[c + 2 * step]);
-        let x3 = Vector::<f32, N>::cast_from(x[c + 3 * step]);
+        let x0 = input::<F, N>(x, &staged, c, normed);
+        let x1 = input::<F, N>(x, &staged, c + step, normed);
+        let x2 = input::<F, N>(x, &staged, c + 2 * step, normed);
+        let x3 = input::<F, N>(x, &staged, c + 3 * step, normed);
         sum += four_products::<W, N>(weights, start + c, step, x0, x1, x2, x3);
         if comptime!(gated) {
             sum_up += four_products::<W, N>(up, start + c, step, x0, x1, x2, x3);
@@ -101,7 +208,7 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         c += 4 * step;
     }
     while c < per_row {
-        let xc = Vector::<f32, N>::cast_from(x[c]);
+        let xc = input::<F, N>(x, &staged, c, normed);
         sum += Vector::<f32, N>::cast_from(weights[start + c]) * xc;
         if comptime!(gated) {
             sum_up += Vector::<f32, N>::cast_from(up[start + c]) * xc;
@@ -115,7 +222,7 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         total += sum[k];
         total_up += sum_up[k];
     }
-    store_row::<F>(total, total_up, out, local_row, first_row, chunk_rows, gated, lanes, rows);
+    store_row::<F>(total, total_up, scale, residual, out, local_row, first_row, chunk_rows, add, gated, lanes, rows);
 }
 
 /// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
@@ -124,13 +231,14 @@ fn level(q: u32, #[comptime] mode: u32) -> f32 {
     if comptime!(mode == MODE_NF4) { nf4_level(q) } else { f32::cast_from(q) }
 }
 
-/// `Σ w·x` over block `block` of a 32-weight format, its quant words read as vectors of 4 and
+/// `Σ w·x` (`normed`: of the staged input) over block `block` of a 32-weight format, its quant words read as vectors of 4 and
 /// its inputs as the 8 vectors of 4 from `x_at`. Word `i` of an 8-bit block holds weights
 /// `4i .. 4i + 4`; byte `j` of a 4-bit block holds weight `j` in its low nibble and `j + 16` in
 /// its high one (GGUF's order, kept by `pack.rs`).
 #[cube]
 fn block_dot<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
+    staged: &SharedMemory<Vector<f32, N>>,
     x_at: usize,
     quants: &Tensor<Vector<u32, N>>,
     scales: &Tensor<S>,
@@ -138,6 +246,7 @@ fn block_dot<F: Float, S: Float, N: Size>(
     block: usize,
     #[comptime] bits: u32,
     #[comptime] mode: u32,
+    #[comptime] normed: bool,
 ) -> f32 {
     let word_vectors = comptime!((bits / 4) as usize);
     let mut qx = f32::new(0.0);
@@ -149,19 +258,19 @@ fn block_dot<F: Float, S: Float, N: Size>(
         for k in 0..4usize {
             let word = words[k];
             if comptime!(bits == 8) {
-                let xs = x[x_at + v * 4 + k];
+                let xs = input::<F, N>(x, staged, x_at + v * 4 + k, normed);
                 #[unroll]
                 for byte in 0..4usize {
-                    let xe = f32::cast_from(xs[byte]);
+                    let xe = xs[byte];
                     qx += level((word >> (byte as u32 * 8)) & 0xFF, mode) * xe;
                     sx += xe;
                 }
             } else {
-                let low = x[x_at + k];
-                let high = x[x_at + 4 + k];
+                let low = input::<F, N>(x, staged, x_at + k, normed);
+                let high = input::<F, N>(x, staged, x_at + 4 + k, normed);
                 #[unroll]
                 for byte in 0..4usize {
-                    let (xl, xh) = (f32::cast_from(low[byte]), f32::cast_from(high[byte]));
+                    let (xl, xh) = (low[byte], high[byte]);
                     qx += level((word >> (byte as u32 * 8)) & 0xF, mode) * xl;
                     qx += level((word >> (byte as u32 * 8 + 4)) & 0xF, mode) * xh;
                     sx += xl + xh;
@@ -179,10 +288,13 @@ fn block_dot<F: Float, S: Float, N: Size>(
 
 /// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
 /// `gated`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
-/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words).
+/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `normed` and
+/// `add` as in [`matvec_kernel`].
 #[cube(launch_unchecked)]
 fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
+    norm: &Tensor<Vector<F, N>>,
+    residual: &Tensor<F>,
     quants: &Tensor<Vector<u32, N>>,
     scales: &Tensor<S>,
     mins: &Tensor<S>,
@@ -192,13 +304,19 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     out: &mut Tensor<F>,
     first_row: u32,
     chunk_rows: u32,
+    eps: f32,
     #[comptime] bits: u32,
     #[comptime] mode: u32,
+    #[comptime] normed: bool,
+    #[comptime] staged_vectors: u32,
+    #[comptime] add: bool,
     #[comptime] gated: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
+    let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
+    let scale = stage_if_normed::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
     let blocks = x.shape(1) / 32;
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
     let first_block = row_to_read(local_row, chunk_rows) * blocks;
@@ -206,13 +324,14 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     let mut sum_up = f32::new(0.0);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
-        sum += block_dot::<F, S, N>(x, b * 8, quants, scales, mins, first_block + b, bits, mode);
+        sum += block_dot::<F, S, N>(x, &staged, b * 8, quants, scales, mins, first_block + b, bits, mode, normed);
         if comptime!(gated) {
-            sum_up += block_dot::<F, S, N>(x, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode);
+            sum_up +=
+                block_dot::<F, S, N>(x, &staged, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode, normed);
         }
         b += comptime!(lanes as usize);
     }
-    store_row::<F>(sum, sum_up, out, local_row, first_row, chunk_rows, gated, lanes, rows);
+    store_row::<F>(sum, sum_up, scale, residual, out, local_row, first_row, chunk_rows, add, gated, lanes, rows);
 }
 
 /// Values per vector for a row of `cols` in both dtypes: the widest load the device likes for
@@ -226,6 +345,21 @@ fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
     size
 }
 
+/// Whether [`matvec`] stages the norm of `x` in its workgroups for `weight`: few enough rows per
+/// input (see [`MAX_NORMED_ROWS_PER_COL`]), and the staged row (f32) fits in shared memory beside
+/// the reduction's and [`reduce_and_store`]'s.
+fn stages_norm(x: &CubeT, weight: &DeviceWeight, layout: Layout) -> bool {
+    let threads = (layout.lanes * layout.rows) as usize;
+    let shared_bytes = 4 * (weight.cols + threads + threads * 2 * super::linear::MAX_TILE as usize);
+    weight.rows <= MAX_NORMED_ROWS_PER_COL * weight.cols
+        && shared_bytes <= x.client.properties().hardware.max_shared_memory_size
+}
+
+/// The staging buffer's length in vectors of `vector`: the row when `normed`, else 1.
+fn staged_vectors(normed: bool, cols: usize, vector: usize) -> u32 {
+    if normed { (cols / vector) as u32 } else { 1 }
+}
+
 /// Whether [`matvec`] takes this weight's one-token products: dense weights and the 32-weight
 /// block formats (the K-quants stay with `linear.rs`).
 pub fn handles(weight: &DeviceWeight) -> bool {
@@ -233,12 +367,22 @@ pub fn handles(weight: &DeviceWeight) -> bool {
 }
 
 /// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
-/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`. One launch per chunk of rows.
-pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
+/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)` and plus the
+/// residual. One launch per chunk of rows.
+pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused: Fused, layout: Layout) -> CubeT {
     /// Block formats: words and inputs per vector (a block is 8 vectors of inputs, 1 or 2 of words).
     const BLOCK_VECTOR: usize = 4;
-    let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([1, weight.rows]), x.dtype);
     let Layout { lanes, rows } = layout;
+    let (x, norm) = match fused.norm {
+        Some((norm, eps)) if stages_norm(&x, weight, layout) => (x, Some((norm, eps))),
+        Some((norm, eps)) => (super::norm::rms_norm(x, norm, eps), None),
+        None => (x, None),
+    };
+    let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([1, weight.rows]), x.dtype);
+    let (normed, add) = (norm.is_some(), fused.residual.is_some());
+    // What is not fused is a stand-in that no thread reads (the flags are comptime).
+    let (norm, eps) = norm.unwrap_or_else(|| (x.clone(), 0.0));
+    let residual = fused.residual.unwrap_or_else(|| x.clone());
     for (i, chunk) in weight.chunks.iter().enumerate() {
         // Not gated: the up arguments repeat the weight's own (no thread reads them).
         let up_chunk = up.map_or(chunk, |up| &up.chunks[i]);
@@ -250,7 +394,8 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
             Some((bits, mode)) => {
                 let scales = chunk.scales();
                 // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
-                // whole blocks of 32; `up` is read only when gated (comptime).
+                // whole blocks of 32, and the norm's weight is as long as the row; `up`, the norm and the
+                // residual are read only when their flags (comptime) say so.
                 unsafe {
                     block_matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
                         &x.client,
@@ -258,6 +403,8 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
                         dim,
                         BLOCK_VECTOR,
                         x.clone().into_tensor_arg(),
+                        norm.clone().into_tensor_arg(),
+                        residual.clone().into_tensor_arg(),
                         chunk.data.clone().into_tensor_arg(),
                         scales.clone().into_tensor_arg(),
                         chunk.mins().into_tensor_arg(),
@@ -267,8 +414,12 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
                         out.clone().into_tensor_arg(),
                         first_row,
                         chunk_rows,
+                        eps,
                         bits,
                         mode,
+                        normed,
+                        staged_vectors(normed, weight.cols, BLOCK_VECTOR),
+                        add,
                         up.is_some(),
                         lanes,
                         rows,
@@ -279,17 +430,24 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout
             // SAFETY: as the block case; `vector_size` divides the row, so a row's last vector ends at its
             // end.
             None => unsafe {
+                let vector = vector_size(&x, &chunk.data, weight.cols);
                 matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
                     &x.client,
                     count,
                     dim,
-                    vector_size(&x, &chunk.data, weight.cols),
+                    vector,
                     x.clone().into_tensor_arg(),
+                    norm.clone().into_tensor_arg(),
+                    residual.clone().into_tensor_arg(),
                     chunk.data.clone().into_tensor_arg(),
                     up_chunk.data.clone().into_tensor_arg(),
                     out.clone().into_tensor_arg(),
                     first_row,
                     chunk_rows,
+                    eps,
+                    normed,
+                    staged_vectors(normed, weight.cols, vector),
+                    add,
                     up.is_some(),
                     lanes,
                     rows,

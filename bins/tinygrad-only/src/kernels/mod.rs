@@ -4,9 +4,10 @@
 //! | operation | kernel | what it fuses |
 //! |---|---|---|
 //! | `linear` | [`matvec`] (one token: dense rows and the 32-weight block formats), [`linear`] (prompts, K-quants) | dequantization into the matrix-vector/matrix-matrix product |
-//! | `linear_swiglu` | [`matvec`], [`linear`] (the same split) | gate and up products, SiLU and the multiply |
+//! | `norm_linear`, `linear_add` | [`matvec`] (one token), else [`norm`] then [`linear`] | the RMSNorm of the input, the residual add of the output |
+//! | `norm_linear_swiglu` | [`matvec`], [`linear`] (the same split) | the norm, gate and up products, SiLU and the multiply |
 //! | `embed` | [`embed`] | dequantization into the row lookup |
-//! | `rms_norm`, `add_rms_norm` | [`norm`] | residual add, mean of squares, scale |
+//! | `rms_norm` | [`norm`] | mean of squares, scale (where no product fuses it) |
 //! | `rope` | [`rope`] | table lookup and rotation |
 //! | `rope_qkv_into_cache` | [`rope`] | RoPE of Q and K, the KV-cache write (in place) |
 //! | `attention` | [`attention`] | scores, causal limit, softmax, weighted values (split-KV) |
@@ -34,7 +35,7 @@ use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, TensorPrimitive
 use half::f16;
 use llama_core::cli::Quantize;
 use llama_core::dequant::DequantError;
-use llama_core::kernels::{Composed, Kernels, RawWeight};
+use llama_core::kernels::{Composed, Kernels, Normed, RawWeight};
 use llama_core::rope::RopeTables;
 
 pub use fused::launches;
@@ -137,6 +138,27 @@ impl WgpuKernels {
         let [out] = custom_op(name, inputs, [(shape.into(), dtype)], move |inputs| [body(inputs)]);
         tensor(out)
     }
+
+    /// Whether `x` is one token and `matvec.rs` takes `weight` (and `up`): the products that can
+    /// fuse the norm before them and the residual add after them.
+    fn one_token_matvec(x: &Tensor<Wgpu, 2>, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> bool {
+        x.dims()[0] == 1 && matvec::handles(weight) && up.is_none_or(matvec::handles)
+    }
+
+    /// `rms_norm(input) · Wᵀ` (with `up`, its SwiGLU) in one launch per chunk of rows.
+    fn norm_matvec(
+        &self,
+        name: &'static str,
+        input: Normed<'_, Wgpu>,
+        weight: &DeviceWeight,
+        up: Option<&DeviceWeight>,
+    ) -> Tensor<Wgpu, 2> {
+        let (weight, up, layout, eps) = (weight.clone(), up.cloned(), self.layout, input.eps as f32);
+        Self::launch(name, [lazy(input.x), lazy(input.weight.clone())], [1, weight.rows], move |[x, norm]| {
+            let fused = matvec::Fused { norm: Some((norm, eps)), residual: None };
+            matvec::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
+        })
+    }
 }
 
 fn contiguous(t: CubeT) -> CubeT {
@@ -205,12 +227,34 @@ impl Kernels<Wgpu> for WgpuKernels {
         })
     }
 
-    fn linear_swiglu(&self, x: Tensor<Wgpu, 2>, gate: &DeviceWeight, up: &DeviceWeight) -> Tensor<Wgpu, 2> {
-        let [tokens, _] = x.dims();
-        let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
-        Self::launch("linear_swiglu", [lazy(x)], [tokens, gate.rows], move |[x]| {
-            linear::linear(contiguous(x), &gate, Some(&up), layout)
+    fn linear_add(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight, residual: Tensor<Wgpu, 2>) -> Tensor<Wgpu, 2> {
+        if !Self::one_token_matvec(&x, weight, None) {
+            return residual + self.linear(x, weight);
+        }
+        let (weight, layout) = (weight.clone(), self.layout);
+        Self::launch("linear_add", [lazy(x), lazy(residual)], [1, weight.rows], move |[x, residual]| {
+            let fused = matvec::Fused { norm: None, residual: Some(contiguous(residual)) };
+            matvec::matvec(contiguous(x), &weight, None, fused, layout)
         })
+    }
+
+    fn norm_linear(&self, input: Normed<'_, Wgpu>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
+        if !Self::one_token_matvec(&input.x, weight, None) {
+            return self.linear(self.normed(input), weight);
+        }
+        self.norm_matvec("norm_linear", input, weight, None)
+    }
+
+    fn norm_linear_swiglu(&self, input: Normed<'_, Wgpu>, gate: &DeviceWeight, up: &DeviceWeight) -> Tensor<Wgpu, 2> {
+        if !Self::one_token_matvec(&input.x, gate, Some(up)) {
+            let h = self.normed(input);
+            let [tokens, _] = h.dims();
+            let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
+            return Self::launch("linear_swiglu", [lazy(h)], [tokens, gate.rows], move |[h]| {
+                linear::linear(contiguous(h), &gate, Some(&up), layout)
+            });
+        }
+        self.norm_matvec("norm_linear_swiglu", input, gate, Some(up))
     }
 
     fn embed(&self, table: &DeviceWeight, ids: &[u32], device: &Device) -> Tensor<Wgpu, 2> {
@@ -227,26 +271,8 @@ impl Kernels<Wgpu> for WgpuKernels {
     fn rms_norm(&self, x: Tensor<Wgpu, 2>, weight: &Tensor<Wgpu, 1>, eps: f64) -> Tensor<Wgpu, 2> {
         let shape = x.dims();
         Self::launch("rms_norm", [lazy(x), lazy(weight.clone())], shape, move |[x, w]| {
-            norm::rms_norm(contiguous(x), None, w, eps as f32).1
+            norm::rms_norm(contiguous(x), w, eps as f32)
         })
-    }
-
-    fn add_rms_norm(
-        &self,
-        x: Tensor<Wgpu, 2>,
-        delta: Tensor<Wgpu, 2>,
-        weight: &Tensor<Wgpu, 1>,
-        eps: f64,
-    ) -> (Tensor<Wgpu, 2>, Tensor<Wgpu, 2>) {
-        let shape = x.dims();
-        let dtype = x.dtype();
-        let outputs = [(shape.into(), dtype), (shape.into(), dtype)];
-        let [sum, normed] =
-            custom_op("add_rms_norm", [lazy(x), lazy(delta), lazy(weight.clone())], outputs, move |[x, d, w]| {
-                let (sum, normed) = norm::rms_norm(contiguous(x), Some(contiguous(d)), w, eps as f32);
-                [sum.expect("a sum when adding"), normed]
-            });
-        (tensor(sum), tensor(normed))
     }
 
     fn rope(&self, x: Tensor<Wgpu, 3>, tables: &RopeTables<Wgpu>, start: usize) -> Tensor<Wgpu, 3> {
