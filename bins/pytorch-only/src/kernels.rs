@@ -223,7 +223,12 @@ impl Kernels<Tch> for TchKernels {
 
     /// The full-width table rows `split_rotated` reads, and the visible rows as SDPA's boolean
     /// mask (true = may attend): index_select, arange and compare once per step, not per layer.
-    fn step_position(&self, tables: &RopeTables<Tch>, position: Tensor<Tch, 1, Int>, capacity: usize) -> StepPosition<Tch> {
+    fn step_position(
+        &self,
+        tables: &RopeTables<Tch>,
+        position: Tensor<Tch, 1, Int>,
+        capacity: usize,
+    ) -> StepPosition<Tch> {
         let at = position.clone().into_primitive().tensor;
         let (cos, sin) = tables.full_width();
         let visible = tch::Tensor::arange(capacity as i64, (tch::Kind::Int64, at.device())).le_tensor(&at);
@@ -245,7 +250,8 @@ impl Kernels<Tch> for TchKernels {
         cache_values: Tensor<Tch, 3>,
     ) -> (Tensor<Tch, 3>, Tensor<Tch, 3>, Tensor<Tch, 3>) {
         let position = step.position.clone().into_primitive().tensor;
-        let (queries, keys, values) = split_rotated(qkv, heads, kv_heads, &raw(step.cos.clone()), &raw(step.sin.clone()));
+        let (queries, keys, values) =
+            split_rotated(qkv, heads, kv_heads, &raw(step.cos.clone()), &raw(step.sin.clone()));
         let write = |new: tch::Tensor| {
             let position = position.shallow_clone();
             move |cache: &mut tch::Tensor| {

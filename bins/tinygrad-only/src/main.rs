@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail};
+use burn::tensor::backend::Backend as _;
 use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
 use llama_core::cli::Quantize;
 use llama_core::framework::{self, Framework};
-use burn::tensor::backend::Backend as _;
 use tinygrad_only::{Wgpu, WgpuKernels, host_threads};
 
 #[derive(Default)]

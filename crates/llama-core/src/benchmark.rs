@@ -88,7 +88,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     // As the provider stores them: dense in the compute dtype, or still quantized.
     let weight_bytes_per_token = model.weight_bytes_per_token() as f64;
     let prompt = prompt_ids(p, config.vocab_size);
-    let params = GenerationParams { ignore_eos: true, decode: model.decode_step(args.compile), ..GenerationParams::new(g) };
+    let params =
+        GenerationParams { ignore_eos: true, decode: model.decode_step(args.compile), ..GenerationParams::new(g) };
     let mut cache = model.new_cache(context);
     let mut generated_tokens = Vec::new();
     let mut measure = || -> anyhow::Result<RunMetrics> {
@@ -117,7 +118,15 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         if !args.json {
             if i == 0 {
                 let decode = format!("{:?}", params.decode).to_lowercase();
-                print_header(fw, &format!("{device_info} · {dtype:?} · {decode} decode step"), &source, p, g, n, load_s);
+                print_header(
+                    fw,
+                    &format!("{device_info} · {dtype:?} · {decode} decode step"),
+                    &source,
+                    p,
+                    g,
+                    n,
+                    load_s,
+                );
             }
             print_row(&format!("{}", i + 1), &m);
         }
@@ -135,7 +144,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         },
         weight_gb_s: median(runs.iter().map(|r| r.weight_gb_s)),
     };
-    let launches = if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt, params.decode)? } else { None };
+    let launches =
+        if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt, params.decode)? } else { None };
     let peak_rss = metrics::peak_rss_bytes();
     let device_memory = fw.device_memory_bytes(&device);
     fw.cleanup(&device);

@@ -311,7 +311,8 @@ pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     // The longer ones span several key blocks of a split-KV kernel (merged by a second kernel);
     // head_dim 128 gives each of a 64-thread workgroup's threads two output dimensions. Not 520
     // or 600 keys: there Burn's composed ops on wgpu are wrong (docs/correctness.md).
-    let cases = [(5, 5, 16), (3, 9, 16), (1, 12, 16), (1, 150, 16), (4, 133, 16), (1, 1100, 16), (3, 560, 128), (1, 70, 128)];
+    let cases =
+        [(5, 5, 16), (3, 9, 16), (1, 12, 16), (1, 150, 16), (4, 133, 16), (1, 1100, 16), (3, 560, 128), (1, 70, 128)];
     for (tokens, keys, head_dim) in cases {
         let q = random(tokens * heads * head_dim, 8);
         let kk = random(kv_heads * keys * head_dim, 9);

@@ -191,7 +191,8 @@ pub trait Kernels<B: Backend>: Send + Sync {
         // position matches (every cache row is read and written, O(capacity), fine for a reference).
         let [_, capacity, _] = cache_keys.dims();
         let device = cache_keys.device();
-        let row = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).equal(step.position.clone().expand([capacity]));
+        let row =
+            Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).equal(step.position.clone().expand([capacity]));
         let shape = [kv_heads, capacity, head_dim];
         let row = row.reshape([1, capacity, 1]).expand(shape);
         let cache_keys = cache_keys.mask_where(row.clone(), keys.swap_dims(0, 1).expand(shape));

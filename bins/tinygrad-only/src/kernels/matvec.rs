@@ -155,7 +155,9 @@ fn store_row<F: Float>(
     acc[0] = sum * scale;
     acc_up[0] = sum_up * scale;
     if comptime!(add) {
-        if UNIT_POS_X == 0 {
+        // The row's first lane alone adds it: the lanes' sums are added up next.
+        let first_lane = UNIT_POS_X == 0;
+        if first_lane {
             acc[0] += f32::cast_from(residual[first_row as usize + row_to_read(local_row, chunk_rows)]);
         }
     }
@@ -326,8 +328,18 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     while b < blocks {
         sum += block_dot::<F, S, N>(x, &staged, b * 8, quants, scales, mins, first_block + b, bits, mode, normed);
         if comptime!(gated) {
-            sum_up +=
-                block_dot::<F, S, N>(x, &staged, b * 8, up_quants, up_scales, up_mins, first_block + b, bits, mode, normed);
+            sum_up += block_dot::<F, S, N>(
+                x,
+                &staged,
+                b * 8,
+                up_quants,
+                up_scales,
+                up_mins,
+                first_block + b,
+                bits,
+                mode,
+                normed,
+            );
         }
         b += comptime!(lanes as usize);
     }

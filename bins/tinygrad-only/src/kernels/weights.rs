@@ -97,7 +97,13 @@ pub(super) fn nf4_level(q: u32) -> f32 {
 
 /// The minimum `m` of block `block`: stored, or `-offset·d`.
 #[cube]
-pub(super) fn block_min<S: Float>(mins: &Tensor<S>, block: usize, d: f32, #[comptime] bits: u32, #[comptime] mode: u32) -> f32 {
+pub(super) fn block_min<S: Float>(
+    mins: &Tensor<S>,
+    block: usize,
+    d: f32,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+) -> f32 {
     let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
     if comptime!(mode == MODE_MIN) {
         m = f32::cast_from(mins[block]);
