@@ -99,8 +99,8 @@ pub trait Kernels<B: Backend>: Send + Sync {
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2>;
 
     /// `rms_norm(input) · Wᵀ`: a norm and the product that reads it. A provider may fuse them:
-    /// the product reads the whole row anyway, so each workgroup can take its mean of squares on
-    /// the way and scale its sums once at the end, one launch instead of two.
+    /// every workgroup of the product reads the whole row anyway, so it can normalise the row
+    /// itself (once, shared by its rows) and skip the norm's own launch.
     fn norm_linear(&self, input: Normed<'_, B>, weight: &Self::Weight) -> Tensor<B, 2> {
         self.linear(self.normed(input), weight)
     }
