@@ -204,56 +204,134 @@ pub fn check_rope<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
 }
 
 /// Rotation of pair `i` of a `head_dim` vector at `position`, in f64 from the f32 angle.
-fn rotate(x: &[f32], position: usize, inv_freq: &[f32]) -> Vec<f64> {
+fn rotate(x: &[f64], position: usize, inv_freq: &[f32]) -> Vec<f64> {
     let half = x.len() / 2;
     let mut out = vec![0.0; x.len()];
     for i in 0..half {
         let angle = (position as f32 * inv_freq[i]) as f64;
-        let (a, b) = (x[i] as f64, x[i + half] as f64);
+        let (a, b) = (x[i], x[i + half]);
         out[i] = a * angle.cos() - b * angle.sin();
         out[i + half] = b * angle.cos() + a * angle.sin();
     }
     out
 }
 
+/// The attention heads and the cache a Q/K/V check writes into.
+struct QkvCase {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    /// The first token's position.
+    start: usize,
+}
+
+impl QkvCase {
+    fn width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+
+    fn cache_shape(&self) -> [usize; 3] {
+        [self.kv_heads, self.capacity, self.head_dim]
+    }
+
+    /// `(queries, keys, values)` expected from the fused projection `qkv` `[tokens, width]`:
+    /// queries rotated, keys rotated and values written over `old_keys`/`old_values` at
+    /// `start ..`, the rest of the cache kept.
+    fn expected(
+        &self,
+        qkv: &[f64],
+        inv_freq: &[f32],
+        old_keys: &[f32],
+        old_values: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (width, head_dim) = (self.width(), self.head_dim);
+        let head = |t: usize, slot: usize| &qkv[t * width + slot * head_dim..][..head_dim];
+        let mut q = Vec::new();
+        let mut keys: Vec<f64> = old_keys.iter().map(|&v| v as f64).collect();
+        let mut values: Vec<f64> = old_values.iter().map(|&v| v as f64).collect();
+        for t in 0..qkv.len() / width {
+            let position = self.start + t;
+            for h in 0..self.heads {
+                q.extend(rotate(head(t, h), position, inv_freq));
+            }
+            for h in 0..self.kv_heads {
+                let at = (h * self.capacity + position) * head_dim;
+                keys[at..at + head_dim].copy_from_slice(&rotate(head(t, self.heads + h), position, inv_freq));
+                values[at..at + head_dim].copy_from_slice(head(t, self.heads + self.kv_heads + h));
+            }
+        }
+        (q, keys, values)
+    }
+}
+
 /// The fused projection split, rotated and written into a cache at `start`; the rest of the
 /// cache keeps what it held.
 pub fn check_rope_qkv_into_cache<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
-    let (tokens, heads, kv_heads, head_dim, capacity, start) = (3, 4, 2, 8, 10, 4);
-    let width = (heads + 2 * kv_heads) * head_dim;
-    let inv_freq = crate::rope::inverse_frequencies(head_dim, 10_000.0, None);
-    let tables = crate::rope::RopeTables::<B>::new(&inv_freq, capacity, device);
-    let qkv = random(tokens * width, 30);
-    let old_keys = random(kv_heads * capacity * head_dim, 31);
-    let old_values = random(kv_heads * capacity * head_dim, 32);
-    let cache_shape = [kv_heads, capacity, head_dim];
+    let case = QkvCase { heads: 4, kv_heads: 2, head_dim: 8, capacity: 10, start: 4 };
+    let tokens = 3;
+    let inv_freq = crate::rope::inverse_frequencies(case.head_dim, 10_000.0, None);
+    let tables = crate::rope::RopeTables::<B>::new(&inv_freq, case.capacity, device);
+    let qkv = random(tokens * case.width(), 30);
+    let old_keys = random(case.kv_heads * case.capacity * case.head_dim, 31);
+    let old_values = random(case.kv_heads * case.capacity * case.head_dim, 32);
     let (q, keys, values) = k.rope_qkv_into_cache(
-        upload(&qkv, [tokens, width], device),
-        heads,
-        kv_heads,
+        upload(&qkv, [tokens, case.width()], device),
+        case.heads,
+        case.kv_heads,
         &tables,
-        start,
-        upload(&old_keys, cache_shape, device),
-        upload(&old_values, cache_shape, device),
+        case.start,
+        upload(&old_keys, case.cache_shape(), device),
+        upload(&old_values, case.cache_shape(), device),
     );
-    let head = |t: usize, slot: usize| &qkv[t * width + slot * head_dim..][..head_dim];
-    let mut expected_q = Vec::new();
-    let mut expected_keys: Vec<f64> = old_keys.iter().map(|&v| v as f64).collect();
-    let mut expected_values: Vec<f64> = old_values.iter().map(|&v| v as f64).collect();
-    for t in 0..tokens {
-        for h in 0..heads {
-            expected_q.extend(rotate(head(t, h), start + t, &inv_freq));
-        }
-        for h in 0..kv_heads {
-            let at = (h * capacity + start + t) * head_dim;
-            expected_keys[at..at + head_dim].copy_from_slice(&rotate(head(t, heads + h), start + t, &inv_freq));
-            let value = head(t, heads + kv_heads + h).iter().map(|&v| v as f64).collect::<Vec<_>>();
-            expected_values[at..at + head_dim].copy_from_slice(&value);
-        }
-    }
+    let qkv: Vec<f64> = qkv.iter().map(|&v| v as f64).collect();
+    let (expected_q, expected_keys, expected_values) = case.expected(&qkv, &inv_freq, &old_keys, &old_values);
     assert_close("rope_qkv_into_cache queries", &download(q), &expected_q, ABS, REL);
     assert_close("rope_qkv_into_cache keys", &download(keys), &expected_keys, ABS, REL);
     assert_close("rope_qkv_into_cache values", &download(values), &expected_values, 0.0, 0.0);
+}
+
+/// `norm_linear_rope_into_cache` for every weight format, one token (the decode step, which a
+/// provider may fuse) and three, in the head width of Llama 3 and SmolLM2 (64) and a narrow one,
+/// at the first position and further in.
+pub fn check_norm_linear_rope_into_cache<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
+    let (cols, eps) = (256, 1e-5);
+    let norm_weight = random(cols, 40);
+    let norm_weight_t = upload::<B, 1>(&norm_weight, [cols], device);
+    for ty in LINEAR_TYPES {
+        for (head_dim, start, tokens) in [(64, 0, 1), (64, 7, 1), (8, 5, 1), (64, 3, 3)] {
+            let case = QkvCase { heads: 4, kv_heads: 2, head_dim, capacity: 12, start };
+            let rows = case.width();
+            let what = |part: &str| {
+                format!("norm_linear_rope_into_cache {part} {ty:?} head_dim={head_dim} start={start} tokens={tokens}")
+            };
+            let bytes = weight_bytes(ty, rows * cols, 41);
+            let w = dequant::dequantize(ty, &bytes, rows * cols).expect("dequantize test weight");
+            let raw = RawWeight { name: "test.qkv", ggml_type: ty, bytes: &bytes, rows, cols };
+            let weight = k.load_weight(raw, device).unwrap_or_else(|e| panic!("load {ty:?} weight: {e}"));
+            let inv_freq = crate::rope::inverse_frequencies(head_dim, 10_000.0, None);
+            let tables = crate::rope::RopeTables::<B>::new(&inv_freq, case.capacity, device);
+            let x = random(tokens * cols, 42);
+            let old_keys = random(case.kv_heads * case.capacity * head_dim, 43);
+            let old_values = random(case.kv_heads * case.capacity * head_dim, 44);
+            let (q, keys, values) = k.norm_linear_rope_into_cache(
+                Normed { x: upload(&x, [tokens, cols], device), weight: &norm_weight_t, eps },
+                &weight,
+                case.heads,
+                case.kv_heads,
+                &tables,
+                start,
+                upload(&old_keys, case.cache_shape(), device),
+                upload(&old_values, case.cache_shape(), device),
+            );
+            let h: Vec<f32> = naive_rms_norm(&x, &norm_weight, eps).iter().map(|&v| v as f32).collect();
+            let qkv = naive_linear(&h, &w, tokens, rows, cols);
+            let (expected_q, expected_keys, expected_values) = case.expected(&qkv, &inv_freq, &old_keys, &old_values);
+            assert_close(&what("queries"), &download(q), &expected_q, ABS * 10.0, REL * 10.0);
+            assert_close(&what("keys"), &download(keys), &expected_keys, ABS * 10.0, REL * 10.0);
+            assert_close(&what("values"), &download(values), &expected_values, ABS * 10.0, REL * 10.0);
+        }
+    }
 }
 
 pub fn check_swiglu<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
@@ -435,6 +513,7 @@ pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_rms_norm(k, device);
     check_rope(k, device);
     check_rope_qkv_into_cache(k, device);
+    check_norm_linear_rope_into_cache(k, device);
     check_swiglu(k, device);
     check_attention(k, device);
     check_kv_cache::<B>(device);

@@ -151,6 +151,27 @@ pub trait Kernels<B: Backend>: Send + Sync {
         (q, cache_keys, cache_values)
     }
 
+    /// [`Self::rope_qkv_into_cache`] of [`Self::norm_linear`]: the attention's whole input side,
+    /// from the unnormed residual stream to the rotated queries and the written cache. A provider
+    /// may do it in one pass for one token: if each pair of rows that RoPE rotates together is
+    /// summed in one workgroup, that workgroup can rotate the pair and write it where it belongs,
+    /// and the projection itself is never stored.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_linear_rope_into_cache(
+        &self,
+        input: Normed<'_, B>,
+        qkv: &Self::Weight,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<B>,
+        start: usize,
+        cache_keys: Tensor<B, 3>,
+        cache_values: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        let qkv = self.norm_linear(input, qkv);
+        self.rope_qkv_into_cache(qkv, heads, kv_heads, tables, start, cache_keys, cache_values)
+    }
+
     /// What the static-shape step derives from its device position `position` `[1]`, computed once
     /// per step rather than once per layer (in a captured graph, 2 to 4 kernels fewer per layer):
     /// the rotary rows at it, in the width [`Self::rope_qkv_into_cache_at`] reads (half here), and

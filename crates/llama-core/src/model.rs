@@ -67,6 +67,31 @@ impl<W> SharedInput<W> {
             }
         }
     }
+
+    /// Q/K/V of the normed `input`, rotated for positions `start ..`, keys and values written
+    /// into the cache there: [`Kernels::norm_linear_rope_into_cache`] when stacked.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_linear_rope_into_cache<B: Backend, K: Kernels<B, Weight = W>>(
+        &self,
+        k: &K,
+        input: Normed<'_, B>,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<B>,
+        start: usize,
+        cache: (Tensor<B, 3>, Tensor<B, 3>),
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        let (cache_keys, cache_values) = cache;
+        match self {
+            Self::Stacked(w) => {
+                k.norm_linear_rope_into_cache(input, w, heads, kv_heads, tables, start, cache_keys, cache_values)
+            }
+            Self::Separate(_) => {
+                let qkv = self.norm_linear(k, input);
+                k.rope_qkv_into_cache(qkv, heads, kv_heads, tables, start, cache_keys, cache_values)
+            }
+        }
+    }
 }
 
 struct Layer<B: Backend, K: Kernels<B>> {
@@ -358,10 +383,9 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let n = tokens.len();
         let start = cache.len();
         let x = k.embed(&self.token_embedding, tokens, &self.device);
-        let x = self.layers_forward(x, |i, qkv| {
-            let (cache_keys, cache_values) = cache.take(i);
+        let x = self.layers_forward(x, |i, qkv, input| {
             let (q, cache_keys, cache_values) =
-                k.rope_qkv_into_cache(qkv, c.n_heads, c.n_kv_heads, &self.rope, start, cache_keys, cache_values);
+                qkv.norm_linear_rope_into_cache(k, input, c.n_heads, c.n_kv_heads, &self.rope, start, cache.take(i));
             let (all_keys, all_values) = cache.put(i, cache_keys, cache_values, n);
             k.attention(q, all_keys, all_values)
         });
@@ -415,7 +439,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     pub fn step_static(&self, x: Tensor<B, 2>, position: Tensor<B, 1, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let (c, k) = (&self.config, &self.kernels);
         let step = k.step_position(&self.rope, position, cache.capacity());
-        let x = self.layers_forward(x, |i, qkv| {
+        let x = self.layers_forward(x, |i, qkv, input| {
+            let qkv = qkv.norm_linear(k, input);
             let (cache_keys, cache_values) = cache.take(i);
             let (q, cache_keys, cache_values) =
                 k.rope_qkv_into_cache_at(qkv, c.n_heads, c.n_kv_heads, &step, cache_keys, cache_values);
@@ -433,21 +458,20 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         Ok(cache.check_room(tokens.len())?)
     }
 
-    /// Every layer over the embeddings `x`, `attend` turning layer `i`'s fused Q/K/V projection
-    /// into its attention output; returns the residual stream after the last layer (unnormed:
-    /// [`Self::logits`] applies the final norm).
+    /// Every layer over the embeddings `x`, `attend` turning layer `i`'s Q/K/V weights and their
+    /// (unnormed) input into its attention output; returns the residual stream after the last
+    /// layer (unnormed: [`Self::logits`] applies the final norm).
     fn layers_forward(
         &self,
         mut x: Tensor<B, 2>,
-        mut attend: impl FnMut(usize, Tensor<B, 2>) -> Tensor<B, 2>,
+        mut attend: impl FnMut(usize, &SharedInput<K::Weight>, Normed<'_, B>) -> Tensor<B, 2>,
     ) -> Tensor<B, 2> {
         let k = &self.kernels;
         let eps = self.config.norm_eps as f64;
         // Each norm goes to the product that reads it, and each residual add to the product whose
         // output it adds: a provider may fuse both (`Kernels::norm_linear`, `linear_add`).
         for (i, layer) in self.layers.iter().enumerate() {
-            let qkv = layer.qkv.norm_linear(k, Normed { x: x.clone(), weight: &layer.attn_norm, eps });
-            let attended = attend(i, qkv);
+            let attended = attend(i, &layer.qkv, Normed { x: x.clone(), weight: &layer.attn_norm, eps });
             x = k.linear_add(attended, &layer.wo, x);
 
             let ffn_input = Normed { x: x.clone(), weight: &layer.ffn_norm, eps };

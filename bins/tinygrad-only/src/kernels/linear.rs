@@ -54,30 +54,23 @@ pub(super) fn row_to_read(local_row: usize, chunk_rows: u32) -> usize {
     min(local_row, chunk_rows as usize - 1)
 }
 
-/// Adds the lanes' partial sums of each row and writes `out[token, first_row + local_row]` (or,
-/// `gated`, `silu(gate) · up`, the gate sums in `acc` and the up sums in `acc_up`); rows past the
-/// chunk's `chunk_rows` write nothing.
+/// Adds the lanes' partial sums of each row in `partial` (`lanes · rows` per sum, the gate sums
+/// first and, `gated`, the up sums after them): afterwards the row's first lane's slot,
+/// `partial[s · lanes · rows + UNIT_POS_Y · lanes]`, holds the row's sum `s`.
 #[cube]
-pub(super) fn reduce_and_store<F: Float>(
+pub(super) fn reduce_lanes(
     acc: &Array<f32>,
     acc_up: &Array<f32>,
-    out: &mut Tensor<F>,
-    local_row: usize,
-    first_row: u32,
-    chunk_rows: u32,
-    first_token: usize,
+    partial: &mut SharedMemory<f32>,
     #[comptime] gated: bool,
     #[comptime] tile: u32,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
 ) {
-    let tokens = out.shape(0);
-    let n = out.shape(1);
     let lane = UNIT_POS_X as usize;
     let width = comptime!((lanes * rows) as usize);
     let slot = UNIT_POS_Y as usize * comptime!(lanes as usize) + lane;
     let sums = comptime!(if gated { 2 * tile } else { tile });
-    let mut partial = SharedMemory::<f32>::new(comptime!((lanes * rows * MAX_TILE * 2) as usize));
     #[unroll]
     for t in 0..tile {
         partial[t as usize * width + slot] = acc[t as usize];
@@ -100,7 +93,32 @@ pub(super) fn reduce_and_store<F: Float>(
             sync_cube();
         }
     }
-    if lane == 0 && local_row < chunk_rows as usize {
+}
+
+/// Adds the lanes' partial sums of each row ([`reduce_lanes`]) and writes
+/// `out[token, first_row + local_row]` (or, `gated`, `silu(gate) · up`, the gate sums in `acc`
+/// and the up sums in `acc_up`); rows past the chunk's `chunk_rows` write nothing.
+#[cube]
+pub(super) fn reduce_and_store<F: Float>(
+    acc: &Array<f32>,
+    acc_up: &Array<f32>,
+    out: &mut Tensor<F>,
+    local_row: usize,
+    first_row: u32,
+    chunk_rows: u32,
+    first_token: usize,
+    #[comptime] gated: bool,
+    #[comptime] tile: u32,
+    #[comptime] lanes: u32,
+    #[comptime] rows: u32,
+) {
+    let tokens = out.shape(0);
+    let n = out.shape(1);
+    let width = comptime!((lanes * rows) as usize);
+    let slot = UNIT_POS_Y as usize * comptime!(lanes as usize);
+    let mut partial = SharedMemory::<f32>::new(comptime!((lanes * rows * MAX_TILE * 2) as usize));
+    reduce_lanes(acc, acc_up, &mut partial, gated, tile, lanes, rows);
+    if UNIT_POS_X == 0 && local_row < chunk_rows as usize {
         let row = first_row as usize + local_row;
         #[unroll]
         for t in 0..tile {

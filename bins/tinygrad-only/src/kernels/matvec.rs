@@ -15,7 +15,10 @@
 //!   by `1/rms` once at the end. That prologue is paid per workgroup, so it is taken only for
 //!   products of at most [`MAX_NORMED_ROWS_PER_COL`] rows per input (Q/K/V, gate and up): for the
 //!   output head, thousands of workgroups would each redo it, and one norm launch is cheaper;
-//! - the residual add of the output: the row's first lane starts its sum from the residual.
+//! - the residual add of the output: the row's first lane starts its sum from the residual;
+//! - after the Q/K/V product, RoPE and the KV-cache write ([`RopeInto`]): the rows are taken in
+//!   pair order, and each pair is rotated and written to the queries or the caches
+//!   (`rope.rs`), so the product is never stored and `rope.rs`'s own launch is not needed.
 //!
 //! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
 //! which on an H200 streamed f16 rows at about 450 GB/s (docs/benchmarks/2026-11-27-gpu-h200.md).
@@ -27,6 +30,8 @@ use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
 use super::linear::{Layout, reduce_and_store, row_to_read};
+pub use super::rope::RopeInto;
+use super::rope::{pair_order_row, rotate_and_store_pair};
 use super::weights::{DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
 
 /// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
@@ -52,60 +57,25 @@ fn four_products<W: Float, N: Size>(
 }
 
 /// What a launch fuses around the product: the RMSNorm of its input (the norm's weight and
-/// `eps`), and the residual its output is added to (`[1, rows]`).
+/// `eps`), the residual its output is added to (`[1, rows]`), and RoPE with the cache write
+/// (the output is then the rotated queries, `[1, heads, head_dim]`).
 #[derive(Debug, Default)]
 pub struct Fused {
     pub norm: Option<(CubeT, f32)>,
     pub residual: Option<CubeT>,
+    pub rope: Option<RopeInto>,
 }
 
 /// Products with more rows than this per input column take the norm as a launch of its own
 /// (`norm.rs`) rather than a prologue in each of their workgroups.
 const MAX_NORMED_ROWS_PER_COL: usize = 4;
 
-/// Stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in f32 for every vector of
-/// the row, split over all `threads` of the workgroup, which also sum `x²` together. Returns
-/// `1/rms(x)`, by which the products of the staged input are scaled.
+/// With `normed`, stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in f32 for
+/// every vector of the row, split over all `threads` of the workgroup, which also sum `x²`
+/// together, and returns `1/rms(x)`, by which the products of the staged input are scaled.
+/// Else returns 1 and stages nothing.
 #[cube]
 fn stage_normed_input<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    norm: &Tensor<Vector<F, N>>,
-    staged: &mut SharedMemory<Vector<f32, N>>,
-    eps: f32,
-    #[comptime] threads: u32,
-) -> f32 {
-    let cols = x.shape(1);
-    let thread = UNIT_POS as usize;
-    let mut squares = Vector::<f32, N>::new(f32::new(0.0));
-    let mut i = thread;
-    while i < cols / N::value() {
-        let value = Vector::<f32, N>::cast_from(x[i]);
-        squares += value * value;
-        staged[i] = value * Vector::<f32, N>::cast_from(norm[i]);
-        i += comptime!(threads as usize);
-    }
-    let mut partial = SharedMemory::<f32>::new(comptime!(threads as usize));
-    let mut total = f32::new(0.0);
-    #[unroll]
-    for k in 0..N::value() {
-        total += squares[k];
-    }
-    partial[thread] = total;
-    sync_cube();
-    #[unroll]
-    for step in 1..comptime!(threads.trailing_zeros() + 1) {
-        let stride = comptime!((threads >> step) as usize);
-        if thread < stride {
-            partial[thread] += partial[thread + stride];
-        }
-        sync_cube();
-    }
-    f32::new(1.0) / f32::sqrt(partial[0] / f32::cast_from(cols as u32) + eps)
-}
-
-/// `1/rms` of the input after staging it (`normed`), else 1.
-#[cube]
-fn stage_if_normed<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     norm: &Tensor<Vector<F, N>>,
     staged: &mut SharedMemory<Vector<f32, N>>,
@@ -115,9 +85,43 @@ fn stage_if_normed<F: Float, N: Size>(
 ) -> f32 {
     let mut scale = f32::new(1.0);
     if comptime!(normed) {
-        scale = stage_normed_input::<F, N>(x, norm, staged, eps, threads);
+        let cols = x.shape(1);
+        let thread = UNIT_POS as usize;
+        let mut squares = Vector::<f32, N>::new(f32::new(0.0));
+        let mut i = thread;
+        while i < cols / N::value() {
+            let value = Vector::<f32, N>::cast_from(x[i]);
+            squares += value * value;
+            staged[i] = value * Vector::<f32, N>::cast_from(norm[i]);
+            i += comptime!(threads as usize);
+        }
+        let mut partial = SharedMemory::<f32>::new(comptime!(threads as usize));
+        let mut total = f32::new(0.0);
+        #[unroll]
+        for k in 0..N::value() {
+            total += squares[k];
+        }
+        partial[thread] = total;
+        sync_cube();
+        #[unroll]
+        for step in 1..comptime!(threads.trailing_zeros() + 1) {
+            let stride = comptime!((threads >> step) as usize);
+            if thread < stride {
+                partial[thread] += partial[thread + stride];
+            }
+            sync_cube();
+        }
+        scale = f32::new(1.0) / f32::sqrt(partial[0] / f32::cast_from(cols as u32) + eps);
     }
     scale
+}
+
+/// The chunk row a thread reads ([`row_to_read`]), in pair order when the product is `rope`'s
+/// (heads of `cache_k.shape(2)` rows).
+#[cube]
+fn weight_row<F: Float>(local_row: usize, chunk_rows: u32, cache_k: &Tensor<F>, #[comptime] rope: bool) -> usize {
+    let row = row_to_read(local_row, chunk_rows);
+    if comptime!(rope) { pair_order_row(row, cache_k.shape(2)) } else { row }
 }
 
 /// Input vector `at`: staged (normed) in shared memory, or read from `x`.
@@ -133,8 +137,9 @@ fn input<F: Float, N: Size>(
 
 /// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
 /// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share,
-/// [`reduce_and_store`] with a tile of one token. The sums are first scaled by `scale` (`1/rms`
-/// of a normed input, else 1); with `add`, the row's output starts from `residual`.
+/// [`reduce_and_store`] with a tile of one token, or with `rope`, [`rotate_and_store_pair`]. The
+/// sums are first scaled by `scale` (`1/rms` of a normed input, else 1); with `add`, the row's
+/// output starts from `residual`.
 #[cube]
 fn store_row<F: Float>(
     sum: f32,
@@ -142,11 +147,17 @@ fn store_row<F: Float>(
     scale: f32,
     residual: &Tensor<F>,
     out: &mut Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    cache_k: &mut Tensor<F>,
+    cache_v: &mut Tensor<F>,
+    position: u32,
     local_row: usize,
     first_row: u32,
     chunk_rows: u32,
     #[comptime] add: bool,
     #[comptime] gated: bool,
+    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
 ) {
@@ -161,13 +172,20 @@ fn store_row<F: Float>(
             acc[0] += f32::cast_from(residual[first_row as usize + row_to_read(local_row, chunk_rows)]);
         }
     }
-    reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows);
+    if comptime!(rope) {
+        rotate_and_store_pair::<F>(
+            acc[0], out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows, lanes, rows,
+        );
+    } else {
+        reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows);
+    }
 }
 
 /// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
 /// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values; with
 /// `normed`, of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1)
-/// instead of `x`, and with `add`, plus `residual`.
+/// instead of `x`; with `add`, plus `residual`; with `rope`, rotated by the `cos`/`sin` rows at
+/// `position` into `out` (queries) and the caches ([`rotate_and_store_pair`]).
 #[cube(launch_unchecked)]
 fn matvec_kernel<F: Float, W: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
@@ -176,6 +194,11 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     weights: &Tensor<Vector<W, N>>,
     up: &Tensor<Vector<W, N>>,
     out: &mut Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    cache_k: &mut Tensor<F>,
+    cache_v: &mut Tensor<F>,
+    position: u32,
     first_row: u32,
     chunk_rows: u32,
     eps: f32,
@@ -183,15 +206,16 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     #[comptime] staged_vectors: u32,
     #[comptime] add: bool,
     #[comptime] gated: bool,
+    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_if_normed::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
+    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
     let per_row = x.shape(1) / N::value();
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let start = row_to_read(local_row, chunk_rows) * per_row;
+    let start = weight_row::<F>(local_row, chunk_rows, cache_k, rope) * per_row;
     let step = comptime!(lanes as usize);
     let mut sum = Vector::<f32, N>::new(f32::new(0.0));
     let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
@@ -224,7 +248,10 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         total += sum[k];
         total_up += sum_up[k];
     }
-    store_row::<F>(total, total_up, scale, residual, out, local_row, first_row, chunk_rows, add, gated, lanes, rows);
+    store_row::<F>(
+        total, total_up, scale, residual, out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows,
+        add, gated, rope, lanes, rows,
+    );
 }
 
 /// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
@@ -290,8 +317,8 @@ fn block_dot<F: Float, S: Float, N: Size>(
 
 /// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
 /// `gated`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
-/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `normed` and
-/// `add` as in [`matvec_kernel`].
+/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `normed`, `add`
+/// and `rope` as in [`matvec_kernel`].
 #[cube(launch_unchecked)]
 fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
@@ -304,6 +331,11 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     up_scales: &Tensor<S>,
     up_mins: &Tensor<S>,
     out: &mut Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    cache_k: &mut Tensor<F>,
+    cache_v: &mut Tensor<F>,
+    position: u32,
     first_row: u32,
     chunk_rows: u32,
     eps: f32,
@@ -313,15 +345,16 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     #[comptime] staged_vectors: u32,
     #[comptime] add: bool,
     #[comptime] gated: bool,
+    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_if_normed::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
+    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
     let blocks = x.shape(1) / 32;
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let first_block = row_to_read(local_row, chunk_rows) * blocks;
+    let first_block = weight_row::<F>(local_row, chunk_rows, cache_k, rope) * blocks;
     let mut sum = f32::new(0.0);
     let mut sum_up = f32::new(0.0);
     let mut b = UNIT_POS_X as usize;
@@ -343,7 +376,10 @@ fn block_matvec_kernel<F: Float, S: Float, N: Size>(
         }
         b += comptime!(lanes as usize);
     }
-    store_row::<F>(sum, sum_up, scale, residual, out, local_row, first_row, chunk_rows, add, gated, lanes, rows);
+    store_row::<F>(
+        sum, sum_up, scale, residual, out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows, add,
+        gated, rope, lanes, rows,
+    );
 }
 
 /// Values per vector for a row of `cols` in both dtypes: the widest load the device likes for
@@ -378,9 +414,21 @@ pub fn handles(weight: &DeviceWeight) -> bool {
     matches!(weight.packing, Packing::Dense | Packing::Bits8 | Packing::Bits4(_))
 }
 
+/// Whether [`matvec`] can fuse RoPE and the cache write ([`RopeInto`]) into this Q/K/V
+/// product, whose heads are `head_dim` rows: a pair of rows must sit in one workgroup (an even
+/// head width and an even number of rows per workgroup) and every chunk must be whole heads.
+pub fn folds_rope(weight: &DeviceWeight, head_dim: usize, layout: Layout) -> bool {
+    handles(weight)
+        && head_dim.is_multiple_of(2)
+        && weight.rows.is_multiple_of(head_dim)
+        && layout.rows.is_multiple_of(2)
+        && (weight.chunks.len() == 1 || weight.rows_per_chunk.is_multiple_of(head_dim))
+}
+
 /// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
-/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)` and plus the
-/// residual. One launch per chunk of rows.
+/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)`, plus the
+/// residual, or rotated into queries `[1, heads, head_dim]` and the caches (only where
+/// [`folds_rope`]). One launch per chunk of rows.
 pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused: Fused, layout: Layout) -> CubeT {
     /// Block formats: words and inputs per vector (a block is 8 vectors of inputs, 1 or 2 of words).
     const BLOCK_VECTOR: usize = 4;
@@ -390,11 +438,27 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
         Some((norm, eps)) => (super::norm::rms_norm(x, norm, eps), None),
         None => (x, None),
     };
-    let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([1, weight.rows]), x.dtype);
-    let (normed, add) = (norm.is_some(), fused.residual.is_some());
+    let out_shape = match &fused.rope {
+        Some(into) => {
+            into.assert_in_bounds();
+            let head_dim = into.head_dim();
+            let kv_heads = into.cache_keys.meta.shape()[0];
+            Shape::new([1, weight.rows / head_dim - 2 * kv_heads, head_dim])
+        }
+        None => Shape::new([1, weight.rows]),
+    };
+    let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), out_shape, x.dtype);
+    let (normed, add, rope) = (norm.is_some(), fused.residual.is_some(), fused.rope.is_some());
     // What is not fused is a stand-in that no thread reads (the flags are comptime).
     let (norm, eps) = norm.unwrap_or_else(|| (x.clone(), 0.0));
     let residual = fused.residual.unwrap_or_else(|| x.clone());
+    let into = fused.rope.unwrap_or_else(|| RopeInto {
+        cos: x.clone(),
+        sin: x.clone(),
+        position: 0,
+        cache_keys: out.clone(),
+        cache_values: out.clone(),
+    });
     for (i, chunk) in weight.chunks.iter().enumerate() {
         // Not gated: the up arguments repeat the weight's own (no thread reads them).
         let up_chunk = up.map_or(chunk, |up| &up.chunks[i]);
@@ -406,8 +470,10 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
             Some((bits, mode)) => {
                 let scales = chunk.scales();
                 // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
-                // whole blocks of 32, and the norm's weight is as long as the row; `up`, the norm and the
-                // residual are read only when their flags (comptime) say so.
+                // whole blocks of 32, and the norm's weight is as long as the row; with `rope`, rows are
+                // read in pair order within whole heads (`folds_rope`), and `position` has a table row and a
+                // cache row (asserted above); `up`, the norm, the residual and the RoPE arguments are read
+                // only when their flags (comptime) say so.
                 unsafe {
                     block_matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
                         &x.client,
@@ -424,6 +490,11 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                         up_chunk.scales().into_tensor_arg(),
                         up_chunk.mins().into_tensor_arg(),
                         out.clone().into_tensor_arg(),
+                        into.cos.clone().into_tensor_arg(),
+                        into.sin.clone().into_tensor_arg(),
+                        into.cache_keys.clone().into_tensor_arg(),
+                        into.cache_values.clone().into_tensor_arg(),
+                        into.position as u32,
                         first_row,
                         chunk_rows,
                         eps,
@@ -433,6 +504,7 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                         staged_vectors(normed, weight.cols, BLOCK_VECTOR),
                         add,
                         up.is_some(),
+                        rope,
                         lanes,
                         rows,
                         [x.dtype.into(), scales.dtype.into()],
@@ -454,6 +526,11 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                     chunk.data.clone().into_tensor_arg(),
                     up_chunk.data.clone().into_tensor_arg(),
                     out.clone().into_tensor_arg(),
+                    into.cos.clone().into_tensor_arg(),
+                    into.sin.clone().into_tensor_arg(),
+                    into.cache_keys.clone().into_tensor_arg(),
+                    into.cache_values.clone().into_tensor_arg(),
+                    into.position as u32,
                     first_row,
                     chunk_rows,
                     eps,
@@ -461,6 +538,7 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                     staged_vectors(normed, weight.cols, vector),
                     add,
                     up.is_some(),
+                    rope,
                     lanes,
                     rows,
                     [x.dtype.into(), chunk.data.dtype.into()],

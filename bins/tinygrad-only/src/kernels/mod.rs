@@ -10,6 +10,7 @@
 //! | `rms_norm` | [`norm`] | mean of squares, scale (where no product fuses it) |
 //! | `rope` | [`rope`] | table lookup and rotation |
 //! | `rope_qkv_into_cache` | [`rope`] | RoPE of Q and K, the KV-cache write (in place) |
+//! | `norm_linear_rope_into_cache` | [`matvec`] (one token), else as its parts | the norm, the Q/K/V product, RoPE, the KV-cache write |
 //! | `attention` | [`attention`] | scores, causal limit, softmax, weighted values (split-KV) |
 //!
 //! `swiglu` alone stays composed: burn's fuser already makes it one kernel. docs/kernels.md has
@@ -155,7 +156,7 @@ impl WgpuKernels {
     ) -> Tensor<Wgpu, 2> {
         let (weight, up, layout, eps) = (weight.clone(), up.cloned(), self.layout, input.eps as f32);
         Self::launch(name, [lazy(input.x), lazy(input.weight.clone())], [1, weight.rows], move |[x, norm]| {
-            let fused = matvec::Fused { norm: Some((norm, eps)), residual: None };
+            let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: None };
             matvec::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
         })
     }
@@ -233,7 +234,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         }
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear_add", [lazy(x), lazy(residual)], [1, weight.rows], move |[x, residual]| {
-            let fused = matvec::Fused { norm: None, residual: Some(contiguous(residual)) };
+            let fused = matvec::Fused { norm: None, residual: Some(contiguous(residual)), rope: None };
             matvec::matvec(contiguous(x), &weight, None, fused, layout)
         })
     }
@@ -310,6 +311,51 @@ impl Kernels<Wgpu> for WgpuKernels {
             let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, cos, sin, start, ck, cv);
             [q, ck, cv]
         });
+        (tensor(q), tensor(keys), tensor(values))
+    }
+
+    fn norm_linear_rope_into_cache(
+        &self,
+        input: Normed<'_, Wgpu>,
+        qkv: &DeviceWeight,
+        heads: usize,
+        kv_heads: usize,
+        tables: &RopeTables<Wgpu>,
+        start: usize,
+        cache_keys: Tensor<Wgpu, 3>,
+        cache_values: Tensor<Wgpu, 3>,
+    ) -> (Tensor<Wgpu, 3>, Tensor<Wgpu, 3>, Tensor<Wgpu, 3>) {
+        let head_dim = qkv.rows / (heads + 2 * kv_heads);
+        if !Self::one_token_matvec(&input.x, qkv, None) || !matvec::folds_rope(qkv, head_dim, self.layout) {
+            let qkv = self.norm_linear(input, qkv);
+            return self.rope_qkv_into_cache(qkv, heads, kv_heads, tables, start, cache_keys, cache_values);
+        }
+        let dtype = input.x.dtype();
+        let (cos, sin) = tables.tables();
+        let outputs =
+            [([1, heads, head_dim].into(), dtype), (cache_keys.shape(), dtype), (cache_values.shape(), dtype)];
+        let inputs = [
+            lazy(input.x),
+            lazy(input.weight.clone()),
+            lazy(cos.clone()),
+            lazy(sin.clone()),
+            lazy(cache_keys),
+            lazy(cache_values),
+        ];
+        let (weight, layout, eps) = (qkv.clone(), self.layout, input.eps as f32);
+        let body = move |[x, norm, cos, sin, cache_keys, cache_values]: [CubeT; 6]| {
+            let (cache_keys, cache_values) = (rope::writable(cache_keys), rope::writable(cache_values));
+            let into = matvec::RopeInto {
+                cos,
+                sin,
+                position: start,
+                cache_keys: cache_keys.clone(),
+                cache_values: cache_values.clone(),
+            };
+            let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: Some(into) };
+            [matvec::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
+        };
+        let [q, keys, values] = custom_op("norm_linear_rope_into_cache", inputs, outputs, body);
         (tensor(q), tensor(keys), tensor(values))
     }
 

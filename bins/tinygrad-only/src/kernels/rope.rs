@@ -10,12 +10,19 @@
 //! queries, and writes the rotated keys and the values straight into the layer's cache at their
 //! position (in place: the cache buffer is handed over, not copied). Composed, that is two RoPEs,
 //! two transposes and two slice-assigns; here, one launch per layer.
+//!
+//! For one token the launch disappears into the Q/K/V product (`matvec.rs` with
+//! [`RopeInto`]): the product's threads take the rows of each head in pair order
+//! ([`pair_order_row`]: `0, d/2, 1, d/2 + 1, …`), so the two rows RoPE rotates together are summed
+//! by neighbouring threads of one workgroup, which then rotate them and write them where this
+//! file's kernel would have ([`rotate_and_store_pair`]).
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::fused::{CubeT, count_launch};
+use super::linear::reduce_lanes;
 
 #[cube(launch_unchecked)]
 fn rope_kernel<F: Float>(
@@ -131,7 +138,7 @@ fn rope_qkv_cache_kernel<F: Float>(
 
 /// A tensor this kernel may write: the cache itself when nothing else holds its buffer (the
 /// usual case: the model hands it over), else a copy.
-fn writable(t: CubeT) -> CubeT {
+pub(super) fn writable(t: CubeT) -> CubeT {
     if t.can_mut() { t } else { t.copy() }
 }
 
@@ -183,4 +190,102 @@ pub fn rope_qkv_into_cache(
         )
     };
     (q, cache_k, cache_v)
+}
+
+/// Where a one-token Q/K/V product puts its rows instead of a `[1, rows]` output: rotated by
+/// the tables' row `position` into the queries (the product's output) and the key cache, the
+/// values into the value cache, all at `position` (see the module's doc).
+#[derive(Debug)]
+pub struct RopeInto {
+    pub cos: CubeT,
+    pub sin: CubeT,
+    pub position: usize,
+    /// `[kv_heads, capacity, head_dim]`, written in place.
+    pub cache_keys: CubeT,
+    pub cache_values: CubeT,
+}
+
+impl RopeInto {
+    pub fn head_dim(&self) -> usize {
+        self.cache_keys.meta.shape()[2]
+    }
+
+    /// Panics unless `position` has a table row and a cache row.
+    pub fn assert_in_bounds(&self) {
+        let capacity = self.cache_keys.meta.shape()[1];
+        let positions = self.cos.meta.shape()[0].min(capacity);
+        assert!(
+            self.position < positions,
+            "position {} past the RoPE tables or the cache ({positions})",
+            self.position
+        );
+    }
+}
+
+/// The row of a head's `head_dim` rows that product row `row` reads in pair order: rows
+/// `2i` and `2i + 1` of each head read rows `i` and `i + head_dim/2`, the pair RoPE rotates
+/// together (half-split layout, as `crate::rope` lays Q and K out).
+#[cube]
+pub(super) fn pair_order_row(row: usize, head_dim: usize) -> usize {
+    let within = row % head_dim;
+    row - within + (within % 2) * (head_dim / 2) + within / 2
+}
+
+/// The tail of a one-token product in pair order ([`pair_order_row`]), in place of
+/// `reduce_and_store`: adds the lanes' sums of each row, then the row's first lane takes its
+/// pair's other sum from the neighbouring row, rotates, and writes a query into `out`
+/// `[1, heads, head_dim]` or a key into `cache_k`, or writes a value into `cache_v` unrotated,
+/// at `position`. Rows past the chunk's `chunk_rows` write nothing (a chunk is whole heads, so
+/// every written row's pair is in it).
+#[cube]
+pub(super) fn rotate_and_store_pair<F: Float>(
+    sum: f32,
+    out: &mut Tensor<F>,
+    cos: &Tensor<F>,
+    sin: &Tensor<F>,
+    cache_k: &mut Tensor<F>,
+    cache_v: &mut Tensor<F>,
+    position: u32,
+    local_row: usize,
+    first_row: u32,
+    chunk_rows: u32,
+    #[comptime] lanes: u32,
+    #[comptime] rows: u32,
+) {
+    let mut acc = Array::<f32>::new(1usize);
+    acc[0] = sum;
+    let mut partial = SharedMemory::<f32>::new(comptime!((lanes * rows) as usize));
+    reduce_lanes(&acc, &acc, &mut partial, false, 1u32, lanes, rows);
+    // With one lane per row nothing synced yet, and the pair's sum is another thread's.
+    sync_cube();
+    if UNIT_POS_X == 0 && local_row < chunk_rows as usize {
+        let own = partial[UNIT_POS_Y as usize * comptime!(lanes as usize)];
+        let other = partial[(UNIT_POS_Y ^ 1) as usize * comptime!(lanes as usize)];
+        let (heads, kv_heads, head_dim) = (out.shape(1), cache_k.shape(0), cache_k.shape(2));
+        let half = head_dim / 2;
+        let row = first_row as usize + local_row;
+        let slot = row / head_dim;
+        let pair = (row % head_dim) / 2;
+        let second = row % 2 == 1;
+        let dim = pair + half * (row % 2);
+        let at = position as usize;
+        if slot < heads + kv_heads {
+            let c = f32::cast_from(cos[at * half + pair]);
+            let s = f32::cast_from(sin[at * half + pair]);
+            // (a, b) → (a·c - b·s, b·c + a·s), with a the pair's first row.
+            let mut rotated = own * c + other * s;
+            if !second {
+                rotated = own * c - other * s;
+            }
+            if slot < heads {
+                out[slot * head_dim + dim] = F::cast_from(rotated);
+            } else {
+                let dst = (slot - heads) * cache_k.stride(0) + at * cache_k.stride(1) + dim * cache_k.stride(2);
+                cache_k[dst] = F::cast_from(rotated);
+            }
+        } else {
+            let dst = (slot - heads - kv_heads) * cache_v.stride(0) + at * cache_v.stride(1) + dim * cache_v.stride(2);
+            cache_v[dst] = F::cast_from(own);
+        }
+    }
 }
