@@ -63,6 +63,9 @@ measure() {
 for weights in ${LBB_WEIGHTS:-f16 q8_0 q4_0}; do
   if [ "$weights" = f16 ]; then measure f16; else measure "$weights" --weights "$weights"; fi
 done
+# The same f16 run on wgpu's noop device (no shader runs): the host's share of the GPU row above,
+# on this machine's CPU.
+measure f16-noop --device noop
 # cubecl-wgpu puts at most CUBECL_WGPU_MAX_TASKS launches (32 by default) in one queue submit, so
 # a token's ~150 launches are about 5 submits. The f16 run again at other sizes, no rebuild
 # needed; LBB_MAX_TASKS="" skips it.
@@ -95,7 +98,8 @@ for tool, speed in anchors.items():
     print(f"{tool:<32} {speed:>12.1f} {1e3 / speed:>9.2f}")
 runs = [("pytorch-only --half", "pytorch-half"), ("pytorch-only --half --compile", "pytorch-half-compile"),
         ("pytorch-only f32", "pytorch-f32"), ("pytorch-only f32 --compile", "pytorch-f32-compile"),
-        ("tinygrad-only f16", "tinygrad-f16"), ("tinygrad-only q8_0", "tinygrad-q8_0"), ("tinygrad-only q4_0", "tinygrad-q4_0")]
+        ("tinygrad-only f16", "tinygrad-f16"), ("tinygrad-only f16 on noop (host)", "tinygrad-f16-noop"),
+        ("tinygrad-only q8_0", "tinygrad-q8_0"), ("tinygrad-only q4_0", "tinygrad-q4_0")]
 runs += [(f"tinygrad-only f16 ({p.stem.split('tasks')[1]}/submit)", p.stem) for p in sorted(out.glob("tinygrad-f16-tasks*.json"))]
 for label, name in runs:
     r = ours(out / f"{name}.json")

@@ -178,6 +178,15 @@ impl Kernels<Tch> for TchKernels {
         wrap(tch::Tensor::stack(&rows, 0))
     }
 
+    fn embed_ids(&self, table: &TchWeight, ids: Tensor<Tch, 1, Int>) -> Tensor<Tch, 2> {
+        let slice = table.stacked.dims()[2] as i64;
+        let ids = ids.into_primitive().tensor;
+        // Slice `id / slice`, column `id % slice`: advanced indexing on dims 0 and 2 puts the
+        // ids first, [tokens, dim], as a copy.
+        let (slices, columns) = (ids.floor_divide_scalar(slice), ids.remainder(slice));
+        wrap(table.raw().index(&[Some(slices), None, Some(columns)]))
+    }
+
     fn rms_norm(&self, x: Tensor<Tch, 2>, weight: &Tensor<Tch, 1>, eps: f64) -> Tensor<Tch, 2> {
         let x = raw(x);
         let weight = raw(weight.clone());

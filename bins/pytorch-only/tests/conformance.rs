@@ -3,6 +3,13 @@
 
 llama_core::binary_conformance_tests!("pytorch-only");
 
+/// On a CPU libtorch reads each id before the next step (its argmax there costs more than the
+/// host's scan); `--no-pipeline` is accepted and the ids are llama.cpp's either way.
+#[test]
+fn greedy_ids_are_llama_cpp_s_with_and_without_pipelining() {
+    llama_core::conformance::check_pipelined_greedy(BIN, false);
+}
+
 #[test]
 fn composed_kernels_match_naive_loops_on_libtorch() {
     type B = burn_tch::LibTorch<f32>;

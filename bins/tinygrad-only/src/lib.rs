@@ -2,6 +2,8 @@
 //! binary and its tests (and benches) share them. `main.rs` stays a thin front end.
 
 pub mod host_threads;
+pub mod host_work;
 pub mod kernels;
+pub mod noop;
 
 pub use kernels::{Wgpu, WgpuKernels};

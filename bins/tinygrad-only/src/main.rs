@@ -8,16 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail};
 use burn::tensor::backend::Backend as _;
-use burn_wgpu::{RuntimeOptions, WgpuDevice, graphics::AutoGraphicsApi};
-use llama_core::cli::Quantize;
-use llama_core::framework::{self, Framework};
-use tinygrad_only::{Wgpu, WgpuKernels, host_threads};
+use burn_wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi};
+use llama_core::cli::{Args, Quantize};
+use llama_core::framework::{self, Framework, HostWork};
+use tinygrad_only::{Wgpu, WgpuKernels, host_threads, host_work, noop};
 
 #[derive(Default)]
 struct TinygradOnly {
     adapter: Mutex<Option<String>>,
     /// The adapter is a CPU Vulkan driver (lavapipe): the kernels pick thread layouts for it.
     on_cpu: AtomicBool,
+    /// `--device noop`: wgpu's backend that runs no shader (src/noop.rs).
+    noop: AtomicBool,
     quantize: Mutex<Option<Quantize>>,
 }
 
@@ -34,6 +36,13 @@ impl Framework for TinygradOnly {
     }
 
     fn device(&self, spec: &str) -> anyhow::Result<WgpuDevice> {
+        if spec == noop::DEVICE_NAME {
+            let (device, setup) = noop::create()?;
+            // noop calls itself a CPU device; it stands in for a GPU, so the GPU layout is kept.
+            self.describe(&setup, "no shader runs; GPU kernel layout, NVIDIA limits");
+            self.noop.store(true, Ordering::Relaxed);
+            return Ok(device);
+        }
         let index = |rest: &str| rest.parse::<usize>().map_err(|_| anyhow!("unknown --device `{spec}`"));
         let device = match spec {
             "auto" => WgpuDevice::DefaultDevice,
@@ -41,7 +50,7 @@ impl Framework for TinygradOnly {
             "gpu" => WgpuDevice::DiscreteGpu(0),
             _ => match spec.strip_prefix("gpu:") {
                 Some(rest) => WgpuDevice::DiscreteGpu(index(rest)?),
-                None => bail!("unknown --device `{spec}`: use auto, cpu, gpu or gpu:N"),
+                None => bail!("unknown --device `{spec}`: use auto, cpu, gpu, gpu:N or noop"),
             },
         };
         // wgpu panics when no adapter matches; turn that into an error the user can act on.
@@ -54,14 +63,8 @@ impl Framework for TinygradOnly {
         let setup = setup.map_err(|_| {
             anyhow!("no wgpu adapter for --device {spec}: install a Vulkan driver (`cargo xtask setup` installs Mesa's software one) or pick another device")
         })?;
-        let info = setup.adapter.get_info();
-        let text = format!(
-            "{} ({:?}, {:?}, driver {} {})",
-            info.name, info.backend, info.device_type, info.driver, info.driver_info
-        );
-        *self.adapter.lock().expect("adapter lock") = Some(text);
-        // wgpu's `DeviceType::Cpu`, compared by name: burn-wgpu does not re-export wgpu's types.
-        let on_cpu = format!("{:?}", info.device_type) == "Cpu";
+        self.describe(&setup, "");
+        let on_cpu = setup.adapter.get_info().device_type == wgpu::DeviceType::Cpu;
         self.on_cpu.store(on_cpu, Ordering::Relaxed);
         if on_cpu {
             // A sync starts the device's threads, so they can be found; it makes no tensor, which
@@ -89,9 +92,63 @@ impl Framework for TinygradOnly {
         Some(tinygrad_only::kernels::launches())
     }
 
+    fn count_host_work<R>(&self, work: impl FnOnce() -> R) -> (R, Option<HostWork>) {
+        let (result, counted) = host_work::count(work);
+        (result, Some(counted))
+    }
+
+    fn tracing_layer(&self) -> Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> {
+        Some(Box::new(host_work::layer()))
+    }
+
+    fn check_args(&self, args: &Args) -> anyhow::Result<()> {
+        if args.device == noop::DEVICE_NAME && !args.benchmark {
+            bail!(
+                "--device noop runs no shaders, so every output is zero: it serves --benchmark only (the host's share of decode); use another --device for --prompt or chat"
+            );
+        }
+        Ok(())
+    }
+
+    fn runs_no_kernels(&self) -> bool {
+        self.noop.load(Ordering::Relaxed)
+    }
+
     fn kernels(&self) -> WgpuKernels {
         let kernels = if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() };
+        let kernels = if self.runs_no_kernels() { kernels.without_pipelining() } else { kernels };
         kernels.with_quantize(*self.quantize.lock().expect("quantize lock"))
+    }
+}
+
+impl TinygradOnly {
+    /// Keeps the adapter's description (name, backend, type, driver) for `device_info`, and logs
+    /// the device's compute limits.
+    fn describe(&self, setup: &WgpuSetup, note: &str) {
+        let info = setup.adapter.get_info();
+        let mut text = format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        );
+        if !note.is_empty() {
+            text = format!("{text}: {note}");
+        }
+        // The device's limits: the adapter's own where cubecl made the device, ours on noop.
+        let l = setup.device.limits();
+        tracing::info!(
+            "device limits: workgroup storage {} B, invocations {}, size {}x{}x{}, workgroups per dimension {}, storage binding {} B, buffer {} B, uniform/storage offset alignment {}/{}",
+            l.max_compute_workgroup_storage_size,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_size_z,
+            l.max_compute_workgroups_per_dimension,
+            l.max_storage_buffer_binding_size,
+            l.max_buffer_size,
+            l.min_uniform_buffer_offset_alignment,
+            l.min_storage_buffer_offset_alignment
+        );
+        *self.adapter.lock().expect("adapter lock") = Some(text);
     }
 }
 

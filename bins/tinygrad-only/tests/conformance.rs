@@ -57,6 +57,13 @@ fn weights_quantized_at_load_match_their_host_unpacking() {
     }
 }
 
+/// Greedy decoding one step ahead (on this software driver too) and one step at a time both give
+/// llama.cpp's ids.
+#[test]
+fn pipelined_greedy_gives_llama_cpp_ids_as_unpipelined_does() {
+    llama_core::conformance::check_pipelined_greedy(BIN, true);
+}
+
 /// `--compile` is pytorch-only's (a static step for CUDA graph capture): refused here by name.
 #[test]
 fn compile_is_refused_by_name() {
@@ -66,4 +73,41 @@ fn compile_is_refused_by_name() {
         &["--model", model.to_str().expect("utf-8 path"), "--compile", "--prompt", "hi"],
         "--compile is not supported by tinygrad-only",
     );
+}
+
+/// `--device noop` (wgpu's backend that runs no shader) benchmarks the 1B shape for a few tokens,
+/// and its JSON carries the host-work figures per decoded token. A check of the output's shape,
+/// not of speed.
+#[test]
+fn noop_device_benchmark_reports_host_work() {
+    let args = ["--device", "noop", "--benchmark", "--size", "1B", "--dtype", "f16", "--json"];
+    let out = llama_core::conformance::run(
+        BIN,
+        &[&args[..], &["--iterations", "2", "--prompt-tokens", "4", "--gen-tokens", "3"]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "--device noop --benchmark failed: {stderr}");
+    assert!(stderr.contains("the generated tokens are meaningless"), "no warning on stderr: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert!(report["device"].as_str().is_some_and(|d| d.contains("noop")), "device in {report}");
+    // Averages per decoded token.
+    let count = |key: &str| report["host_work_per_token"][key].as_f64().unwrap_or_else(|| panic!("{key} in {report}"));
+    let ours = report["our_kernel_launches_per_token"].as_f64().expect("our launches");
+    // Every kernel of ours is a launch the device API saw; the token's readback is at least one
+    // submit and one read.
+    assert!(ours > 0.0 && count("kernel_launches") >= ours, "{report}");
+    assert!(count("queue_submits") >= 1.0 && count("device_reads") >= 1.0, "{report}");
+    for key in ["staging_writes", "buffers_created"] {
+        count(key);
+    }
+    assert_eq!(report["kernel_launches_per_token"].as_f64(), Some(count("kernel_launches")), "{report}");
+    assert!(report["host_ms_per_token"].as_f64().is_some_and(|ms| ms > 0.0), "host_ms_per_token in {report}");
+}
+
+/// noop's outputs are zeros: a reply or a chat on it would be garbage, so both are refused.
+#[test]
+fn noop_device_refuses_prompt_and_chat() {
+    let expected = "--device noop runs no shaders";
+    llama_core::conformance::expect_error(BIN, &["--device", "noop", "--prompt", "hi"], expected);
+    llama_core::conformance::expect_error(BIN, &["--device", "noop"], expected);
 }

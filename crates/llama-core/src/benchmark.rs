@@ -8,12 +8,13 @@ use serde_json::json;
 
 use crate::cli::Args;
 use crate::config::{LlamaConfig, ModelSize};
-use crate::framework::Framework;
+use crate::framework::{Framework, HostWork};
 use crate::generation::{self, GenerationParams};
 use crate::gguf::GgufFile;
 use crate::kernels::Kernels;
 use crate::metrics::{self, LatencyStats};
-use crate::model::{DecodeStep, Llama};
+use crate::model::Llama;
+use crate::progress::Progress;
 use crate::sampling::{Rng, Sampler};
 
 /// One measured run.
@@ -88,8 +89,12 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     // As the provider stores them: dense in the compute dtype, or still quantized.
     let weight_bytes_per_token = model.weight_bytes_per_token() as f64;
     let prompt = prompt_ids(p, config.vocab_size);
-    let params =
-        GenerationParams { ignore_eos: true, decode: model.decode_step(args.compile), ..GenerationParams::new(g) };
+    let params = GenerationParams {
+        ignore_eos: true,
+        decode: model.decode_step(args.compile),
+        pipeline: !args.no_pipeline,
+        ..GenerationParams::new(g)
+    };
     let mut cache = model.new_cache(context);
     let mut generated_tokens = Vec::new();
     let mut measure = || -> anyhow::Result<RunMetrics> {
@@ -110,11 +115,19 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             decode_latency: latency,
         })
     };
+    if fw.runs_no_kernels() {
+        eprintln!(
+            "{}: this device runs no kernels: the generated tokens are meaningless, and decode time is the host's share alone",
+            fw.name()
+        );
+    }
     eprintln!("{}: warm-up run (prefill {p} + decode {g} tokens) ...", fw.name());
     measure()?;
+    let progress = Progress::start(fw.name(), n);
     let mut runs = Vec::with_capacity(n);
     for i in 0..n {
         let m = measure()?;
+        progress.run_done(i + 1, m.decode_tok_s, m.prefill_tok_s);
         if !args.json {
             if i == 0 {
                 let decode = format!("{:?}", params.decode).to_lowercase();
@@ -132,6 +145,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         }
         runs.push(m);
     }
+    progress.finish();
     let summary = RunMetrics {
         time_to_first_token_s: median(runs.iter().map(|r| r.time_to_first_token_s)),
         prefill_tok_s: median(runs.iter().map(|r| r.prefill_tok_s)),
@@ -144,8 +158,13 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         },
         weight_gb_s: median(runs.iter().map(|r| r.weight_gb_s)),
     };
-    let launches =
-        if args.verbose { launches_per_token(fw, &model, &mut cache, &prompt, params.decode)? } else { None };
+    let step = if args.verbose || args.json {
+        decode_step_work(fw, &model, &mut cache, &prompt, &params)?
+    } else {
+        DecodeStepWork::default()
+    };
+    // On a device that runs no kernels, a token's time is all host work.
+    let host_ms_per_token = fw.runs_no_kernels().then_some(summary.decode_latency.median_ms);
     let peak_rss = metrics::peak_rss_bytes();
     let device_memory = fw.device_memory_bytes(&device);
     fw.cleanup(&device);
@@ -167,7 +186,11 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "weight_bytes_per_token": weight_bytes_per_token,
             "peak_host_rss_bytes": peak_rss,
             "device_memory_bytes": device_memory,
-            "kernel_launches_per_token": launches,
+            "kernel_launches_per_token": step.work.map(|w| w.kernel_launches).or(step.our_launches),
+            "our_kernel_launches_per_token": step.our_launches,
+            "host_work_per_token": step.work,
+            "host_ms_per_token": host_ms_per_token,
+            "greedy_pipelined": step.pipelined,
             "runs": runs,
             "summary": summary,
             "generated_tokens": generated_tokens,
@@ -182,27 +205,78 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         };
         println!("peak host RSS {}, device memory {}", mib(peak_rss), mib(device_memory));
         if args.verbose {
-            let launches = launches.map_or("not counted by this framework".to_string(), |n| n.to_string());
-            // generation::read_step is the decode loop's only device read (greedy: the argmax).
-            println!("per decoded token: kernel launches {launches}, host syncs 1 (the token's readback)");
+            println!("per decoded token: {}", step.describe());
+            if let Some(ms) = host_ms_per_token {
+                println!(
+                    "host issue {ms:.3} ms per decoded token (median; no kernel ran, so this is the host's share)"
+                );
+            }
         }
     }
     Ok(())
 }
 
-/// Kernel launches of one decode step after a prefill of `prompt`, where the framework counts them.
-fn launches_per_token<F: Framework>(
+/// What a decoded token asks of the device, as far as the framework counts it.
+#[derive(Debug, Default)]
+struct DecodeStepWork {
+    /// Everything, where the framework counts at the device API.
+    work: Option<HostWork<f64>>,
+    /// The framework's own kernels, where it counts them.
+    our_launches: Option<f64>,
+    /// Whether greedy decoding ran one step ahead (each id read while the next step was queued).
+    pipelined: bool,
+}
+
+impl DecodeStepWork {
+    fn describe(&self) -> String {
+        let ours = self.our_launches.map(|n| format!(" (ours {n:.0})")).unwrap_or_default();
+        let behind = if self.pipelined {
+            "one step behind, the next step already queued"
+        } else {
+            "before the next step is queued"
+        };
+        match self.work {
+            Some(w) => format!(
+                "kernel launches {:.0}{ours}, queue submits {:.2}, device reads {:.2} (each a host wait, {behind}), staging writes {:.0}, buffers created {:.2}",
+                w.kernel_launches, w.queue_submits, w.device_reads, w.staging_writes, w.buffers_created
+            ),
+            None => format!(
+                "kernel launches {}, host syncs 1 (the token's readback, {behind})",
+                self.our_launches
+                    .map_or("not counted by this framework".to_string(), |n| format!("{n:.0} (ours only)"))
+            ),
+        }
+    }
+}
+
+/// What each decoded token asks of the device: two greedy generations as the measured runs make
+/// them, one of `params.max_tokens` tokens and one of the first token alone (the prefill),
+/// counted, and their difference shared over the decode steps.
+fn decode_step_work<F: Framework>(
     fw: &F,
     model: &Llama<F::Backend, F::Kernels>,
     cache: &mut crate::kv_cache::KvCache<F::Backend>,
     prompt: &[u32],
-    decode: DecodeStep,
-) -> anyhow::Result<Option<u64>> {
-    cache.clear();
-    generation::logits_to_host(model.forward(prompt, cache)?);
-    let Some(before) = fw.kernel_launches() else { return Ok(None) };
-    generation::logits_to_host(model.decode(prompt[0], cache, decode)?);
-    Ok(fw.kernel_launches().map(|after| after - before))
+    params: &GenerationParams,
+) -> anyhow::Result<DecodeStepWork> {
+    let mut count = |max_tokens: usize| -> anyhow::Result<(Option<HostWork>, Option<u64>, bool)> {
+        cache.clear();
+        let params = GenerationParams { max_tokens, ..params.clone() };
+        let ours_before = fw.kernel_launches();
+        let (run, work) = fw.count_host_work(|| {
+            generation::generate(model, cache, None, prompt, &params, &mut Sampler::greedy(), |_| {})
+        });
+        let ours = ours_before.zip(fw.kernel_launches()).map(|(before, after)| after - before);
+        Ok((work, ours, run?.pipelined))
+    };
+    let (whole, ours_whole, pipelined) = count(params.max_tokens)?;
+    let (prefill, ours_prefill, _) = count(1)?;
+    let steps = (params.max_tokens - 1) as f64;
+    Ok(DecodeStepWork {
+        work: whole.zip(prefill).map(|(whole, prefill)| whole.per_step(prefill, steps)),
+        our_launches: ours_whole.zip(ours_prefill).map(|(whole, prefill)| (whole - prefill) as f64 / steps),
+        pipelined,
+    })
 }
 
 fn print_header<F: Framework>(fw: &F, device: &str, source: &str, p: usize, g: usize, n: usize, load_s: f64) {

@@ -93,6 +93,11 @@ pub struct Args {
     #[arg(long)]
     pub compile: bool,
 
+    /// Greedy decoding: read each token's id back before queuing the next step, instead of
+    /// queuing it one step ahead (host and device time then add up; for comparisons)
+    #[arg(long)]
+    pub no_pipeline: bool,
+
     /// Device: for tinygrad-only auto|cpu|gpu[:N]; for pytorch-only cpu|cuda[:N]
     #[arg(long, default_value = "auto")]
     pub device: String,

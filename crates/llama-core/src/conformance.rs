@@ -46,6 +46,7 @@ pub struct RunOutput {
     pub generated_tokens: Vec<u32>,
     pub text: String,
     pub top_logits: Vec<Vec<(u32, f32)>>,
+    pub greedy_pipelined: bool,
 }
 
 pub fn reference() -> Reference {
@@ -122,6 +123,29 @@ pub fn check_against_llamacpp(binary: &str, extra: &[&str]) -> f32 {
     }
     eprintln!("{binary}: {} cases equal to llama.cpp, max |Δlogit| {worst:.2e}", reference.cases.len());
     worst
+}
+
+/// Greedy decoding one step ahead of the host (ids read one step behind) and one step at a
+/// time give llama.cpp's ids on every reference case. `--top-logits 0` keeps the run plain
+/// greedy, the only kind pipelined; `pipelined` says whether the binary pipelines it here.
+pub fn check_pipelined_greedy(binary: &str, pipelined: bool) {
+    let model = default_model();
+    for case in &reference().cases {
+        let max = case.generated_tokens.len();
+        let ahead = greedy_json(binary, &model, &case.prompt, max, &["--top-logits", "0"]);
+        let one_by_one = greedy_json(binary, &model, &case.prompt, max, &["--top-logits", "0", "--no-pipeline"]);
+        assert_eq!((ahead.greedy_pipelined, one_by_one.greedy_pipelined), (pipelined, false), "{:?}", case.prompt);
+        assert_eq!(
+            ahead.generated_tokens, case.generated_tokens,
+            "pipelined ids differ from llama.cpp's for {:?}",
+            case.prompt
+        );
+        assert_eq!(
+            one_by_one.generated_tokens, case.generated_tokens,
+            "ids differ from llama.cpp's for {:?}",
+            case.prompt
+        );
+    }
 }
 
 /// A tiny Llama-shaped GGUF (1 layer, dim 64, context 32) with SmolLM2's tokenizer and the

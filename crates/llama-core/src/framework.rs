@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use clap::{CommandFactory, FromArgMatches};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{Args, FloatType};
@@ -62,9 +63,31 @@ pub trait Framework: Sized {
         bail!("--compile is not supported by {}: it is pytorch-only's option", self.name())
     }
 
-    /// Kernel launches so far in this process, where the framework counts them.
+    /// Our own kernel launches so far in this process, where the framework counts them.
     fn kernel_launches(&self) -> Option<u64> {
         None
+    }
+
+    /// Runs `work` (which ends with a read that waits for the device) and says what it asked of
+    /// the device, where the framework can count that.
+    fn count_host_work<R>(&self, work: impl FnOnce() -> R) -> (R, Option<HostWork>) {
+        (work(), None)
+    }
+
+    /// A tracing layer the process's subscriber needs (installed before any device exists).
+    fn tracing_layer(&self) -> Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> {
+        None
+    }
+
+    /// Refuses flag combinations the framework cannot serve; called before any mode starts.
+    fn check_args(&self, _args: &Args) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Whether the device runs no kernels at all (a host-cost measuring device): its outputs are
+    /// zeros and its decode time is the host's alone.
+    fn runs_no_kernels(&self) -> bool {
+        false
     }
 
     /// Device memory in use, where the framework can tell.
@@ -116,6 +139,7 @@ pub trait Framework: Sized {
 
     /// `--benchmark` measures, `--prompt` answers once, and anything else opens a chat.
     fn run(&self, args: Args) -> anyhow::Result<()> {
+        self.check_args(&args)?;
         self.set_quantize(args.quantize)?;
         if args.benchmark {
             crate::benchmark::run(self, &args)
@@ -158,14 +182,54 @@ pub fn main<F: Framework>(framework: F) -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    let level = if args.verbose { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    init_tracing(&framework, args.verbose);
     match framework.run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}: error: {e:#}", framework.name());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (`RUST_LOG`, else info with `--verbose`, else warnings), beside the
+/// framework's own layer. wgpu's API calls are spans at info level when a framework counts them
+/// (tinygrad-only's `host_work`): the default filter keeps them out of the log, where each would
+/// cost a span record.
+fn init_tracing<F: Framework>(framework: &F, verbose: bool) {
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+    let level = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},wgpu_core=warn,wgpu_hal=warn,naga=warn"))
+    });
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    tracing_subscriber::registry().with(framework.tracing_layer()).with(log).init();
+}
+
+/// What the host asked of the device over some work: the counts behind a decode step's host
+/// cost. `T` is `u64` for counts, `f64` for averages per step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HostWork<T = u64> {
+    /// Kernel dispatches that reached the device, the framework's own and ours.
+    pub kernel_launches: T,
+    pub queue_submits: T,
+    /// Device-to-host reads (buffer maps), each a wait for the device.
+    pub device_reads: T,
+    /// Host-to-device writes through a staging buffer (kernel metadata, uploads).
+    pub staging_writes: T,
+    pub buffers_created: T,
+}
+
+impl HostWork {
+    /// The counts of `self` beyond `base`'s, shared over `steps`.
+    pub fn per_step(self, base: HostWork, steps: f64) -> HostWork<f64> {
+        let per = |total: u64, base: u64| total.saturating_sub(base) as f64 / steps;
+        HostWork {
+            kernel_launches: per(self.kernel_launches, base.kernel_launches),
+            queue_submits: per(self.queue_submits, base.queue_submits),
+            device_reads: per(self.device_reads, base.device_reads),
+            staging_writes: per(self.staging_writes, base.staging_writes),
+            buffers_created: per(self.buffers_created, base.buffers_created),
         }
     }
 }

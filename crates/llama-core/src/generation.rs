@@ -1,10 +1,14 @@
 //! The generation loop: one batched prefill of the prompt, then one token per step.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::{Backend, ExecutionError};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::kernels::Kernels;
@@ -24,11 +28,21 @@ pub struct GenerationParams {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// How each token after the prompt runs ([`Llama::decode_step`]).
     pub decode: DecodeStep,
+    /// Plain greedy decoding may run one step ahead of the host where the provider says so
+    /// ([`Kernels::pipelines_greedy`]); false reads each id before queuing the next step.
+    pub pipeline: bool,
 }
 
 impl GenerationParams {
     pub fn new(max_tokens: usize) -> Self {
-        Self { max_tokens, ignore_eos: false, record_top_logits: 0, interrupt: None, decode: DecodeStep::Dynamic }
+        Self {
+            max_tokens,
+            ignore_eos: false,
+            record_top_logits: 0,
+            interrupt: None,
+            decode: DecodeStep::Dynamic,
+            pipeline: true,
+        }
     }
 
     fn interrupted(&self) -> bool {
@@ -63,6 +77,8 @@ pub struct Generation {
     pub top_logits: Vec<Vec<(u32, f32)>>,
     pub stop_reason: StopReason,
     pub timings: Timings,
+    /// Whether greedy decoding ran one step ahead of the host ([`Kernels::pipelines_greedy`]).
+    pub pipelined: bool,
 }
 
 /// Brings `[1, vocab]` logits to the host as f32. This read is also the step's synchronisation
@@ -85,9 +101,103 @@ fn read_step<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> StepOutput {
     if on_device { StepOutput::Token(argmax_on_device(logits)) } else { StepOutput::Logits(logits_to_host(logits)) }
 }
 
+/// Reads a greedy step back as [`generate`] does: the device's argmax, or all logits (whose
+/// host argmax is returned).
+pub fn read_token<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> u32 {
+    match read_step(logits, on_device) {
+        StepOutput::Token(id) => id,
+        StepOutput::Logits(logits) => sampling::argmax(&logits),
+    }
+}
+
 /// The largest of `[1, vocab]` logits, picked on their device (lowest id on ties), read back.
 pub fn argmax_on_device<B: Backend>(logits: Tensor<B, 2>) -> u32 {
     logits.argmax(1).into_data().iter::<i64>().next().expect("one argmax per row") as u32
+}
+
+/// What the loop does after a token is chosen.
+enum Next {
+    /// Decode the token just accepted.
+    Continue,
+    Stop(StopReason),
+}
+
+/// Everything a generation keeps per token, whichever loop feeds it: the tokens, the streamed
+/// text, the recorded logits, the clocks, and the stop conditions checked after each token.
+struct Run<'a, F: FnMut(&str)> {
+    params: &'a GenerationParams,
+    tokenizer: Option<&'a Tokenizer>,
+    decoder: Option<StreamDecoder<'a>>,
+    on_text: F,
+    generated: Vec<u32>,
+    top_logits: Vec<Vec<(u32, f32)>>,
+    text: String,
+    timings: Timings,
+    /// When the prompt was submitted.
+    start: Instant,
+}
+
+impl<'a, F: FnMut(&str)> Run<'a, F> {
+    fn new(params: &'a GenerationParams, tokenizer: Option<&'a Tokenizer>, on_text: F) -> Self {
+        Self {
+            params,
+            tokenizer,
+            decoder: tokenizer.map(StreamDecoder::new),
+            on_text,
+            generated: Vec::new(),
+            top_logits: Vec::new(),
+            text: String::new(),
+            timings: Timings::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn emit(&mut self, piece: Option<String>) {
+        if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+            (self.on_text)(&piece);
+            self.text.push_str(&piece);
+        }
+    }
+
+    /// Takes the token `next`, which arrived on the host `step_start` after the previous one;
+    /// says whether another token should be decoded (`room`: the cache has a row for it).
+    fn accept(&mut self, next: u32, step_start: Instant, sampler: &mut Sampler, room: bool) -> Next {
+        if self.generated.is_empty() {
+            self.timings.time_to_first_token_s = self.start.elapsed().as_secs_f64();
+        } else {
+            self.timings.decode_step_s.push(step_start.elapsed().as_secs_f64());
+        }
+        if !self.params.ignore_eos && self.tokenizer.is_some_and(|t| t.is_end_of_generation(next)) {
+            return Next::Stop(StopReason::EndOfGeneration);
+        }
+        self.generated.push(next);
+        sampler.accept(next);
+        let piece = self.decoder.as_mut().map(|d| d.push(next));
+        self.emit(piece);
+        if self.generated.len() == self.params.max_tokens {
+            Next::Stop(StopReason::MaxTokens)
+        } else if self.params.interrupted() {
+            Next::Stop(StopReason::Interrupted)
+        } else if !room {
+            Next::Stop(StopReason::ContextFull)
+        } else {
+            Next::Continue
+        }
+    }
+
+    fn finish(mut self, stop_reason: StopReason, pipelined: bool) -> Generation {
+        let piece = self.decoder.as_mut().map(|d| d.finish());
+        self.emit(piece);
+        self.timings.decode_s = self.timings.decode_step_s.iter().sum::<f64>();
+        Generation {
+            generated_tokens: self.generated,
+            text: self.text,
+            top_logits: self.top_logits,
+            stop_reason,
+            timings: self.timings,
+            pipelined,
+        }
+    }
 }
 
 /// Prefills `prompt` after whatever `cache` holds, then samples up to `params.max_tokens` tokens,
@@ -101,70 +211,136 @@ pub fn generate<B: Backend, K: Kernels<B>>(
     prompt: &[u32],
     params: &GenerationParams,
     sampler: &mut Sampler,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
-    let mut timings = Timings::default();
-    let mut decoder = tokenizer.map(StreamDecoder::new);
-    let mut generated = Vec::new();
-    let mut top_logits = Vec::new();
-    let mut text = String::new();
-    let mut emit = |piece: Option<String>, text: &mut String| {
-        if let Some(piece) = piece.filter(|p| !p.is_empty()) {
-            on_text(&piece);
-            text.push_str(&piece);
-        }
-    };
-
     for &id in prompt {
         sampler.accept(id);
     }
-    let on_device =
-        sampler.is_plain_greedy() && params.record_top_logits == 0 && model.kernels().greedy_on_device(model.device());
-    let start = Instant::now();
+    let plain_greedy = sampler.is_plain_greedy() && params.record_top_logits == 0;
+    let (kernels, device) = (model.kernels(), model.device());
+    let mut run = Run::new(params, tokenizer, on_text);
+    if params.max_tokens == 0 {
+        return Ok(run.finish(StopReason::MaxTokens, false));
+    }
+    let pipelined = plain_greedy && params.pipeline && kernels.pipelines_greedy(device);
+    let stop_reason = if pipelined {
+        pipelined_greedy(model, cache, prompt, &mut run, sampler)?
+    } else {
+        one_step_at_a_time(model, cache, prompt, &mut run, sampler, plain_greedy && kernels.greedy_on_device(device))?
+    };
+    Ok(run.finish(stop_reason, pipelined))
+}
+
+/// Each token's id (or logits) reaches the host before the next step is queued.
+fn one_step_at_a_time<B: Backend, K: Kernels<B>, F: FnMut(&str)>(
+    model: &Llama<B, K>,
+    cache: &mut KvCache<B>,
+    prompt: &[u32],
+    run: &mut Run<'_, F>,
+    sampler: &mut Sampler,
+    on_device: bool,
+) -> Result<StopReason, ModelError> {
     let mut output = read_step(model.forward(prompt, cache)?, on_device);
-    timings.prefill_s = start.elapsed().as_secs_f64();
-    let mut stop_reason = StopReason::MaxTokens;
-    let mut step_start = start;
-    while generated.len() < params.max_tokens {
+    run.timings.prefill_s = run.start.elapsed().as_secs_f64();
+    let mut step_start = run.start;
+    loop {
         let next = match &output {
             StepOutput::Token(id) => *id,
             StepOutput::Logits(logits) => {
-                if params.record_top_logits > 0 {
-                    top_logits.push(sampling::top_k(logits, params.record_top_logits));
+                if run.params.record_top_logits > 0 {
+                    run.top_logits.push(sampling::top_k(logits, run.params.record_top_logits));
                 }
                 sampler.sample(logits)
             }
         };
-        if generated.is_empty() {
-            timings.time_to_first_token_s = start.elapsed().as_secs_f64();
-        } else {
-            timings.decode_step_s.push(step_start.elapsed().as_secs_f64());
-        }
-        if !params.ignore_eos && tokenizer.is_some_and(|t| t.is_end_of_generation(next)) {
-            stop_reason = StopReason::EndOfGeneration;
-            break;
-        }
-        generated.push(next);
-        sampler.accept(next);
-        emit(decoder.as_mut().map(|d| d.push(next)), &mut text);
-        if generated.len() == params.max_tokens {
-            break;
-        }
-        if params.interrupted() {
-            stop_reason = StopReason::Interrupted;
-            break;
-        }
-        if cache.check_room(1).is_err() {
-            stop_reason = StopReason::ContextFull;
-            break;
+        if let Next::Stop(reason) = run.accept(next, step_start, sampler, cache.check_room(1).is_ok()) {
+            return Ok(reason);
         }
         step_start = Instant::now();
-        let step = model.decode(next, cache, params.decode);
-        output = read_step(step?, on_device);
+        output = read_step(model.decode(next, cache, run.params.decode)?, on_device);
     }
-    emit(decoder.as_mut().map(|d| d.finish()), &mut text);
-    timings.decode_s = timings.decode_step_s.iter().sum::<f64>();
-    Ok(Generation { generated_tokens: generated, text, top_logits, stop_reason, timings })
+}
+
+/// Greedy decoding one step ahead of the host: while the host waits for token N's id, token
+/// N + 1's step, looked up from N's argmax on the device, is already queued. A step queued past
+/// the end (the id turned out to end the reply) is dropped, and its cache row with it. The first
+/// token is waited for before any step is queued, so the time to it stays the prefill's.
+fn pipelined_greedy<B: Backend, K: Kernels<B>, F: FnMut(&str)>(
+    model: &Llama<B, K>,
+    cache: &mut KvCache<B>,
+    prompt: &[u32],
+    run: &mut Run<'_, F>,
+    sampler: &mut Sampler,
+) -> Result<StopReason, ModelError> {
+    let (max_tokens, decode) = (run.params.max_tokens, run.params.decode);
+    let mut id = argmax_ids(model.forward(prompt, cache)?);
+    let mut step_start = run.start;
+    loop {
+        let reading = PendingId::request(id.clone());
+        let first = run.generated.is_empty();
+        let wanted = !first && run.generated.len() + 1 < max_tokens && !run.params.interrupted();
+        let ahead = if wanted && cache.check_room(1).is_ok() {
+            Some(argmax_ids(model.decode_device_id(id.clone(), cache, decode)?))
+        } else {
+            None
+        };
+        let next = reading.wait();
+        if first {
+            run.timings.prefill_s = run.start.elapsed().as_secs_f64();
+        }
+        // As the unpipelined loop would see the cache: without the row of the step queued ahead.
+        let room = ahead.is_some() || cache.check_room(1).is_ok();
+        let verdict = run.accept(next, step_start, sampler, room);
+        // The next token's time runs from this one's arrival, as in the unpipelined loop.
+        step_start = Instant::now();
+        match (verdict, ahead) {
+            (Next::Continue, Some(ahead)) => id = ahead,
+            (Next::Continue, None) => id = argmax_ids(model.decode_device_id(id, cache, decode)?),
+            (Next::Stop(reason), ahead) => {
+                if ahead.is_some() {
+                    cache.truncate(cache.len() - 1);
+                }
+                return Ok(reason);
+            }
+        }
+    }
+}
+
+/// `[1, vocab]` logits' argmax, `[1]`, left on the device (lowest id on ties).
+fn argmax_ids<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1, Int> {
+    logits.argmax(1).reshape([1])
+}
+
+/// A token id on its way to the host. Requesting the read makes the device work through all
+/// that is queued before it; the host waits only in [`Self::wait`], after queuing more.
+enum PendingId {
+    Arrived(u32),
+    Reading(Pin<Box<dyn Future<Output = Result<TensorData, ExecutionError>>>>),
+}
+
+impl PendingId {
+    fn request<B: Backend>(id: Tensor<B, 1, Int>) -> Self {
+        let mut read = Box::pin(id.into_data_async());
+        // One poll submits the read (a lazy backend flushes its queue here) without blocking.
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(data) => Self::Arrived(first_id(data)),
+            Poll::Pending => Self::Reading(read),
+        }
+    }
+
+    fn wait(self) -> u32 {
+        match self {
+            Self::Arrived(id) => id,
+            Self::Reading(read) => {
+                first_id(burn::tensor::try_read_sync(read).expect("a blocking read on this platform"))
+            }
+        }
+    }
+}
+
+fn first_id(data: Result<TensorData, ExecutionError>) -> u32 {
+    let data = data.unwrap_or_else(|err| panic!("reading a token id back from the device failed: {err:?}"));
+    data.iter::<i64>().next().expect("one id") as u32
 }
 
 /// Tokens per second for `n` tokens in `seconds` (0 when nothing was timed).

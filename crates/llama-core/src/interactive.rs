@@ -33,6 +33,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         ignore_eos: args.ignore_eos,
         interrupt: Some(interrupt.requested.clone()),
         decode: model.decode_step(args.compile),
+        pipeline: !args.no_pipeline,
         ..GenerationParams::new(args.max_tokens)
     };
     let sampler = Sampler::new(args.sampling(), seed);

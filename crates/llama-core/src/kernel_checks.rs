@@ -2,7 +2,7 @@
 //! Generic over the backend, so each binary's tests run them on its own framework, and a
 //! framework's fast-path provider is held to the same bounds as [`crate::kernels::Composed`].
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::dequant::{self, GgmlType};
 use crate::kernels::{Kernels, Normed, RawWeight};
@@ -151,6 +151,10 @@ pub fn check_linear<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
             .flat_map(|&id| w[id as usize * cols..(id as usize + 1) * cols].iter().map(|&v| v as f64))
             .collect();
         assert_close(&format!("embed {ty:?} cols={cols}"), &got, &expected, 1e-6, 1e-6);
+        let device_ids =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(ids.map(i64::from).to_vec(), [ids.len()]), device);
+        let got = download(k.embed_ids(&weight, device_ids));
+        assert_close(&format!("embed_ids {ty:?} cols={cols}"), &got, &expected, 1e-6, 1e-6);
     }
 }
 

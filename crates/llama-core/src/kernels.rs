@@ -69,6 +69,15 @@ pub trait Kernels<B: Backend>: Send + Sync {
         false
     }
 
+    /// Whether plain greedy decoding on `device` should be pipelined: the argmax stays on the
+    /// device, the next step's embedding is looked up from it there ([`Self::embed_ids`]), and
+    /// that step is queued before the id reaches the host, which reads one step behind. Host
+    /// and device work then overlap instead of adding up. Default: where the argmax is taken on
+    /// the device anyway.
+    fn pipelines_greedy(&self, device: &B::Device) -> bool {
+        self.greedy_on_device(device)
+    }
+
     /// Whether decoding without `--compile` runs the static-shape step op by op (as PyTorch's
     /// static-cache decoders do) rather than shapes that follow the cache. Where `--compile`
     /// captures that step, this makes the capture the flags' only difference: the same kernels
@@ -94,6 +103,10 @@ pub trait Kernels<B: Backend>: Send + Sync {
     /// Rows `ids` of a `[vocab, dim]` embedding table (loaded like any matmul weight, so a tied
     /// output head shares it).
     fn embed(&self, table: &Self::Weight, ids: &[u32], device: &B::Device) -> Tensor<B, 2>;
+
+    /// [`Self::embed`] for ids already on the device, `[tokens]` (a greedy step's argmax): the
+    /// step that reads them can be queued before they reach the host.
+    fn embed_ids(&self, table: &Self::Weight, ids: Tensor<B, 1, Int>) -> Tensor<B, 2>;
 
     /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2>;
@@ -363,6 +376,24 @@ impl<B: Backend> Kernels<B> for Composed {
             })
             .collect();
         Tensor::cat(columns, 1).transpose()
+    }
+
+    fn embed_ids(&self, table: &DenseWeight<B>, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        // Each column block gathers the ids inside it and zeroes the others' rows; the blocks'
+        // parts add up to the rows (adding zeros is exact).
+        let mut rows: Option<Tensor<B, 2>> = None;
+        for (i, block) in table.blocks.iter().enumerate() {
+            let width = block.dims()[1] as i64;
+            let local = ids.clone().sub_scalar((i * table.block_out) as i64);
+            let inside = local.clone().greater_equal_elem(0).bool_and(local.clone().lower_elem(width));
+            let part = block.clone().select(1, local.clamp(0, width - 1)).transpose(); // [tokens, dim]
+            let part = part.clone() * inside.float().cast(part.dtype()).unsqueeze_dim::<2>(1);
+            rows = Some(match rows {
+                None => part,
+                Some(sum) => sum + part,
+            });
+        }
+        rows.expect("an embedding table has at least one block")
     }
 
     fn rms_norm(&self, x: Tensor<B, 2>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {

@@ -24,6 +24,7 @@ pub mod kv_cache;
 pub mod metrics;
 pub mod model;
 pub mod one_shot;
+pub mod progress;
 pub mod rope;
 pub mod sampling;
 pub mod synth;

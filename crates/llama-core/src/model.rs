@@ -379,10 +379,15 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// appends their keys and values to `cache`, and returns the logits of the last token, `[1, vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, ModelError> {
         self.check_tokens(tokens, cache)?;
+        let x = self.kernels.embed(&self.token_embedding, tokens, &self.device);
+        Ok(self.forward_embedded(x, cache))
+    }
+
+    /// [`Self::forward`] from the tokens' embeddings `x` `[tokens, dim]`.
+    fn forward_embedded(&self, x: Tensor<B, 2>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let (c, k) = (&self.config, &self.kernels);
-        let n = tokens.len();
+        let n = x.dims()[0];
         let start = cache.len();
-        let x = k.embed(&self.token_embedding, tokens, &self.device);
         let x = self.layers_forward(x, |i, qkv, input| {
             let (q, cache_keys, cache_values) =
                 qkv.norm_linear_rope_into_cache(k, input, c.n_heads, c.n_kv_heads, &self.rope, start, cache.take(i));
@@ -391,7 +396,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         });
         cache.advance(n);
         // Only the last position's logits are needed to pick the next token.
-        Ok(self.logits(x.slice([n - 1..n, 0..c.dim])))
+        self.logits(x.slice([n - 1..n, 0..c.dim]))
     }
 
     /// How this model decodes a token: captured with `--compile`, else as its provider decodes
@@ -414,13 +419,31 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// Every tensor has the same shape at every position, which is what lets a framework capture
     /// the step once (a CUDA graph) and replay it. All three give [`Self::forward`]'s logits.
     pub fn decode(&self, token: u32, cache: &mut KvCache<B>, step: DecodeStep) -> Result<Tensor<B, 2>, ModelError> {
+        self.check_tokens(&[token], cache)?;
+        let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
+        Ok(self.decode_embedded(x, cache, step))
+    }
+
+    /// [`Self::decode`] of a token whose id is still on the device, `[1]` (the last step's
+    /// argmax): the step is queued without waiting for the id to reach the host.
+    pub fn decode_device_id(
+        &self,
+        token: Tensor<B, 1, Int>,
+        cache: &mut KvCache<B>,
+        step: DecodeStep,
+    ) -> Result<Tensor<B, 2>, ModelError> {
+        cache.check_room(1)?;
+        let x = self.kernels.embed_ids(&self.token_embedding, token);
+        Ok(self.decode_embedded(x, cache, step))
+    }
+
+    /// One decode step from the token's embedding `x` `[1, dim]`.
+    fn decode_embedded(&self, x: Tensor<B, 2>, cache: &mut KvCache<B>, step: DecodeStep) -> Tensor<B, 2> {
         let captured = match step {
-            DecodeStep::Dynamic => return self.forward(&[token], cache),
+            DecodeStep::Dynamic => return self.forward_embedded(x, cache),
             DecodeStep::Static => false,
             DecodeStep::Captured => true,
         };
-        self.check_tokens(&[token], cache)?;
-        let x = self.kernels.embed(&self.token_embedding, &[token], &self.device);
         let (position, cache_id) = (cache.len(), cache.id());
         let logits = {
             let mut run = |x: Tensor<B, 2>, position: Tensor<B, 1, Int>| self.step_static(x, position, cache);
@@ -431,7 +454,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
             }
         };
         cache.advance(1);
-        Ok(logits)
+        logits
     }
 
     /// The static-shape step itself, from the token's embedding `x` `[1, dim]` and its

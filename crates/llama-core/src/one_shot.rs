@@ -37,6 +37,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
         ignore_eos: args.ignore_eos,
         record_top_logits: if args.json { args.top_logits } else { 0 },
         decode: model.decode_step(args.compile),
+        pipeline: !args.no_pipeline,
         ..GenerationParams::new(args.max_tokens)
     };
     let mut cache = model.new_cache(file.context);
@@ -65,6 +66,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
             "generated_tokens": generation.generated_tokens,
             "text": generation.text,
             "stop_reason": generation.stop_reason,
+            "greedy_pipelined": generation.pipelined,
             "top_logits": generation.top_logits,
             "timings": {
                 "load_s": load_s,

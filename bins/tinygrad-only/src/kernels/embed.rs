@@ -25,8 +25,83 @@ fn embed_quant_kernel<F: Float, S: Float>(
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
     let pair = (first_pair + CUBE_POS_X) as usize;
-    let t = picks[2 * pair] as usize;
-    let row = picks[2 * pair + 1] as usize;
+    copy_quant_row::<F, S>(
+        quants,
+        scales,
+        mins,
+        out,
+        picks[2 * pair] as usize,
+        picks[2 * pair + 1] as usize,
+        bits,
+        mode,
+    );
+}
+
+/// The same for one chunk of a dense table.
+#[cube(launch_unchecked)]
+fn embed_dense_kernel<F: Float, W: Float>(
+    picks: &Tensor<u32>,
+    w: &Tensor<W>,
+    out: &mut Tensor<F>,
+    first_pair: u32,
+    #[define(F, W)] _dtypes: [StorageType; 2],
+) {
+    let pair = (first_pair + CUBE_POS_X) as usize;
+    copy_dense_row::<F, W>(w, out, picks[2 * pair] as usize, picks[2 * pair + 1] as usize);
+}
+
+/// Rows of one chunk of a block-quantized table for token ids on the device: token
+/// `t = CUBE_POS_X` takes row `ids[t] - first_row` if this chunk, `first_row .. first_row +
+/// rows`, holds it (another launch writes it otherwise).
+#[cube(launch_unchecked)]
+fn embed_ids_quant_kernel<F: Float, S: Float, I: Int>(
+    ids: &Tensor<I>,
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    first_row: u32,
+    rows: u32,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+    #[define(F, S, I)] _dtypes: [StorageType; 3],
+) {
+    let t = CUBE_POS_X as usize;
+    let id = u32::cast_from(ids[t]);
+    if id >= first_row && id < first_row + rows {
+        copy_quant_row::<F, S>(quants, scales, mins, out, t, (id - first_row) as usize, bits, mode);
+    }
+}
+
+/// The same for one chunk of a dense table.
+#[cube(launch_unchecked)]
+fn embed_ids_dense_kernel<F: Float, W: Float, I: Int>(
+    ids: &Tensor<I>,
+    w: &Tensor<W>,
+    out: &mut Tensor<F>,
+    first_row: u32,
+    rows: u32,
+    #[define(F, W, I)] _dtypes: [StorageType; 3],
+) {
+    let t = CUBE_POS_X as usize;
+    let id = u32::cast_from(ids[t]);
+    if id >= first_row && id < first_row + rows {
+        copy_dense_row::<F, W>(w, out, t, (id - first_row) as usize);
+    }
+}
+
+/// `out[t, ..] = W[row, ..]` dequantized, the cube's threads striding over the row's blocks.
+#[cube]
+fn copy_quant_row<F: Float, S: Float>(
+    quants: &Tensor<u32>,
+    scales: &Tensor<S>,
+    mins: &Tensor<S>,
+    out: &mut Tensor<F>,
+    t: usize,
+    row: usize,
+    #[comptime] bits: u32,
+    #[comptime] mode: u32,
+) {
     let k = out.shape(1);
     let blocks = k / 32;
     let mut w = Array::<f32>::new(32usize);
@@ -41,18 +116,9 @@ fn embed_quant_kernel<F: Float, S: Float>(
     }
 }
 
-/// The same for one chunk of a dense table.
-#[cube(launch_unchecked)]
-fn embed_dense_kernel<F: Float, W: Float>(
-    picks: &Tensor<u32>,
-    w: &Tensor<W>,
-    out: &mut Tensor<F>,
-    first_pair: u32,
-    #[define(F, W)] _dtypes: [StorageType; 2],
-) {
-    let pair = (first_pair + CUBE_POS_X) as usize;
-    let t = picks[2 * pair] as usize;
-    let row = picks[2 * pair + 1] as usize;
+/// `out[t, ..] = W[row, ..]`, the cube's threads striding over the row.
+#[cube]
+fn copy_dense_row<F: Float, W: Float>(w: &Tensor<W>, out: &mut Tensor<F>, t: usize, row: usize) {
     let k = out.shape(1);
     let mut c = UNIT_POS_X as usize;
     while c < k {
@@ -126,6 +192,57 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
                     bits,
                     mode,
                     [dtype.into(), chunk.scales().dtype.into()],
+                )
+            },
+        }
+    }
+    out
+}
+
+/// Rows `ids` `[tokens]` (on the device) of `table` as a `[tokens, cols]` tensor of `dtype`: one
+/// launch per chunk, each writing the rows it holds.
+pub fn embed_ids(ids: CubeT, table: &DeviceWeight, dtype: DType) -> CubeT {
+    let tokens = ids.meta.shape()[0];
+    let client = ids.client.clone();
+    let out =
+        empty_device_contiguous_dtype(client.clone(), ids.device.clone(), Shape::new([tokens, table.cols]), dtype);
+    for (i, chunk) in table.chunks.iter().enumerate() {
+        let (first_row, rows) = ((i * table.rows_per_chunk) as u32, chunk.rows as u32);
+        let count = CubeCount::Static(tokens as u32, 1, 1);
+        let dim = CubeDim::new_1d(64);
+        count_launch();
+        match table.packing.block_format() {
+            // SAFETY: a thread reads `ids[CUBE_POS_X]` for one of `tokens` cubes, and a row only when
+            // this chunk holds it; columns stop at the row width.
+            None => unsafe {
+                embed_ids_dense_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    ids.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_row,
+                    rows,
+                    [dtype.into(), chunk.data.dtype.into(), ids.dtype.into()],
+                )
+            },
+            // SAFETY: as the dense case; a block-format row is whole blocks of 32.
+            Some((bits, mode)) => unsafe {
+                embed_ids_quant_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                    &client,
+                    count,
+                    dim,
+                    ids.clone().into_tensor_arg(),
+                    chunk.data.clone().into_tensor_arg(),
+                    chunk.scales().into_tensor_arg(),
+                    chunk.mins().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    first_row,
+                    rows,
+                    bits,
+                    mode,
+                    [dtype.into(), chunk.scales().dtype.into(), ids.dtype.into()],
                 )
             },
         }

@@ -22,6 +22,7 @@
 
 mod attention;
 mod embed;
+pub mod empty;
 mod fused;
 mod linear;
 mod matvec;
@@ -49,31 +50,46 @@ pub use weights::{DeviceWeight, Packing, Values};
 pub type Wgpu = burn_wgpu::Wgpu<f32, i32, u32>;
 type Device = burn_wgpu::WgpuDevice;
 
-/// Largest chunk of a weight, in device bytes (wgpu binds each as one storage buffer; lavapipe
-/// allows 128 MiB).
-const MAX_CHUNK_BYTES: usize = 64 << 20;
+/// The largest chunk of a weight, in device bytes: wgpu binds each chunk as one storage buffer,
+/// so half the device's largest binding (lavapipe's 128 MiB gives 64 MiB chunks; a GPU's 4 GiB
+/// puts a 1B model's output head in one chunk, so one launch), and at most 2 GiB, which keeps
+/// every element index within cubecl's 32-bit addressing.
+fn max_chunk_bytes(device: &Device) -> usize {
+    use cubecl::Runtime as _;
+    let largest_binding = burn_wgpu::WgpuRuntime::client(device).properties().memory.max_page_size;
+    (largest_binding / 2).min(1 << 31) as usize
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WgpuKernels {
     layout: linear::Layout,
     /// `--quantize`: how float weights are stored.
     quantize: Option<Quantize>,
+    /// Greedy decoding queues the next step before reading the id (`Kernels::pipelines_greedy`).
+    pipeline_greedy: bool,
 }
 
 impl WgpuKernels {
     /// Thread layouts for a GPU.
     pub fn gpu() -> Self {
-        Self { layout: linear::Layout::for_device(false), quantize: None }
+        Self { layout: linear::Layout::for_device(false), quantize: None, pipeline_greedy: true }
     }
 
     /// Thread layouts for a CPU Vulkan driver (lavapipe): 8 lanes per row, its SIMD width.
     pub fn cpu_driver() -> Self {
-        Self { layout: linear::Layout::for_device(true), quantize: None }
+        Self { layout: linear::Layout::for_device(true), quantize: None, pipeline_greedy: true }
     }
 
     /// Stores f32/f16/bf16 weights as `quantize` says (quantized files keep their format).
     pub fn with_quantize(self, quantize: Option<Quantize>) -> Self {
         Self { quantize, ..self }
+    }
+
+    /// Greedy decoding reads each id before queuing the next step. For a device that runs no
+    /// kernels (`--device noop`): there is no device time to hide, and its poll returns at once,
+    /// so cubecl's poll thread would spin for as long as a read is pending.
+    pub fn without_pipelining(self) -> Self {
+        Self { pipeline_greedy: false, ..self }
     }
 }
 
@@ -123,8 +139,8 @@ fn upload_halves(values: Vec<f16>, device: &Device) -> CubeT {
     }
 }
 
-fn rows_per_chunk(row_bytes: usize, rows: usize) -> usize {
-    (MAX_CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.max(1))
+fn rows_per_chunk(row_bytes: usize, rows: usize, device: &Device) -> usize {
+    (max_chunk_bytes(device) / row_bytes.max(1)).clamp(1, rows.max(1))
 }
 
 impl WgpuKernels {
@@ -179,11 +195,17 @@ impl Kernels<Wgpu> for WgpuKernels {
         self.layout != linear::Layout::for_device(true)
     }
 
+    /// On GPUs and on CPU drivers alike: a CPU driver pays the device argmax's launch, but runs
+    /// one step while the next is recorded (docs/benchmarks/2026-12-04-noop-host-cost.md).
+    fn pipelines_greedy(&self, _device: &Device) -> bool {
+        self.pipeline_greedy
+    }
+
     fn load_weight(&self, raw: RawWeight<'_>, device: &Device) -> Result<DeviceWeight, DequantError> {
         let row_bytes = raw.ggml_type.bytes_for(raw.cols)?;
         let packing = pack::packing_for(raw.ggml_type, self.quantize);
         let device_row_bytes = pack::device_row_bytes(packing, raw.ggml_type, self.quantize, raw.cols);
-        let per_chunk = rows_per_chunk(device_row_bytes, raw.rows);
+        let per_chunk = rows_per_chunk(device_row_bytes, raw.rows, device);
         let mut chunks = Vec::new();
         for first in (0..raw.rows).step_by(per_chunk) {
             let rows = per_chunk.min(raw.rows - first);
@@ -208,7 +230,7 @@ impl Kernels<Wgpu> for WgpuKernels {
     fn random_weight(&self, rows: usize, cols: usize, std: f64, device: &Device) -> DeviceWeight {
         // In the compute dtype (f16 with --dtype f16), as a model converted to it would be.
         let dtype = compute_dtype(device);
-        let per_chunk = rows_per_chunk(cols * dtype.size(), rows);
+        let per_chunk = rows_per_chunk(cols * dtype.size(), rows, device);
         let chunks = (0..rows)
             .step_by(per_chunk)
             .map(|first| {
@@ -266,6 +288,17 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [out] = custom_op("embed", [picks], [([ids.len(), table.cols].into(), dtype)], move |[picks]| {
             [embed::embed(picks, &groups, &table, dtype)]
         });
+        tensor(out)
+    }
+
+    fn embed_ids(&self, table: &DeviceWeight, ids: Tensor<Wgpu, 1, Int>) -> Tensor<Wgpu, 2> {
+        let [tokens] = ids.dims();
+        let dtype = compute_dtype(&ids.device());
+        let table = table.clone();
+        let [out] =
+            custom_op("embed_ids", [ids.into_primitive()], [([tokens, table.cols].into(), dtype)], move |[ids]| {
+                [embed::embed_ids(ids, &table, dtype)]
+            });
         tensor(out)
     }
 
