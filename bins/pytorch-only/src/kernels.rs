@@ -120,6 +120,12 @@ impl Kernels<Tch> for TchKernels {
         off_cpu(device)
     }
 
+    /// Nowhere: burn-tch reads a tensor back synchronously, so the next step could only be
+    /// queued after the id had arrived, which is what the unpipelined loop does.
+    fn pipelines_greedy(&self, _device: &LibTorchDevice) -> bool {
+        false
+    }
+
     /// On CUDA, as the PyTorch anchor's eager loop and gpt-fast decode: `--half` and
     /// `--half --compile` then run the same kernels, and the graph is their only difference. With
     /// shapes that follow the cache, SDPA got no mask and libtorch picked another attention kernel

@@ -3,8 +3,8 @@
 
 llama_core::binary_conformance_tests!("pytorch-only");
 
-/// On a CPU libtorch reads each id before the next step (its argmax there costs more than the
-/// host's scan); `--no-pipeline` is accepted and the ids are llama.cpp's either way.
+/// burn-tch reads each id before the next step is queued (its reads are synchronous);
+/// `--no-pipeline` is accepted and the ids are llama.cpp's either way.
 #[test]
 fn greedy_ids_are_llama_cpp_s_with_and_without_pipelining() {
     llama_core::conformance::check_pipelined_greedy(BIN, false);

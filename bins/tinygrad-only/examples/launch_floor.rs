@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..n {
             x = empty_op(x);
         }
-        let _ = x.slice([0..1]).into_data();
+        let _ = x.narrow(0, 0, 1).into_data();
         start.elapsed().as_secs_f64() * 1e3
     };
     for _ in 0..20 {
