@@ -101,15 +101,6 @@ fn read_step<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> StepOutput {
     if on_device { StepOutput::Token(argmax_on_device(logits)) } else { StepOutput::Logits(logits_to_host(logits)) }
 }
 
-/// Reads a greedy step back as [`generate`] does: the device's argmax, or all logits (whose
-/// host argmax is returned).
-pub fn read_token<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> u32 {
-    match read_step(logits, on_device) {
-        StepOutput::Token(id) => id,
-        StepOutput::Logits(logits) => sampling::argmax(&logits),
-    }
-}
-
 /// The largest of `[1, vocab]` logits, picked on their device (lowest id on ties), read back.
 pub fn argmax_on_device<B: Backend>(logits: Tensor<B, 2>) -> u32 {
     logits.argmax(1).into_data().iter::<i64>().next().expect("one argmax per row") as u32
