@@ -103,7 +103,7 @@ fn read_step<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> StepOutput {
 
 /// The largest of `[1, vocab]` logits, picked on their device (lowest id on ties), read back.
 pub fn argmax_on_device<B: Backend>(logits: Tensor<B, 2>) -> u32 {
-    logits.argmax(1).into_data().iter::<i64>().next().expect("one argmax per row") as u32
+    first_id(logits.argmax(1).try_into_data())
 }
 
 /// What the loop does after a token is chosen.
@@ -210,10 +210,9 @@ pub fn generate<B: Backend, K: Kernels<B>>(
     let plain_greedy = sampler.is_plain_greedy() && params.record_top_logits == 0;
     let (kernels, device) = (model.kernels(), model.device());
     let mut run = Run::new(params, tokenizer, on_text);
-    if params.max_tokens == 0 {
-        return Ok(run.finish(StopReason::MaxTokens, false));
-    }
-    let pipelined = plain_greedy && params.pipeline && kernels.pipelines_greedy(device);
+    // With no token wanted the prompt is still prefilled (a chat keeps it in the cache), and
+    // nothing is queued past it.
+    let pipelined = params.max_tokens > 0 && plain_greedy && params.pipeline && kernels.pipelines_greedy(device);
     let stop_reason = if pipelined {
         pipelined_greedy(model, cache, prompt, &mut run, sampler)?
     } else {
@@ -233,6 +232,9 @@ fn one_step_at_a_time<B: Backend, K: Kernels<B>, F: FnMut(&str)>(
 ) -> Result<StopReason, ModelError> {
     let mut output = read_step(model.forward(prompt, cache)?, on_device);
     run.timings.prefill_s = run.start.elapsed().as_secs_f64();
+    if run.params.max_tokens == 0 {
+        return Ok(StopReason::MaxTokens);
+    }
     let mut step_start = run.start;
     loop {
         let next = match &output {

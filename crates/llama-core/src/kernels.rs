@@ -387,7 +387,8 @@ impl<B: Backend> Kernels<B> for Composed {
             let local = ids.clone().sub_scalar((i * table.block_out) as i64);
             let inside = local.clone().greater_equal_elem(0).bool_and(local.clone().lower_elem(width));
             let part = block.clone().select(1, local.clamp(0, width - 1)).transpose(); // [tokens, dim]
-            let part = part.clone() * inside.float().cast(part.dtype()).unsqueeze_dim::<2>(1);
+            let dtype = part.dtype();
+            let part = part * inside.float().cast(dtype).unsqueeze_dim::<2>(1);
             rows = Some(match rows {
                 None => part,
                 Some(sum) => sum + part,
