@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, bench_warmed, random, read_back};
 use llama_core::kernels::{Composed, Kernels};
+use llama_core::kv_cache::CachedKv;
 
 fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, k: K, device: &B::Device) {
     let mut group = c.benchmark_group(framework);
@@ -25,7 +26,7 @@ fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, 
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         bench_warmed(&mut group, format!("attention_decode/1query_{keys}keys"), || {
-            read_back(k.attention(q.clone(), keys_t.clone(), values.clone()))
+            read_back(k.attention(q.clone(), CachedKv::whole(keys_t.clone(), values.clone())))
         });
     }
 

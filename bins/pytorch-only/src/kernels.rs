@@ -14,6 +14,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
 use burn_tch::{LibTorch, LibTorchDevice, TchTensor};
 use llama_core::dequant::{self, DequantError};
 use llama_core::kernels::{Kernels, Normed, RawWeight, StepPosition, transpose};
+use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
 
 pub type Tch = LibTorch<f32>;
@@ -276,7 +277,8 @@ impl Kernels<Tch> for TchKernels {
         (wrap(queries), in_place(cache_keys, write(keys)), in_place(cache_values, write(values)))
     }
 
-    fn attention(&self, q: Tensor<Tch, 3>, k: Tensor<Tch, 3>, v: Tensor<Tch, 3>) -> Tensor<Tch, 2> {
+    fn attention(&self, q: Tensor<Tch, 3>, kv: CachedKv<Tch>) -> Tensor<Tch, 2> {
+        let (k, v) = kv.visible();
         let [tokens, heads, head_dim] = q.dims();
         let keys = k.dims()[1];
         let (q, k, v) = (raw(q), raw(k), raw(v));

@@ -6,6 +6,7 @@
 use burn::tensor::{Distribution, Tensor};
 use llama_core::dequant::GgmlType;
 use llama_core::kernels::{Kernels, Normed, RawWeight};
+use llama_core::kv_cache::CachedKv;
 use std::time::Instant;
 use tinygrad_only::{Wgpu, WgpuKernels};
 
@@ -111,7 +112,7 @@ fn main() {
         let q = Tensor::<Wgpu, 3>::random([1, 9, 64], Distribution::Normal(0.0, 1.0), &device);
         let kk = Tensor::<Wgpu, 3>::random([3, keys, 64], Distribution::Normal(0.0, 1.0), &device);
         time(&format!("attention 1 query, {keys} keys"), (2 * 3 * keys * 64 * 4) as f64, || {
-            k.attention(q.clone(), kk.clone(), kk.clone())
+            k.attention(q.clone(), CachedKv::whole(kk.clone(), kk.clone()))
         });
     }
 }

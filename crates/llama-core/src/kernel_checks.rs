@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use crate::dequant::{self, GgmlType};
 use crate::kernels::{Kernels, Normed, RawWeight};
+use crate::kv_cache::CachedKv;
 use crate::sampling::Rng;
 
 /// Deterministic N(0, 1)-ish values (sum of uniforms), so failures reproduce.
@@ -401,20 +402,20 @@ pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
         let v = random(kv_heads * keys * head_dim, 10);
         let expected = naive_attention(&q, &kk, &v, tokens, heads, kv_heads, keys, head_dim);
         let q = upload::<B, 3>(&q, [tokens, heads, head_dim], device);
-        let got = download(k.attention(
-            q.clone(),
+        let whole = CachedKv::whole(
             upload(&kk, [kv_heads, keys, head_dim], device),
             upload(&v, [kv_heads, keys, head_dim], device),
-        ));
+        );
+        let got = download(k.attention(q.clone(), whole));
         assert_close(&format!("attention tokens={tokens} keys={keys}"), &got, &expected, ABS, REL);
-        // As the model calls it: keys and values are views into a longer KV cache.
+        // As the model calls it: the first `keys` rows of a longer KV cache, whose later rows
+        // hold values that must not be read.
         let capacity = keys + 7;
         let in_cache = |values: &[f32]| {
-            Tensor::<B, 3>::zeros([kv_heads, capacity, head_dim], device)
+            Tensor::<B, 3>::full([kv_heads, capacity, head_dim], 1e4, device)
                 .slice_assign([0..kv_heads, 0..keys, 0..head_dim], upload(values, [kv_heads, keys, head_dim], device))
-                .slice([0..kv_heads, 0..keys, 0..head_dim])
         };
-        let got = download(k.attention(q, in_cache(&kk), in_cache(&v)));
+        let got = download(k.attention(q, CachedKv { keys: in_cache(&kk), values: in_cache(&v), len: keys }));
         assert_close(&format!("attention over cache views tokens={tokens} keys={keys}"), &got, &expected, ABS, REL);
     }
 }
@@ -430,7 +431,7 @@ pub fn check_kv_cache<B: Backend>(device: &B::Device) {
             written[h].extend_from_slice(&values[h * tokens * head_dim..(h + 1) * tokens * head_dim]);
         }
         let t = upload(&values, [kv_heads, tokens, head_dim], device);
-        let (keys, vals) = cache.append(0, t.clone(), t);
+        let (keys, vals) = cache.append(0, t.clone(), t).visible();
         cache.advance(tokens);
         let expected: Vec<f64> = written.iter().flatten().map(|&v| v as f64).collect();
         assert_eq!(keys.dims(), [kv_heads, cache.len(), head_dim]);

@@ -11,6 +11,7 @@
 use burn::tensor::{Bool, DType, Distribution, Int, Tensor, TensorData, activation, backend::Backend};
 
 use crate::dequant::{self, DequantError, GgmlType};
+use crate::kv_cache::CachedKv;
 use crate::rope::RopeTables;
 
 /// The static-shape decode step's position and what follows from it, made once per step by
@@ -263,10 +264,10 @@ pub trait Kernels<B: Backend>: Send + Sync {
         activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 2).matmul(v).reshape([1, heads * head_dim])
     }
 
-    /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the cached
-    /// `k`, `v` `[kv_heads, keys, head_dim]`, where the queries sit at positions
-    /// `keys - tokens .. keys`. Returns `[tokens, heads * head_dim]`.
-    fn attention(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 2>;
+    /// Causal grouped-query attention of `q` `[tokens, heads, head_dim]` over the first
+    /// `kv.len` cached keys and values (`[kv_heads, capacity, head_dim]`), where the queries sit
+    /// at positions `kv.len - tokens .. kv.len`. Returns `[tokens, heads * head_dim]`.
+    fn attention(&self, q: Tensor<B, 3>, kv: CachedKv<B>) -> Tensor<B, 2>;
 
     /// `silu(gate) * up`, the SwiGLU activation.
     fn swiglu(&self, gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2>;
@@ -414,7 +415,8 @@ impl<B: Backend> Kernels<B> for Composed {
         rotate_half_split(x, cos, sin)
     }
 
-    fn attention(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 2> {
+    fn attention(&self, q: Tensor<B, 3>, kv: CachedKv<B>) -> Tensor<B, 2> {
+        let (k, v) = kv.visible();
         let [tokens, heads, head_dim] = q.dims();
         let [kv_heads, keys, _] = k.dims();
         let group = heads / kv_heads;

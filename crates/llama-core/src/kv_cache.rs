@@ -13,6 +13,34 @@ pub struct ContextFull {
     pub capacity: usize,
 }
 
+/// One layer's keys and values as attention reads them: whole `[kv_heads, capacity, head_dim]`
+/// tensors, of which the first `len` positions are written. Handing attention the whole cache
+/// and a length, rather than views cut to the length, lets a provider read the rows in place
+/// without recording a slice per tensor per layer.
+pub struct CachedKv<B: Backend> {
+    pub keys: Tensor<B, 3>,
+    pub values: Tensor<B, 3>,
+    pub len: usize,
+}
+
+impl<B: Backend> CachedKv<B> {
+    /// Keys and values `[kv_heads, keys, head_dim]` whose every position is visible.
+    pub fn whole(keys: Tensor<B, 3>, values: Tensor<B, 3>) -> Self {
+        let len = keys.dims()[1];
+        Self { keys, values, len }
+    }
+
+    /// The visible keys and values, `[kv_heads, len, head_dim]`.
+    pub fn visible(self) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [kv_heads, capacity, head_dim] = self.keys.dims();
+        if self.len == capacity {
+            return (self.keys, self.values);
+        }
+        let visible = [0..kv_heads, 0..self.len, 0..head_dim];
+        (self.keys.slice(visible.clone()), self.values.slice(visible))
+    }
+}
+
 struct LayerKv<B: Backend> {
     // `Option` so `append` can move the tensor out: Burn writes a slice in place only when it
     // holds the sole reference, and a `clone()` here would force a full copy every token.
@@ -72,9 +100,9 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Writes `keys`/`values` `[kv_heads, tokens, head_dim]` for layer `layer` at the current
-    /// position and returns every cached key and value including them, `[kv_heads, len + tokens, head_dim]`.
+    /// position and returns every cached key and value including them.
     /// [`Self::advance`] moves the position once all layers are written.
-    pub fn append(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    pub fn append(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> CachedKv<B> {
         let [kv_heads, tokens, head_dim] = keys.dims();
         let end = self.len + tokens;
         assert!(end <= self.capacity, "check_room must be called before append");
@@ -92,18 +120,10 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Stores layer `layer`'s tensors after `tokens` new positions were written at [`Self::len`],
-    /// and returns the keys and values of every position up to them, `[kv_heads, len + tokens, head_dim]`.
-    pub fn put(
-        &mut self,
-        layer: usize,
-        keys: Tensor<B, 3>,
-        values: Tensor<B, 3>,
-        tokens: usize,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let [kv_heads, _, head_dim] = keys.dims();
-        let visible = [0..kv_heads, 0..self.len + tokens, 0..head_dim];
+    /// and returns them with every position up to the new ones visible.
+    pub fn put(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>, tokens: usize) -> CachedKv<B> {
         let (keys, values) = self.put_whole(layer, keys, values);
-        (keys.slice(visible.clone()), values.slice(visible))
+        CachedKv { keys, values, len: self.len + tokens }
     }
 
     /// Stores layer `layer`'s tensors and returns them whole, `[kv_heads, capacity, head_dim]`

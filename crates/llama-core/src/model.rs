@@ -391,8 +391,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         let x = self.layers_forward(x, |i, qkv, input| {
             let (q, cache_keys, cache_values) =
                 qkv.norm_linear_rope_into_cache(k, input, c.n_heads, c.n_kv_heads, &self.rope, start, cache.take(i));
-            let (all_keys, all_values) = cache.put(i, cache_keys, cache_values, n);
-            k.attention(q, all_keys, all_values)
+            k.attention(q, cache.put(i, cache_keys, cache_values, n))
         });
         cache.advance(n);
         // Only the last position's logits are needed to pick the next token.

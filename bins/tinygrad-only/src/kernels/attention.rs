@@ -29,14 +29,16 @@ fn attention_split_kernel<F: Float>(
     part_out: &mut Tensor<f32>,
     part_max: &mut Tensor<f32>,
     part_sum: &mut Tensor<f32>,
+    keys: u32,
     scale: f32,
     #[define(F)] _dtype: StorageType,
 ) {
-    // q [tokens, heads, head_dim]; k, v [kv_heads, keys, head_dim] (strided views).
+    // q [tokens, heads, head_dim]; k, v [kv_heads, capacity, head_dim] (strided), of which the
+    // first `keys` positions are read.
     let tokens = q.shape(0);
     let heads = q.shape(1);
     let head_dim = q.shape(2);
-    let keys = k.shape(1);
+    let keys = keys as usize;
     let head = CUBE_POS_X as usize;
     let token = CUBE_POS_Y as usize;
     let split = CUBE_POS_Z as usize;
@@ -150,13 +152,14 @@ fn attention_merge_kernel<F: Float>(
     }
 }
 
-/// Causal GQA of `q` `[tokens, heads, head_dim]` over `k`, `v` `[kv_heads, keys, head_dim]`
-/// (any strides); returns `[tokens, heads * head_dim]`.
-pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
+/// Causal GQA of `q` `[tokens, heads, head_dim]` over the first `keys` positions of `k`, `v`
+/// `[kv_heads, capacity, head_dim]` (any strides); returns `[tokens, heads * head_dim]`.
+pub fn attention(q: CubeT, k: CubeT, v: CubeT, keys: usize) -> CubeT {
     let q_shape = q.meta.shape().clone();
     let (tokens, heads, head_dim) = (q_shape[0], q_shape[1], q_shape[2]);
     assert!(head_dim <= MAX_HEAD_DIM, "head_dim {head_dim} above the attention kernel's {MAX_HEAD_DIM}");
-    let keys = k.meta.shape()[1];
+    let capacity = k.meta.shape()[1].min(v.meta.shape()[1]);
+    assert!(tokens <= keys && keys <= capacity, "attention of {tokens} queries over {keys} of {capacity} cached keys");
     let splits = keys.div_ceil(SPLIT as usize);
     let (client, device) = (q.client.clone(), q.device.clone());
     let f32_tensor = |shape: Shape| empty_device_contiguous_dtype(client.clone(), device.clone(), shape, DType::F32);
@@ -166,8 +169,8 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
     let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([tokens, heads * head_dim]), q.dtype);
     let dtype = q.dtype;
     count_launch();
-    // SAFETY: keys are read below `visible` (at most `keys`) and values below the split's `count`; the
-    // query's shared copy stops at head_dim, asserted ≤ MAX_HEAD_DIM above.
+    // SAFETY: keys are read below `visible` (at most `keys`, asserted within both caches) and values below
+    // the split's `count`; the query's shared copy stops at head_dim, asserted ≤ MAX_HEAD_DIM above.
     unsafe {
         attention_split_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
             &client,
@@ -179,6 +182,7 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT) -> CubeT {
             part_out.clone().into_tensor_arg(),
             part_max.clone().into_tensor_arg(),
             part_sum.clone().into_tensor_arg(),
+            keys as u32,
             1.0 / (head_dim as f32).sqrt(),
             dtype.into(),
         )

@@ -31,8 +31,8 @@ use cubecl::prelude::*;
 use super::fused::{CubeT, count_launch};
 use super::linear::{Layout, reduce_and_store, row_to_read};
 pub use super::rope::RopeInto;
-use super::rope::{pair_order_row, rotate_and_store_pair};
-use super::weights::{DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
+use super::rope::{RopeCache, RopeCacheLaunch, pair_order_row, rotate_and_store_pair};
+use super::weights::{Chunk, DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
 
 /// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
 /// loaded before the first product.
@@ -70,21 +70,21 @@ pub struct Fused {
 /// (`norm.rs`) rather than a prologue in each of their workgroups.
 const MAX_NORMED_ROWS_PER_COL: usize = 4;
 
-/// With `normed`, stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in f32 for
-/// every vector of the row, split over all `threads` of the workgroup, which also sum `x²`
-/// together, and returns `1/rms(x)`, by which the products of the staged input are scaled.
+/// With a `norm` weight, stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in
+/// f32 for every vector of the row, split over all `threads` of the workgroup, which also sum
+/// `x²` together, and returns `1/rms(x)`, by which the products of the staged input are scaled.
 /// Else returns 1 and stages nothing.
 #[cube]
 fn stage_normed_input<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
-    norm: &Tensor<Vector<F, N>>,
+    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
     staged: &mut SharedMemory<Vector<f32, N>>,
     eps: f32,
-    #[comptime] normed: bool,
     #[comptime] threads: u32,
 ) -> f32 {
     let mut scale = f32::new(1.0);
-    if comptime!(normed) {
+    #[comptime]
+    if let ComptimeOption::Some(norm) = norm {
         let cols = x.shape(1);
         let thread = UNIT_POS as usize;
         let mut squares = Vector::<f32, N>::new(f32::new(0.0));
@@ -116,12 +116,16 @@ fn stage_normed_input<F: Float, N: Size>(
     scale
 }
 
-/// The chunk row a thread reads ([`row_to_read`]), in pair order when the product is `rope`'s
-/// (heads of `cache_k.shape(2)` rows).
+/// The chunk row a thread reads ([`row_to_read`]), in pair order when the product ends in
+/// RoPE (heads of `head_dim` rows, the caches' last dimension).
 #[cube]
-fn weight_row<F: Float>(local_row: usize, chunk_rows: u32, cache_k: &Tensor<F>, #[comptime] rope: bool) -> usize {
-    let row = row_to_read(local_row, chunk_rows);
-    if comptime!(rope) { pair_order_row(row, cache_k.shape(2)) } else { row }
+fn weight_row<F: Float>(local_row: usize, chunk_rows: u32, rope: &ComptimeOption<RopeCache<F>>) -> usize {
+    let mut row = row_to_read(local_row, chunk_rows);
+    #[comptime]
+    if let ComptimeOption::Some(rope) = rope {
+        row = pair_order_row(row, rope.keys.shape(2));
+    }
+    row
 }
 
 /// Input vector `at`: staged (normed) in shared memory, or read from `x`.
@@ -137,27 +141,22 @@ fn input<F: Float, N: Size>(
 
 /// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
 /// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share,
-/// [`reduce_and_store`] with a tile of one token, or with `rope`, [`rotate_and_store_pair`]. The
-/// sums are first scaled by `scale` (`1/rms` of a normed input, else 1); with `add`, the row's
-/// output starts from `residual`.
+/// [`reduce_and_store`] with a tile of one token, or with `rope`, [`rotate_and_store_pair`] at
+/// `position`. The sums are first scaled by `scale` (`1/rms` of a normed input, else 1); with a
+/// `residual`, the row's output starts from it.
 #[cube]
 fn store_row<F: Float>(
     sum: f32,
     sum_up: f32,
     scale: f32,
-    residual: &Tensor<F>,
+    residual: &ComptimeOption<Tensor<F>>,
     out: &mut Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
-    cache_k: &mut Tensor<F>,
-    cache_v: &mut Tensor<F>,
+    rope: &mut ComptimeOption<RopeCache<F>>,
     position: u32,
     local_row: usize,
     first_row: u32,
     chunk_rows: u32,
-    #[comptime] add: bool,
     #[comptime] gated: bool,
-    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
 ) {
@@ -165,57 +164,56 @@ fn store_row<F: Float>(
     let mut acc_up = Array::<f32>::new(1usize);
     acc[0] = sum * scale;
     acc_up[0] = sum_up * scale;
-    if comptime!(add) {
+    #[comptime]
+    if let ComptimeOption::Some(residual) = residual {
         // The row's first lane alone adds it: the lanes' sums are added up next.
         let first_lane = UNIT_POS_X == 0;
         if first_lane {
             acc[0] += f32::cast_from(residual[first_row as usize + row_to_read(local_row, chunk_rows)]);
         }
     }
-    if comptime!(rope) {
-        rotate_and_store_pair::<F>(
-            acc[0], out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows, lanes, rows,
-        );
-    } else {
-        reduce_and_store::<F>(&acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows);
+    #[comptime]
+    match rope {
+        ComptimeOption::Some(rope) => {
+            rotate_and_store_pair::<F>(acc[0], out, rope, position, local_row, first_row, chunk_rows, lanes, rows)
+        }
+        ComptimeOption::None => reduce_and_store::<F>(
+            &acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows,
+        ),
     }
 }
 
-/// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, `gated`,
-/// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values; with
-/// `normed`, of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1)
-/// instead of `x`; with `add`, plus `residual`; with `rope`, rotated by the `cos`/`sin` rows at
-/// `position` into `out` (queries) and the caches ([`rotate_and_store_pair`]).
+/// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, with `up`,
+/// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values; with a
+/// `norm` weight, of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1)
+/// instead of `x`; with a `residual`, plus it; with `rope`, rotated by the tables' rows at
+/// `position` into `out` (queries) and the caches ([`rotate_and_store_pair`]). What a launch does
+/// not fuse is not bound at all (`ComptimeOption::None`).
 #[cube(launch_unchecked)]
 fn matvec_kernel<F: Float, W: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
-    norm: &Tensor<Vector<F, N>>,
-    residual: &Tensor<F>,
+    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
+    residual: &ComptimeOption<Tensor<F>>,
     weights: &Tensor<Vector<W, N>>,
-    up: &Tensor<Vector<W, N>>,
+    up: &ComptimeOption<Tensor<Vector<W, N>>>,
     out: &mut Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
-    cache_k: &mut Tensor<F>,
-    cache_v: &mut Tensor<F>,
+    rope: &mut ComptimeOption<RopeCache<F>>,
     position: u32,
     first_row: u32,
     chunk_rows: u32,
     eps: f32,
-    #[comptime] normed: bool,
     #[comptime] staged_vectors: u32,
-    #[comptime] add: bool,
-    #[comptime] gated: bool,
-    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
+    let normed = comptime!(norm.is_some());
+    let gated = comptime!(up.is_some());
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
+    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, comptime!(lanes * rows));
     let per_row = x.shape(1) / N::value();
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let start = weight_row::<F>(local_row, chunk_rows, cache_k, rope) * per_row;
+    let start = weight_row::<F>(local_row, chunk_rows, rope) * per_row;
     let step = comptime!(lanes as usize);
     let mut sum = Vector::<f32, N>::new(f32::new(0.0));
     let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
@@ -228,7 +226,8 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         let x2 = input::<F, N>(x, &staged, c + 2 * step, normed);
         let x3 = input::<F, N>(x, &staged, c + 3 * step, normed);
         sum += four_products::<W, N>(weights, start + c, step, x0, x1, x2, x3);
-        if comptime!(gated) {
+        #[comptime]
+        if let ComptimeOption::Some(up) = up {
             sum_up += four_products::<W, N>(up, start + c, step, x0, x1, x2, x3);
         }
         c += 4 * step;
@@ -236,7 +235,8 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
     while c < per_row {
         let xc = input::<F, N>(x, &staged, c, normed);
         sum += Vector::<f32, N>::cast_from(weights[start + c]) * xc;
-        if comptime!(gated) {
+        #[comptime]
+        if let ComptimeOption::Some(up) = up {
             sum_up += Vector::<f32, N>::cast_from(up[start + c]) * xc;
         }
         c += step;
@@ -249,8 +249,7 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
         total_up += sum_up[k];
     }
     store_row::<F>(
-        total, total_up, scale, residual, out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows,
-        add, gated, rope, lanes, rows,
+        total, total_up, scale, residual, out, rope, position, local_row, first_row, chunk_rows, gated, lanes, rows,
     );
 }
 
@@ -258,6 +257,15 @@ fn matvec_kernel<F: Float, W: Float, N: Size>(
 #[cube]
 fn level(q: u32, #[comptime] mode: u32) -> f32 {
     if comptime!(mode == MODE_NF4) { nf4_level(q) } else { f32::cast_from(q) }
+}
+
+/// A chunk of a 32-weight block format as one kernel argument: quant words, a scale per block,
+/// and a minimum per block (formats without one bind the scales again; `block_min` does not read it).
+#[derive(CubeLaunch, CubeType)]
+pub struct BlockRows<S: Float, N: Size> {
+    pub quants: Tensor<Vector<u32, N>>,
+    pub scales: Tensor<S>,
+    pub mins: Tensor<S>,
 }
 
 /// `Σ w·x` (`normed`: of the staged input) over block `block` of a 32-weight format, its quant words read as vectors of 4 and
@@ -269,9 +277,7 @@ fn block_dot<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     staged: &SharedMemory<Vector<f32, N>>,
     x_at: usize,
-    quants: &Tensor<Vector<u32, N>>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+    w: &BlockRows<S, N>,
     block: usize,
     #[comptime] bits: u32,
     #[comptime] mode: u32,
@@ -282,7 +288,7 @@ fn block_dot<F: Float, S: Float, N: Size>(
     let mut sx = f32::new(0.0);
     #[unroll]
     for v in 0..word_vectors {
-        let words = quants[block * word_vectors + v];
+        let words = w.quants[block * word_vectors + v];
         #[unroll]
         for k in 0..4usize {
             let word = words[k];
@@ -307,78 +313,58 @@ fn block_dot<F: Float, S: Float, N: Size>(
             }
         }
     }
-    let d = f32::cast_from(scales[block]);
+    let d = f32::cast_from(w.scales[block]);
     let mut sum = d * qx;
     if comptime!(mode != MODE_NF4) {
-        sum += block_min::<S>(mins, block, d, bits, mode) * sx;
+        sum += block_min::<S>(&w.mins, block, d, bits, mode) * sx;
     }
     sum
 }
 
 /// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
-/// `gated`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
-/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `normed`, `add`
-/// and `rope` as in [`matvec_kernel`].
+/// with `up`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
+/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `norm`,
+/// `residual` and `rope` as in [`matvec_kernel`].
 #[cube(launch_unchecked)]
 fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
-    norm: &Tensor<Vector<F, N>>,
-    residual: &Tensor<F>,
-    quants: &Tensor<Vector<u32, N>>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
-    up_quants: &Tensor<Vector<u32, N>>,
-    up_scales: &Tensor<S>,
-    up_mins: &Tensor<S>,
+    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
+    residual: &ComptimeOption<Tensor<F>>,
+    weights: &BlockRows<S, N>,
+    up: &ComptimeOption<BlockRows<S, N>>,
     out: &mut Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
-    cache_k: &mut Tensor<F>,
-    cache_v: &mut Tensor<F>,
+    rope: &mut ComptimeOption<RopeCache<F>>,
     position: u32,
     first_row: u32,
     chunk_rows: u32,
     eps: f32,
     #[comptime] bits: u32,
     #[comptime] mode: u32,
-    #[comptime] normed: bool,
     #[comptime] staged_vectors: u32,
-    #[comptime] add: bool,
-    #[comptime] gated: bool,
-    #[comptime] rope: bool,
     #[comptime] lanes: u32,
     #[comptime] rows: u32,
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
+    let normed = comptime!(norm.is_some());
+    let gated = comptime!(up.is_some());
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, normed, comptime!(lanes * rows));
+    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, comptime!(lanes * rows));
     let blocks = x.shape(1) / 32;
     let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let first_block = weight_row::<F>(local_row, chunk_rows, cache_k, rope) * blocks;
+    let first_block = weight_row::<F>(local_row, chunk_rows, rope) * blocks;
     let mut sum = f32::new(0.0);
     let mut sum_up = f32::new(0.0);
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
-        sum += block_dot::<F, S, N>(x, &staged, b * 8, quants, scales, mins, first_block + b, bits, mode, normed);
-        if comptime!(gated) {
-            sum_up += block_dot::<F, S, N>(
-                x,
-                &staged,
-                b * 8,
-                up_quants,
-                up_scales,
-                up_mins,
-                first_block + b,
-                bits,
-                mode,
-                normed,
-            );
+        sum += block_dot::<F, S, N>(x, &staged, b * 8, weights, first_block + b, bits, mode, normed);
+        #[comptime]
+        if let ComptimeOption::Some(up) = up {
+            sum_up += block_dot::<F, S, N>(x, &staged, b * 8, up, first_block + b, bits, mode, normed);
         }
         b += comptime!(lanes as usize);
     }
     store_row::<F>(
-        sum, sum_up, scale, residual, out, cos, sin, cache_k, cache_v, position, local_row, first_row, chunk_rows, add,
-        gated, rope, lanes, rows,
+        sum, sum_up, scale, residual, out, rope, position, local_row, first_row, chunk_rows, gated, lanes, rows,
     );
 }
 
@@ -425,6 +411,15 @@ pub fn folds_rope(weight: &DeviceWeight, head_dim: usize, layout: Layout) -> boo
         && (weight.chunks.len() == 1 || weight.rows_per_chunk.is_multiple_of(head_dim))
 }
 
+/// The RoPE ending's kernel argument, when the product ends in RoPE.
+fn rope_arg<F: Float>(rope: Option<&RopeInto>) -> ComptimeOptionArgs<RopeCache<F>, burn_wgpu::WgpuRuntime> {
+    let arg = |t: &CubeT| t.clone().into_tensor_arg();
+    rope.map(|into| {
+        RopeCacheLaunch::new(arg(&into.cos), arg(&into.sin), arg(&into.cache_keys), arg(&into.cache_values))
+    })
+    .into()
+}
+
 /// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
 /// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)`, plus the
 /// residual, or rotated into queries `[1, heads, head_dim]` and the caches (only where
@@ -448,66 +443,46 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
         None => Shape::new([1, weight.rows]),
     };
     let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), out_shape, x.dtype);
-    let (normed, add, rope) = (norm.is_some(), fused.residual.is_some(), fused.rope.is_some());
-    // What is not fused is a stand-in that no thread reads (the flags are comptime).
-    let (norm, eps) = norm.unwrap_or_else(|| (x.clone(), 0.0));
-    let residual = fused.residual.unwrap_or_else(|| x.clone());
-    let into = fused.rope.unwrap_or_else(|| RopeInto {
-        cos: x.clone(),
-        sin: x.clone(),
-        position: 0,
-        cache_keys: out.clone(),
-        cache_values: out.clone(),
-    });
+    let (norm, eps) = norm.map_or((None, 0.0), |(norm, eps)| (Some(norm), eps));
+    let normed = norm.is_some();
+    let position = fused.rope.as_ref().map_or(0, |into| into.position as u32);
+    let arg = |t: &CubeT| t.clone().into_tensor_arg();
     for (i, chunk) in weight.chunks.iter().enumerate() {
-        // Not gated: the up arguments repeat the weight's own (no thread reads them).
-        let up_chunk = up.map_or(chunk, |up| &up.chunks[i]);
         let count = CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, 1, 1);
         let dim = CubeDim::new_2d(lanes, rows);
         let (first_row, chunk_rows) = ((i * weight.rows_per_chunk) as u32, chunk.rows as u32);
         count_launch();
         match weight.packing.block_format() {
             Some((bits, mode)) => {
-                let scales = chunk.scales();
+                let block_rows = |c: &Chunk| BlockRowsLaunch::new(arg(&c.data), arg(&c.scales()), arg(&c.mins()));
+                let scales_dtype = chunk.scales().dtype;
                 // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
                 // whole blocks of 32, and the norm's weight is as long as the row; with `rope`, rows are
                 // read in pair order within whole heads (`folds_rope`), and `position` has a table row and a
-                // cache row (asserted above); `up`, the norm, the residual and the RoPE arguments are read
-                // only when their flags (comptime) say so.
+                // cache row (asserted above).
                 unsafe {
                     block_matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
                         &x.client,
                         count,
                         dim,
                         BLOCK_VECTOR,
-                        x.clone().into_tensor_arg(),
-                        norm.clone().into_tensor_arg(),
-                        residual.clone().into_tensor_arg(),
-                        chunk.data.clone().into_tensor_arg(),
-                        scales.clone().into_tensor_arg(),
-                        chunk.mins().into_tensor_arg(),
-                        up_chunk.data.clone().into_tensor_arg(),
-                        up_chunk.scales().into_tensor_arg(),
-                        up_chunk.mins().into_tensor_arg(),
-                        out.clone().into_tensor_arg(),
-                        into.cos.clone().into_tensor_arg(),
-                        into.sin.clone().into_tensor_arg(),
-                        into.cache_keys.clone().into_tensor_arg(),
-                        into.cache_values.clone().into_tensor_arg(),
-                        into.position as u32,
+                        arg(&x),
+                        norm.as_ref().map(arg).into(),
+                        fused.residual.as_ref().map(arg).into(),
+                        block_rows(chunk),
+                        up.map(|up| block_rows(&up.chunks[i])).into(),
+                        arg(&out),
+                        rope_arg(fused.rope.as_ref()),
+                        position,
                         first_row,
                         chunk_rows,
                         eps,
                         bits,
                         mode,
-                        normed,
                         staged_vectors(normed, weight.cols, BLOCK_VECTOR),
-                        add,
-                        up.is_some(),
-                        rope,
                         lanes,
                         rows,
-                        [x.dtype.into(), scales.dtype.into()],
+                        [x.dtype.into(), scales_dtype.into()],
                     )
                 }
             }
@@ -520,25 +495,18 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                     count,
                     dim,
                     vector,
-                    x.clone().into_tensor_arg(),
-                    norm.clone().into_tensor_arg(),
-                    residual.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    up_chunk.data.clone().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    into.cos.clone().into_tensor_arg(),
-                    into.sin.clone().into_tensor_arg(),
-                    into.cache_keys.clone().into_tensor_arg(),
-                    into.cache_values.clone().into_tensor_arg(),
-                    into.position as u32,
+                    arg(&x),
+                    norm.as_ref().map(arg).into(),
+                    fused.residual.as_ref().map(arg).into(),
+                    arg(&chunk.data),
+                    up.map(|up| arg(&up.chunks[i].data)).into(),
+                    arg(&out),
+                    rope_arg(fused.rope.as_ref()),
+                    position,
                     first_row,
                     chunk_rows,
                     eps,
-                    normed,
                     staged_vectors(normed, weight.cols, vector),
-                    add,
-                    up.is_some(),
-                    rope,
                     lanes,
                     rows,
                     [x.dtype.into(), chunk.data.dtype.into()],

@@ -38,6 +38,7 @@ use half::f16;
 use llama_core::cli::Quantize;
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{Composed, Kernels, Normed, RawWeight};
+use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
 
 pub use fused::launches;
@@ -392,11 +393,15 @@ impl Kernels<Wgpu> for WgpuKernels {
         (tensor(q), tensor(keys), tensor(values))
     }
 
-    fn attention(&self, q: Tensor<Wgpu, 3>, k: Tensor<Wgpu, 3>, v: Tensor<Wgpu, 3>) -> Tensor<Wgpu, 2> {
+    fn attention(&self, q: Tensor<Wgpu, 3>, kv: CachedKv<Wgpu>) -> Tensor<Wgpu, 2> {
         let [tokens, heads, head_dim] = q.dims();
-        Self::launch("attention", [lazy(q), lazy(k), lazy(v)], [tokens, heads * head_dim], |[q, k, v]| {
-            attention::attention(q, k, v)
-        })
+        let len = kv.len;
+        Self::launch(
+            "attention",
+            [lazy(q), lazy(kv.keys), lazy(kv.values)],
+            [tokens, heads * head_dim],
+            move |[q, k, v]| attention::attention(q, k, v, len),
+        )
     }
 
     fn swiglu(&self, gate: Tensor<Wgpu, 2>, up: Tensor<Wgpu, 2>) -> Tensor<Wgpu, 2> {

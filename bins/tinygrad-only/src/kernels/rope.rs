@@ -192,6 +192,17 @@ pub fn rope_qkv_into_cache(
     (q, cache_k, cache_v)
 }
 
+/// The tensors a product's RoPE ending reads and writes, as one kernel argument: the
+/// `[positions, head_dim / 2]` tables, and the `[kv_heads, capacity, head_dim]` caches it writes
+/// in place (which is why the kernel takes it `&mut`).
+#[derive(CubeLaunch, CubeType)]
+pub struct RopeCache<F: Float> {
+    pub cos: Tensor<F>,
+    pub sin: Tensor<F>,
+    pub keys: Tensor<F>,
+    pub values: Tensor<F>,
+}
+
 /// Where a one-token Q/K/V product puts its rows instead of a `[1, rows]` output: rotated by
 /// the tables' row `position` into the queries (the product's output) and the key cache, the
 /// values into the value cache, all at `position` (see the module's doc).
@@ -234,17 +245,14 @@ pub(super) fn pair_order_row(row: usize, head_dim: usize) -> usize {
 /// The tail of a one-token product in pair order ([`pair_order_row`]), in place of
 /// `reduce_and_store`: adds the lanes' sums of each row, then the row's first lane takes its
 /// pair's other sum from the neighbouring row, rotates, and writes a query into `out`
-/// `[1, heads, head_dim]` or a key into `cache_k`, or writes a value into `cache_v` unrotated,
+/// `[1, heads, head_dim]` or a key into `into.keys`, or writes a value into `into.values` unrotated,
 /// at `position`. Rows past the chunk's `chunk_rows` write nothing (a chunk is whole heads, so
 /// every written row's pair is in it).
 #[cube]
 pub(super) fn rotate_and_store_pair<F: Float>(
     sum: f32,
     out: &mut Tensor<F>,
-    cos: &Tensor<F>,
-    sin: &Tensor<F>,
-    cache_k: &mut Tensor<F>,
-    cache_v: &mut Tensor<F>,
+    into: &mut RopeCache<F>,
     position: u32,
     local_row: usize,
     first_row: u32,
@@ -261,7 +269,7 @@ pub(super) fn rotate_and_store_pair<F: Float>(
     if UNIT_POS_X == 0 && local_row < chunk_rows as usize {
         let own = partial[UNIT_POS_Y as usize * comptime!(lanes as usize)];
         let other = partial[(UNIT_POS_Y ^ 1) as usize * comptime!(lanes as usize)];
-        let (heads, kv_heads, head_dim) = (out.shape(1), cache_k.shape(0), cache_k.shape(2));
+        let (heads, kv_heads, head_dim) = (out.shape(1), into.keys.shape(0), into.keys.shape(2));
         let half = head_dim / 2;
         let row = first_row as usize + local_row;
         let slot = row / head_dim;
@@ -270,8 +278,8 @@ pub(super) fn rotate_and_store_pair<F: Float>(
         let dim = pair + half * (row % 2);
         let at = position as usize;
         if slot < heads + kv_heads {
-            let c = f32::cast_from(cos[at * half + pair]);
-            let s = f32::cast_from(sin[at * half + pair]);
+            let c = f32::cast_from(into.cos[at * half + pair]);
+            let s = f32::cast_from(into.sin[at * half + pair]);
             // (a, b) → (a·c - b·s, b·c + a·s), with a the pair's first row.
             let mut rotated = own * c + other * s;
             if !second {
@@ -280,12 +288,14 @@ pub(super) fn rotate_and_store_pair<F: Float>(
             if slot < heads {
                 out[slot * head_dim + dim] = F::cast_from(rotated);
             } else {
-                let dst = (slot - heads) * cache_k.stride(0) + at * cache_k.stride(1) + dim * cache_k.stride(2);
-                cache_k[dst] = F::cast_from(rotated);
+                let keys = &mut into.keys;
+                let dst = (slot - heads) * keys.stride(0) + at * keys.stride(1) + dim * keys.stride(2);
+                keys[dst] = F::cast_from(rotated);
             }
         } else {
-            let dst = (slot - heads - kv_heads) * cache_v.stride(0) + at * cache_v.stride(1) + dim * cache_v.stride(2);
-            cache_v[dst] = F::cast_from(own);
+            let values = &mut into.values;
+            let dst = (slot - heads - kv_heads) * values.stride(0) + at * values.stride(1) + dim * values.stride(2);
+            values[dst] = F::cast_from(own);
         }
     }
 }
