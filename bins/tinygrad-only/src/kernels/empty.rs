@@ -1,5 +1,5 @@
 //! A kernel that does nothing, recorded and launched exactly as ours are (a custom op in
-//! burn-fusion's stream, then a cubecl launch with its metadata and bindings). Timing a chain of
+//! burn-fusion's stream, then a cubecl launch with its metadata and bindings). Timing chains of
 //! them gives the host cost per launch that belongs to the dependencies alone: the floor under
 //! our own (`examples/launch_floor.rs`, docs/benchmarks/).
 
@@ -11,32 +11,45 @@ use super::fused::{CubeT, custom_op};
 use super::{Wgpu, lazy, tensor};
 
 #[cube(launch_unchecked)]
-fn empty_kernel<F: Float>(_input: &Tensor<F>, _output: &mut Tensor<F>, #[define(F)] _dtype: StorageType) {}
+fn empty_kernel<F: Float>(
+    _inputs: &Sequence<Tensor<F>>,
+    _outputs: &mut Sequence<Tensor<F>>,
+    #[define(F)] _dtype: StorageType,
+) {
+}
 
-/// A new tensor shaped like `x`, made by one launch of a kernel that reads and writes nothing
-/// (its contents are undefined).
-pub fn empty_op(x: BurnTensor<Wgpu, 1>) -> BurnTensor<Wgpu, 1> {
-    let shape = x.dims();
-    let dtype = x.dtype();
-    let [out] = custom_op("empty", [lazy(x)], [(shape.into(), dtype)], |[input]: [CubeT; 1]| {
-        let out = empty_device_contiguous_dtype(
-            input.client.clone(),
-            input.device.clone(),
-            input.meta.shape().clone(),
-            input.dtype,
-        );
+/// `O` new tensors shaped like the first of `inputs`, made by one launch of a kernel that binds
+/// every input and output and reads and writes nothing (their contents are undefined): an
+/// operation with a real kernel's inputs and outputs, at no device cost.
+pub fn empty_op<const I: usize, const O: usize>(inputs: [BurnTensor<Wgpu, 1>; I]) -> [BurnTensor<Wgpu, 1>; O] {
+    let (shape, dtype) = (inputs[0].dims(), inputs[0].dtype());
+    let outputs = std::array::from_fn(|_| (shape.into(), dtype));
+    let outputs = custom_op("empty", inputs.map(lazy), outputs, |inputs: [CubeT; I]| {
+        let first = &inputs[0];
+        let outputs: [CubeT; O] = std::array::from_fn(|_| {
+            empty_device_contiguous_dtype(
+                first.client.clone(),
+                first.device.clone(),
+                first.meta.shape().clone(),
+                first.dtype,
+            )
+        });
+        let mut input_args = SequenceArg::new();
+        inputs.iter().for_each(|t| input_args.push(t.clone().into_tensor_arg()));
+        let mut output_args = SequenceArg::new();
+        outputs.iter().for_each(|t| output_args.push(t.clone().into_tensor_arg()));
         // SAFETY: the kernel reads and writes nothing.
         unsafe {
             empty_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
-                &input.client,
+                &first.client,
                 CubeCount::Static(1, 1, 1),
                 CubeDim::new_1d(32),
-                input.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                input.dtype.into(),
+                input_args,
+                output_args,
+                first.dtype.into(),
             )
         };
-        [out]
+        outputs
     });
-    tensor(out)
+    outputs.map(tensor)
 }
