@@ -26,9 +26,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// GPUs: 32 lanes per row, 4 rows per workgroup. CPU drivers (lavapipe): 8 lanes, its SIMD
-    /// width, and 16 rows (measured on the default model's 49152 × 576 Q8_0 output head, in ms:
-    /// 32×4 62, 1×64 87, 4×16 42, 8×8 35, 8×16 33, 8×32 32).
+    /// GPUs: 32 lanes per row (a warp), 4 rows per workgroup. CPU drivers (lavapipe): 8 lanes,
+    /// its SIMD width, and 16 rows, the fastest of the layouts timed in docs/kernels.md.
     pub fn for_device(is_cpu: bool) -> Self {
         if is_cpu { Layout { lanes: 8, rows: 16 } } else { Layout { lanes: 32, rows: 4 } }
     }

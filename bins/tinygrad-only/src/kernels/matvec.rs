@@ -21,8 +21,8 @@
 //!   (`rope.rs`), so the product is never stored and `rope.rs`'s own launch is not needed.
 //!
 //! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
-//! which on an H200 streamed f16 rows at about 450 GB/s (docs/benchmarks/2026-11-27-gpu-h200.md).
-//! It still serves the K-quants and prompts.
+//! too narrow to stream a GPU's memory (docs/benchmarks/2026-11-27-gpu-h200.md); it still serves
+//! the K-quants and prompts.
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;

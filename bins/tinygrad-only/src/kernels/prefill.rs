@@ -2,8 +2,7 @@
 //! tuned matrix multiplication.
 //!
 //! With many tokens a product is compute-bound, and burn-cubecl's autotuned tiled matmul beats
-//! our row-per-workgroup kernel there (on lavapipe, 64-token prefill of the default model: 8
-//! tok/s ours, see docs/kernels.md for the figure with this path). So from [`MIN_TOKENS`] tokens
+//! our row-per-workgroup kernel there (docs/kernels.md has both figures). So from [`MIN_TOKENS`] tokens
 //! on, each weight chunk is expanded, transposed to `[cols, rows]`, into a scratch tensor in the
 //! activations' dtype, multiplied, and dropped: the packed weight stays the only copy in memory
 //! between calls, as llama.cpp's GPU backends do for batched products. Decode never takes this path.
