@@ -260,7 +260,8 @@ fn level(q: u32, #[comptime] mode: u32) -> f32 {
 }
 
 /// A chunk of a 32-weight block format as one kernel argument: quant words, a scale per block,
-/// and a minimum per block (formats without one bind the scales again; `block_min` does not read it).
+/// and a minimum per block (formats without one bind a one-element stand-in, `Chunk::mins`, which
+/// `block_min` does not read).
 #[derive(CubeLaunch, CubeType)]
 pub struct BlockRows<S: Float, N: Size> {
     pub quants: Tensor<Vector<u32, N>>,
@@ -411,9 +412,13 @@ pub fn folds_rope(weight: &DeviceWeight, head_dim: usize, layout: Layout) -> boo
         && (weight.chunks.len() == 1 || weight.rows_per_chunk.is_multiple_of(head_dim))
 }
 
+/// `t` as a kernel argument (the launch holds its own handle).
+fn arg(t: &CubeT) -> TensorArg<burn_wgpu::WgpuRuntime> {
+    t.clone().into_tensor_arg()
+}
+
 /// The RoPE ending's kernel argument, when the product ends in RoPE.
 fn rope_arg<F: Float>(rope: Option<&RopeInto>) -> ComptimeOptionArgs<RopeCache<F>, burn_wgpu::WgpuRuntime> {
-    let arg = |t: &CubeT| t.clone().into_tensor_arg();
     rope.map(|into| {
         RopeCacheLaunch::new(arg(&into.cos), arg(&into.sin), arg(&into.cache_keys), arg(&into.cache_values))
     })
@@ -446,7 +451,6 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
     let (norm, eps) = norm.map_or((None, 0.0), |(norm, eps)| (Some(norm), eps));
     let normed = norm.is_some();
     let position = fused.rope.as_ref().map_or(0, |into| into.position as u32);
-    let arg = |t: &CubeT| t.clone().into_tensor_arg();
     for (i, chunk) in weight.chunks.iter().enumerate() {
         let count = CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, 1, 1);
         let dim = CubeDim::new_2d(lanes, rows);
@@ -454,8 +458,10 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
         count_launch();
         match weight.packing.block_format() {
             Some((bits, mode)) => {
-                let block_rows = |c: &Chunk| BlockRowsLaunch::new(arg(&c.data), arg(&c.scales()), arg(&c.mins()));
-                let scales_dtype = chunk.scales().dtype;
+                let block_rows = |c: &Chunk| {
+                    BlockRowsLaunch::new(arg(&c.data), c.scales().into_tensor_arg(), c.mins().into_tensor_arg())
+                };
+                let scales_dtype = chunk.scales.as_ref().expect("block formats have scales").dtype;
                 // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
                 // whole blocks of 32, and the norm's weight is as long as the row; with `rope`, rows are
                 // read in pair order within whole heads (`folds_rope`), and `position` has a table row and a
