@@ -31,7 +31,7 @@ What it does:
    eval of the whole prompt, then 32 greedy steps (argmax, ties to the lowest id),
    one token per eval. Records the 8 largest raw logits at each position that
    produced a generated token.
-3. Writes crates/llama-core/tests/fixtures/smollm2_llamacpp_greedy.json.
+3. Writes crates/llama-testkit/fixtures/smollm2_llamacpp_greedy.json.
 4. Repeats the greedy decoding on the original Q4_1 file with default llama.cpp
    settings and prints (does not write) a comparison against the F32 run.
    Observed with 0.3.36: same 16 ids for "1, 2, 3, 4,"; "The capital of France is"
@@ -61,7 +61,7 @@ import gguf
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_Q4 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_F32 = ROOT / "models" / "SmolLM2-135M-Instruct.F32.gguf"
-FIXTURE = ROOT / "crates" / "llama-core" / "tests" / "fixtures" / "smollm2_llamacpp_greedy.json"
+FIXTURE = ROOT / "crates" / "llama-testkit" / "fixtures" / "smollm2_llamacpp_greedy.json"
 
 PROMPTS = [
     "1, 2, 3, 4,",

@@ -6,7 +6,7 @@
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, bench_warmed, random, read_back};
-use llama_core::kernels::{Composed, Kernels};
+use llama_core::kernels::{Composed, Kernels, Pass, Position, Projections, QkvIntoCache, RmsNorm};
 use llama_core::kv_cache::CachedKv;
 
 fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, k: K, device: &B::Device) {
@@ -14,19 +14,33 @@ fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, 
     group.sample_size(10);
 
     let x = random::<B, 2>([1, DIM], device);
-    let norm_weight = random::<B, 1>([DIM], device);
-    bench_warmed(&mut group, "rms_norm/1x2048", || read_back(k.rms_norm(x.clone(), &norm_weight, 1e-5)));
-
-    let q = random::<B, 3>([1, HEADS, HEAD_DIM], device);
+    let norm = RmsNorm { weight: random::<B, 1>([DIM], device), eps: 1e-5 };
     let inv_freq = llama_core::rope::inverse_frequencies(HEAD_DIM, 500_000.0, None);
     let tables = llama_core::rope::RopeTables::<B>::new(&inv_freq, 4096, device);
-    bench_warmed(&mut group, "rope/1x32x64", || read_back(k.rope(q.clone(), &tables, 1000)));
+    let qkv = Projections::Stacked(k.random_weight((HEADS + 2 * KV_HEADS) * HEAD_DIM, DIM, 1.0, device));
+    let pass = Pass { at: Position::Host(1000), rope: &tables, heads: HEADS, kv_heads: KV_HEADS };
+    let cache = random::<B, 3>([KV_HEADS, 4096, HEAD_DIM], device);
+    bench_warmed(&mut group, "qkv_into_cache/1x2048", || {
+        let args = QkvIntoCache {
+            input: norm.of(x.clone()),
+            weight: &qkv,
+            pass: &pass,
+            cache: (cache.clone(), cache.clone()),
+        };
+        read_back(k.qkv_into_cache(args).0)
+    });
+
+    let q = random::<B, 3>([1, HEADS, HEAD_DIM], device);
 
     for keys in [128, 1024, 4096] {
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         bench_warmed(&mut group, format!("attention_decode/1query_{keys}keys"), || {
-            read_back(k.attention(q.clone(), CachedKv::whole(keys_t.clone(), values.clone())))
+            read_back(k.attention(
+                q.clone(),
+                CachedKv::whole(keys_t.clone(), values.clone()),
+                &Position::Host(keys - 1),
+            ))
         });
     }
 

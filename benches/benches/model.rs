@@ -28,8 +28,7 @@ fn shape() -> (String, LlamaConfig, bool) {
             ("smollm2-135m-shape".into(), smollm2_135m, true)
         }
         Some(name) => {
-            let size = <ModelSize as clap::ValueEnum>::from_str(name, true)
-                .unwrap_or_else(|e| panic!("LLAMA_BENCH_SIZE={name}: {e}"));
+            let size: ModelSize = name.parse().unwrap_or_else(|e| panic!("LLAMA_BENCH_SIZE={name}: {e}"));
             (format!("llama-{size}-shape"), size.config(), size.tied_embeddings())
         }
     }

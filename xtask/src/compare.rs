@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use llama_app::cli::one_of;
 use llama_core::config::ModelSize;
-use llama_core::conformance::{RunOutput, max_logit_delta};
-use llama_core::synth::{self, SynthOptions, WeightType};
+use llama_core::load::WeightType;
+use llama_testkit::conformance::{RunOutput, max_logit_delta};
+use llama_testkit::synth::{self, SynthOptions};
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
@@ -24,10 +26,10 @@ pub struct CompareArgs {
     #[arg(long, conflicts_with = "size")]
     model: Option<PathBuf>,
     /// Use a synthetic model of this Llama 3.x shape instead (written once to target/compare/)
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = one_of(&ModelSize::ALL))]
     size: Option<ModelSize>,
     /// Weight type of the synthetic model
-    #[arg(long, value_enum, default_value = "f16")]
+    #[arg(long, value_parser = one_of(&WeightType::ALL), default_value = "f16")]
     dtype: WeightType,
     #[arg(long, default_value_t = 5)]
     iterations: usize,
@@ -75,7 +77,7 @@ pub fn run(root: &Path, args: &CompareArgs) -> anyhow::Result<()> {
             }
             path
         }
-        (None, None) => llama_core::cli::models_dir().join(llama_core::cli::DEFAULT_MODEL_FILE),
+        (None, None) => llama_app::cli::models_dir().join(llama_app::cli::DEFAULT_MODEL_FILE),
     };
     if !model.exists() {
         bail!("{} is missing: run `cargo xtask setup`, or pass --model", model.display());

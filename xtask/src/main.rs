@@ -26,11 +26,11 @@ enum Task {
     Setup,
     /// Write a GGUF with a real Llama 3.x shape, random weights and the Llama 3 tokenizer.
     SynthModel {
-        #[arg(long, value_enum, default_value = "1B")]
+        #[arg(long, value_parser = llama_app::cli::one_of(&llama_core::config::ModelSize::ALL), default_value = "1B")]
         size: llama_core::config::ModelSize,
         /// Weight storage type
-        #[arg(long, value_enum, default_value = "f16")]
-        dtype: llama_core::synth::WeightType,
+        #[arg(long, value_parser = llama_app::cli::one_of(&llama_core::load::WeightType::ALL), default_value = "f16")]
+        dtype: llama_core::load::WeightType,
         /// Output file (never overwritten)
         #[arg(long)]
         out: PathBuf,
@@ -74,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Task::Compare(args) => compare::run(&root, &args),
         Task::GpuBundle => gpu_bundle::run(&root),
         Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
-            use llama_core::synth;
+            use llama_testkit::synth;
             synth::write(&root, &synth::SynthOptions { size, weights: dtype, out, tokenizer, seed, layers })
         }
         Task::Test { cargo_args } => {

@@ -17,7 +17,7 @@ use burn_tch::TchTensor;
 
 use llama_core::kernels::run_step_eagerly;
 
-use crate::kernels::{Tch, raw, wrap};
+use crate::ops::{Tch, raw, wrap};
 
 unsafe extern "C" {
     fn lbb_cuda_graph_last_error() -> *const c_char;

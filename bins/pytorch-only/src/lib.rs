@@ -4,8 +4,11 @@
 #[cfg(feature = "cuda-graph")]
 mod cuda_graph;
 pub mod kernels;
+mod ops;
+mod weight;
 
-pub use kernels::{Tch, TchKernels};
+pub use kernels::TchKernels;
+pub use ops::Tch;
 
 unsafe extern "C" {
     fn lbb_enter_inference_mode();

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use burn_tch::{LibTorch, LibTorchDevice};
-use llama_core::cli::FloatType;
-use llama_core::framework::{self, Framework};
+use llama_app::Framework;
+use llama_app::cli::FloatType;
 use pytorch_only::TchKernels;
 
 struct PytorchOnly;
@@ -75,5 +75,5 @@ impl Framework for PytorchOnly {
 
 fn main() -> ExitCode {
     pytorch_only::enter_inference_mode();
-    framework::main(PytorchOnly)
+    llama_app::main(PytorchOnly)
 }

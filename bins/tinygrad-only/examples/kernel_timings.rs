@@ -5,7 +5,7 @@
 //! `cargo run --release -p tinygrad-only --example kernel_timings`
 use burn::tensor::{Distribution, Tensor};
 use llama_core::dequant::GgmlType;
-use llama_core::kernels::{Kernels, Normed, RawWeight};
+use llama_core::kernels::{Kernels, Pass, Position, Product, Projections, QkvIntoCache, RawWeight, RmsNorm, TokenIds};
 use llama_core::kv_cache::CachedKv;
 use std::time::Instant;
 use tinygrad_only::{Wgpu, WgpuKernels};
@@ -83,13 +83,13 @@ fn main() {
     let qkv_bytes = b;
     let (wo, b) = load("wo", 576, 576, GgmlType::Q4_1);
     time("linear wo 576×576 Q4_1", b, || k.linear(x.clone(), &wo));
-    time("linear_add wo 576×576 Q4_1", b, || k.linear_add(x.clone(), &wo, x.clone()));
+    time("linear_add wo 576×576 Q4_1", b, || k.product(Product::new(x.clone(), &wo).add_to(x.clone())));
     let (g, b1) = load("g", 1536, 576, GgmlType::Q4_1);
     let (u, b2) = load("u", 1536, 576, GgmlType::Q4_1);
-    let nw = Tensor::<Wgpu, 1>::ones([576], &device);
-    let normed = || Normed { x: x.clone(), weight: &nw, eps: 1e-5 };
-    time("norm_linear qkv 960×576 Q4_1", qkv_bytes, || k.norm_linear(normed(), &qkv));
-    time("norm_linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.norm_linear_swiglu(normed(), &g, &u));
+    let norm = RmsNorm { weight: Tensor::<Wgpu, 1>::ones([576], &device), eps: 1e-5 };
+    time("norm_linear qkv 960×576 Q4_1", qkv_bytes, || k.product(Product::normed(norm.of(x.clone()), &qkv)));
+    let gate_up = Projections::Separate(vec![g, u]);
+    time("norm_linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.swiglu_product(norm.of(x.clone()), &gate_up));
     let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
     time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
     for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
@@ -98,21 +98,23 @@ fn main() {
     }
     let (head, b) = load("head", 49152, 576, GgmlType::Q8_0);
     time("linear head 49152×576 Q8_0", b, || k.linear(x.clone(), &head));
-    time("embed 1 row Q8_0", 612.0, || k.embed(&head, &[123], &device));
-    time("rms_norm 576", 576.0 * 4.0 * 2.0, || k.rms_norm(x.clone(), &nw, 1e-5));
+    time("embed 1 row Q8_0", 612.0, || k.embed(&head, TokenIds::Host(&[123], &device)));
     let inv = llama_core::rope::inverse_frequencies(64, 100000.0, None);
     let tables = llama_core::rope::RopeTables::<Wgpu>::new(&inv, 512, &device);
-    let qkv_out = Tensor::<Wgpu, 2>::random([1, 960], Distribution::Normal(0.0, 1.0), &device);
     let cache = Tensor::<Wgpu, 3>::zeros([3, 512, 64], &device);
-    time("rope_qkv_into_cache", 960.0 * 4.0 * 2.0, || {
-        let (q, _, _) = k.rope_qkv_into_cache(qkv_out.clone(), 9, 3, &tables, 200, cache.clone(), cache.clone());
+    let pass = Pass { at: Position::Host(200), rope: &tables, heads: 9, kv_heads: 3 };
+    let qkv = Projections::Stacked(qkv);
+    time("norm_linear_rope_into_cache qkv 960×576 Q4_1", qkv_bytes, || {
+        let input = norm.of(x.clone());
+        let (q, _) =
+            k.qkv_into_cache(QkvIntoCache { input, weight: &qkv, pass: &pass, cache: (cache.clone(), cache.clone()) });
         q.reshape([1, 576])
     });
     for keys in [256usize, 2048] {
         let q = Tensor::<Wgpu, 3>::random([1, 9, 64], Distribution::Normal(0.0, 1.0), &device);
         let kk = Tensor::<Wgpu, 3>::random([3, keys, 64], Distribution::Normal(0.0, 1.0), &device);
         time(&format!("attention 1 query, {keys} keys"), (2 * 3 * keys * 64 * 4) as f64, || {
-            k.attention(q.clone(), CachedKv::whole(kk.clone(), kk.clone()))
+            k.attention(q.clone(), CachedKv::whole(kk.clone(), kk.clone()), &Position::Host(keys - 1))
         });
     }
 }

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{anyhow, bail};
 use burn::tensor::backend::Backend as _;
 use burn_wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi};
-use llama_core::cli::{Args, Quantize};
-use llama_core::framework::{self, Framework, HostWork};
+use llama_app::cli::{Args, Quantize};
+use llama_app::{Framework, HostWork};
+use tinygrad_only::kernels::Quantize as Storage;
 use tinygrad_only::{Wgpu, WgpuKernels, host_threads, host_work, noop};
 
 #[derive(Default)]
@@ -20,7 +21,8 @@ struct TinygradOnly {
     on_cpu: AtomicBool,
     /// `--device noop`: wgpu's backend that runs no shader (src/noop.rs).
     noop: AtomicBool,
-    quantize: Mutex<Option<Quantize>>,
+    /// `--quantize`: how float weights are stored.
+    quantize: Mutex<Option<Storage>>,
 }
 
 impl Framework for TinygradOnly {
@@ -84,7 +86,11 @@ impl Framework for TinygradOnly {
     }
 
     fn set_quantize(&self, quantize: Option<Quantize>) -> anyhow::Result<()> {
-        *self.quantize.lock().expect("quantize lock") = quantize;
+        *self.quantize.lock().expect("quantize lock") = quantize.map(|q| match q {
+            Quantize::Int8 => Storage::Int8,
+            Quantize::Nf4 => Storage::Nf4,
+            Quantize::Float16 => Storage::Float16,
+        });
         Ok(())
     }
 
@@ -159,5 +165,5 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded here, at the very start of main.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
-    framework::main(TinygradOnly::default())
+    llama_app::main(TinygradOnly::default())
 }

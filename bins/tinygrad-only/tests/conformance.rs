@@ -1,20 +1,20 @@
 //! tinygrad-only against llama.cpp's reference, on bad input, in benchmark and chat mode (the
-//! shared checks in llama-core), and wgpu's kernels against naive loops.
+//! shared checks in llama-testkit), and wgpu's kernels against naive loops.
 
-llama_core::binary_conformance_tests!("tinygrad-only");
+llama_testkit::binary_conformance_tests!("tinygrad-only");
 
 #[test]
 fn composed_kernels_match_naive_loops_on_wgpu() {
     type B = burn_wgpu::Wgpu<f32, i32, u32>;
-    llama_core::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_wgpu::WgpuDevice::default());
+    llama_testkit::kernel_checks::check_all::<B, _>(&llama_core::kernels::Composed, &burn_wgpu::WgpuDevice::default());
 }
 
 /// Both thread layouts run here on the software driver, so the GPU one is checked too.
 #[test]
 fn cubecl_kernels_match_naive_loops_on_wgpu() {
     let device = burn_wgpu::WgpuDevice::default();
-    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels::cpu_driver(), &device);
-    llama_core::kernel_checks::check_all(&tinygrad_only::WgpuKernels::gpu(), &device);
+    llama_testkit::kernel_checks::check_all(&tinygrad_only::WgpuKernels::cpu_driver(), &device);
+    llama_testkit::kernel_checks::check_all(&tinygrad_only::WgpuKernels::gpu(), &device);
 }
 
 /// `--quantize`: an f32 weight stored as int8, nf4 or f16 multiplies exactly like the host's
@@ -22,9 +22,9 @@ fn cubecl_kernels_match_naive_loops_on_wgpu() {
 #[test]
 fn weights_quantized_at_load_match_their_host_unpacking() {
     use burn::tensor::{Tensor, TensorData};
-    use llama_core::cli::Quantize;
     use llama_core::dequant::GgmlType;
     use llama_core::kernels::{Kernels, RawWeight};
+    use tinygrad_only::kernels::Quantize;
     use tinygrad_only::kernels::pack;
 
     let device = burn_wgpu::WgpuDevice::default();
@@ -61,14 +61,14 @@ fn weights_quantized_at_load_match_their_host_unpacking() {
 /// llama.cpp's ids.
 #[test]
 fn pipelined_greedy_gives_llama_cpp_ids_as_unpipelined_does() {
-    llama_core::conformance::check_pipelined_greedy(BIN, true);
+    llama_testkit::conformance::check_pipelined_greedy(BIN, true);
 }
 
 /// `--compile` is pytorch-only's (a static step for CUDA graph capture): refused here by name.
 #[test]
 fn compile_is_refused_by_name() {
-    let model = llama_core::conformance::default_model();
-    llama_core::conformance::expect_error(
+    let model = llama_testkit::conformance::default_model();
+    llama_testkit::conformance::expect_error(
         BIN,
         &["--model", model.to_str().expect("utf-8 path"), "--compile", "--prompt", "hi"],
         "--compile is not supported by tinygrad-only",
@@ -81,7 +81,7 @@ fn compile_is_refused_by_name() {
 #[test]
 fn noop_device_benchmark_reports_host_work() {
     let args = ["--device", "noop", "--benchmark", "--size", "1B", "--dtype", "f16", "--json"];
-    let out = llama_core::conformance::run(
+    let out = llama_testkit::conformance::run(
         BIN,
         &[&args[..], &["--iterations", "2", "--prompt-tokens", "4", "--gen-tokens", "3"]].concat(),
     );
@@ -108,6 +108,6 @@ fn noop_device_benchmark_reports_host_work() {
 #[test]
 fn noop_device_refuses_prompt_and_chat() {
     let expected = "--device noop runs no shaders";
-    llama_core::conformance::expect_error(BIN, &["--device", "noop", "--prompt", "hi"], expected);
-    llama_core::conformance::expect_error(BIN, &["--device", "noop"], expected);
+    llama_testkit::conformance::expect_error(BIN, &["--device", "noop", "--prompt", "hi"], expected);
+    llama_testkit::conformance::expect_error(BIN, &["--device", "noop"], expected);
 }

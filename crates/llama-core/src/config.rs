@@ -138,16 +138,24 @@ impl LlamaConfig {
 }
 
 /// The published Llama 3.x shapes, selectable with `--size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelSize {
-    #[value(name = "1B")]
     B1,
-    #[value(name = "3B")]
     B3,
-    #[value(name = "8B")]
     B8,
-    #[value(name = "70B")]
     B70,
+}
+
+impl std::str::FromStr for ModelSize {
+    type Err = String;
+
+    /// `1B`, `3B`, `8B` or `70B` (any case).
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|size| size.to_string().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown model size `{s}`: use 1B, 3B, 8B or 70B"))
+    }
 }
 
 impl std::fmt::Display for ModelSize {
@@ -162,6 +170,8 @@ impl std::fmt::Display for ModelSize {
 }
 
 impl ModelSize {
+    pub const ALL: [ModelSize; 4] = [ModelSize::B1, ModelSize::B3, ModelSize::B8, ModelSize::B70];
+
     /// Shapes from Meta's published configs (Llama 3.2 1B/3B, Llama 3.1 8B/70B).
     pub fn config(self) -> LlamaConfig {
         //                  dim  layers heads kv  ffn

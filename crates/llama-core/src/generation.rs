@@ -29,7 +29,7 @@ pub struct GenerationParams {
     /// How each token after the prompt runs ([`Llama::decode_step`]).
     pub decode: DecodeStep,
     /// Plain greedy decoding may run one step ahead of the host where the provider says so
-    /// ([`Kernels::pipelines_greedy`]); false reads each id before queuing the next step.
+    /// ([`crate::kernels::Capabilities::pipelines_greedy`]); false reads each id before queuing the next step.
     pub pipeline: bool,
 }
 
@@ -77,7 +77,7 @@ pub struct Generation {
     pub top_logits: Vec<Vec<(u32, f32)>>,
     pub stop_reason: StopReason,
     pub timings: Timings,
-    /// Whether greedy decoding ran one step ahead of the host ([`Kernels::pipelines_greedy`]).
+    /// Whether greedy decoding ran one step ahead of the host ([`crate::kernels::Capabilities::pipelines_greedy`]).
     pub pipelined: bool,
 }
 
@@ -94,7 +94,7 @@ enum StepOutput {
 }
 
 /// Reads a step's result back. Plain greedy sampling with no logits to record needs only the
-/// argmax, so on a GPU (`Kernels::greedy_on_device`) the device picks it and one id crosses to
+/// argmax, so on a GPU (`Capabilities::greedy_on_device`) the device picks it and one id crosses to
 /// the host, not the vocabulary's 128k logits (a 256 KB copy, a conversion and a scan per
 /// token). Both backends' argmax keeps the lowest id on ties, as `sampling::argmax` does.
 fn read_step<B: Backend>(logits: Tensor<B, 2>, on_device: bool) -> StepOutput {
@@ -208,15 +208,15 @@ pub fn generate<B: Backend, K: Kernels<B>>(
         sampler.accept(id);
     }
     let plain_greedy = sampler.is_plain_greedy() && params.record_top_logits == 0;
-    let (kernels, device) = (model.kernels(), model.device());
+    let can = model.kernels().capabilities(model.device());
     let mut run = Run::new(params, tokenizer, on_text);
     // With no token wanted the prompt is still prefilled (a chat keeps it in the cache), and
     // nothing is queued past it.
-    let pipelined = params.max_tokens > 0 && plain_greedy && params.pipeline && kernels.pipelines_greedy(device);
+    let pipelined = params.max_tokens > 0 && plain_greedy && params.pipeline && can.pipelines_greedy;
     let stop_reason = if pipelined {
         pipelined_greedy(model, cache, prompt, &mut run, sampler)?
     } else {
-        one_step_at_a_time(model, cache, prompt, &mut run, sampler, plain_greedy && kernels.greedy_on_device(device))?
+        one_step_at_a_time(model, cache, prompt, &mut run, sampler, plain_greedy && can.greedy_on_device)?
     };
     Ok(run.finish(stop_reason, pipelined))
 }

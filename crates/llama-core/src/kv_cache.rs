@@ -108,36 +108,24 @@ impl<B: Backend> KvCache<B> {
         assert!(end <= self.capacity, "check_room must be called before append");
         let slot = [0..kv_heads, self.len..end, 0..head_dim];
         let (all_keys, all_values) = self.take(layer);
-        self.put(layer, all_keys.slice_assign(slot.clone(), keys), all_values.slice_assign(slot, values), tokens)
+        let keys = all_keys.slice_assign(slot.clone(), keys);
+        self.keep(layer, CachedKv { keys, values: all_values.slice_assign(slot, values), len: end })
     }
 
     /// Layer `layer`'s whole `[kv_heads, capacity, head_dim]` keys and values, moved out so a
     /// kernel may write them in place (Burn writes in place only into a tensor it holds the sole
-    /// reference to); give them back with [`Self::put`].
+    /// reference to); give them back with [`Self::keep`].
     pub fn take(&mut self, layer: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let entry = &mut self.layers[layer];
         (entry.keys.take().expect("cache tensor present"), entry.values.take().expect("cache tensor present"))
     }
 
-    /// Stores layer `layer`'s tensors after `tokens` new positions were written at [`Self::len`],
-    /// and returns them with every position up to the new ones visible.
-    pub fn put(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>, tokens: usize) -> CachedKv<B> {
-        let (keys, values) = self.put_whole(layer, keys, values);
-        CachedKv { keys, values, len: self.len + tokens }
-    }
-
-    /// Stores layer `layer`'s tensors and returns them whole, `[kv_heads, capacity, head_dim]`
-    /// (the static-shape step masks the positions not written yet instead of slicing).
-    pub fn put_whole(
-        &mut self,
-        layer: usize,
-        keys: Tensor<B, 3>,
-        values: Tensor<B, 3>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// Stores layer `layer`'s written cache and passes it on (to attention).
+    pub fn keep(&mut self, layer: usize, kv: CachedKv<B>) -> CachedKv<B> {
         let entry = &mut self.layers[layer];
-        entry.keys = Some(keys.clone());
-        entry.values = Some(values.clone());
-        (keys, values)
+        entry.keys = Some(kv.keys.clone());
+        entry.values = Some(kv.values.clone());
+        kv
     }
 
     pub fn advance(&mut self, tokens: usize) {

@@ -1,33 +1,26 @@
-//! llama-core: a Llama 3.x model written once against Burn's generic `Backend`, and everything
-//! around it that does not depend on a framework.
+//! llama-core: a Llama 3.x model written once against Burn's generic `Backend`, its file
+//! formats, and the generation loop around it. No command line, no terminal: the app crate
+//! (llama-app) holds those.
 //!
 //! Reading order: [`gguf`] and [`dequant`] (the file), [`config`] (the shape), [`tokenizer`] and
-//! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam), [`rope`], [`kv_cache`],
-//! [`model`] (the decoder), [`sampling`] and [`generation`] (the loop), [`chat`] (multi-turn with a
-//! kept cache), [`cli`], [`framework`], [`one_shot`], [`interactive`] and [`benchmark`] (what every
-//! binary shares). docs/architecture.md explains the split.
+//! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam and its composed reference),
+//! [`rope`], [`kv_cache`], [`model`] (the decoder: one layer's forward is its formula), [`load`]
+//! (weights onto the device), [`sampling`] and [`generation`] (the loop), [`chat`] (multi-turn
+//! with a kept cache), [`metrics`]. docs/architecture.md explains the split.
 
-pub mod benchmark;
 pub mod chat;
 pub mod chat_template;
-pub mod cli;
 pub mod config;
-pub mod conformance;
 pub mod dequant;
-pub mod framework;
 pub mod generation;
 pub mod gguf;
-pub mod interactive;
-pub mod kernel_checks;
 pub mod kernels;
 pub mod kv_cache;
+pub mod load;
 pub mod metrics;
 pub mod model;
-pub mod one_shot;
-pub mod progress;
 pub mod rope;
 pub mod sampling;
-pub mod synth;
 pub mod tokenizer;
 
 // Re-exported so binaries and benches name one Burn version.

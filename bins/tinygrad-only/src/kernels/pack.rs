@@ -15,13 +15,24 @@
 //! (QLoRA's 16 NormalFloat levels, one scale per 64 weights, repeated per 32), or f16.
 
 use half::f16;
-use llama_core::cli::Quantize;
 use llama_core::dequant::{self, DequantError, GgmlType};
 
 use super::weights::{NF4_LEVELS, Packing, Q4K_WORDS, Q6K_WORDS, Values};
 
 fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// How float weights (f32, f16, bf16) are stored on the device (`--quantize`); quantized files
+/// keep their own format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantize {
+    /// 8-bit integers with one scale per weight row.
+    Int8,
+    /// 4-bit NormalFloat levels in blocks of 64 with an f16 scale each.
+    Nf4,
+    /// f16 (the dense kernels' half path).
+    Float16,
 }
 
 /// The kernels' packing for a GGUF type, under `--quantize` (which applies to float weights only).

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use crate::config::ModelSize;
-use crate::sampling::SamplingParams;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use llama_core::config::ModelSize;
+use llama_core::load::WeightType;
+use llama_core::sampling::SamplingParams;
 
 /// The model `cargo xtask setup` fetches, used when `--model` is not given.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -107,7 +109,7 @@ pub struct Args {
     pub ctx_size: Option<usize>,
 
     /// Expected model shape; the file's metadata must match it
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = one_of(&ModelSize::ALL))]
     pub size: Option<ModelSize>,
 
     /// Quantize an f32/f16/bf16 model's matmul weights at load (tinygrad-only; a quantized GGUF
@@ -118,8 +120,8 @@ pub struct Args {
     /// --benchmark without --model: store the random weights in this GGUF format (drawn on the
     /// host and loaded as a file's would be) instead of generating them on the device in the
     /// compute dtype
-    #[arg(long, value_enum, requires = "benchmark", conflicts_with = "model")]
-    pub weights: Option<crate::synth::WeightType>,
+    #[arg(long, value_parser = one_of(&WeightType::ALL), requires = "benchmark", conflicts_with = "model")]
+    pub weights: Option<WeightType>,
 
     /// Keep generating past end-of-generation tokens until --max-tokens
     #[arg(long)]
@@ -222,4 +224,15 @@ impl Args {
             repeat_last_n: self.repeat_last_n,
         }
     }
+}
+
+/// A flag that takes one of `values`, by their names (listed in `--help` and in the error for
+/// any other).
+pub fn one_of<T>(values: &[T]) -> impl TypedValueParser<Value = T> + use<T>
+where
+    T: ToString + std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    let names: Vec<String> = values.iter().map(T::to_string).collect();
+    PossibleValuesParser::new(names).map(|name| name.parse().expect("a listed name parses"))
 }

@@ -1,10 +1,18 @@
-//! Progress of a long benchmark on stderr: a bar with an ETA on a terminal, one plain line per
-//! finished run in a pipe or log. stdout (the table or `--json`) is never touched.
+//! Terminal output: replies streamed to stdout as they are made, and the progress of a long
+//! benchmark on stderr (a bar with an ETA on a terminal, one plain line per finished run in a
+//! pipe or log; stdout, the table or `--json`, is never touched).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Writes a piece of generated text to stdout straight away: replies stream as they are made.
+pub fn print_streamed(piece: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(piece.as_bytes());
+    let _ = out.flush();
+}
 
 pub struct Progress {
     name: &'static str,

@@ -7,15 +7,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::Args;
-use crate::config::{LlamaConfig, ModelSize};
 use crate::framework::{Framework, HostWork};
-use crate::generation::{self, GenerationParams};
-use crate::gguf::GgufFile;
-use crate::kernels::Kernels;
-use crate::metrics::{self, LatencyStats};
-use crate::model::Llama;
-use crate::progress::Progress;
-use crate::sampling::{Rng, Sampler};
+use crate::terminal::Progress;
+use llama_core::config::{LlamaConfig, ModelSize};
+use llama_core::generation::{self, GenerationParams};
+use llama_core::gguf::GgufFile;
+use llama_core::kernels::Kernels;
+use llama_core::metrics::{self, LatencyStats};
+use llama_core::model::Llama;
+use llama_core::sampling::{Rng, Sampler};
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
@@ -46,9 +46,9 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         bail!("--benchmark needs --prompt-tokens ≥ 1, --gen-tokens ≥ 2 and --iterations ≥ 1 (got {p}, {g}, {n})");
     }
     let context = p + g;
-    let (device, dtype, device_info) = crate::framework::prepare_device(fw, args)?;
+    let (device, dtype, device_info) = crate::setup::prepare_device(fw, args)?;
     let mut source = String::new();
-    let (model, load_s) = crate::framework::timed_load::<F>(&device, || match &args.model {
+    let (model, load_s) = crate::setup::timed_load::<F>(&device, || match &args.model {
         Some(path) => {
             let gguf = GgufFile::open(path)?;
             let config = LlamaConfig::from_gguf(&gguf)?;
@@ -62,7 +62,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
                 );
             }
             source = path.display().to_string();
-            fw.load_model(&gguf, config, context, &device)
+            Ok(Llama::from_gguf(&gguf, config, fw.kernels(), context, &device)?)
         }
         None => {
             let size = args.size.unwrap_or(ModelSize::B1);
@@ -71,7 +71,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             );
             let (config, tied) = (size.config(), size.tied_embeddings());
             // --quantize works on weights read from a file: draw f16 ones on the host to quantize.
-            let weights = args.weights.or(args.quantize.map(|_| crate::synth::WeightType::F16));
+            let weights = args.weights.or(args.quantize.map(|_| llama_core::load::WeightType::F16));
             // A fixed seed: the same binary draws the same model each run, so runs with different
             // flags (eager and --compile) can compare their greedy tokens.
             F::Backend::seed(&device, 0);
@@ -172,7 +172,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
         let out = json!({
             "framework": fw.name(),
             "stack": fw.stack(),
-            "kernels": model.kernels().name(),
+            "kernels": model.kernels().capabilities(model.device()).name,
             "dtype": dtype,
             "decode_step": params.decode,
             "device": device_info,
@@ -255,7 +255,7 @@ impl DecodeStepWork {
 fn decode_step_work<F: Framework>(
     fw: &F,
     model: &Llama<F::Backend, F::Kernels>,
-    cache: &mut crate::kv_cache::KvCache<F::Backend>,
+    cache: &mut llama_core::kv_cache::KvCache<F::Backend>,
     prompt: &[u32],
     params: &GenerationParams,
 ) -> anyhow::Result<DecodeStepWork> {

@@ -10,25 +10,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use crate::chat::{ChatError, ChatSession, TurnStats};
-use crate::chat_template::ChatTemplate;
 use crate::cli::Args;
-use crate::framework::{self, Framework};
-use crate::generation::{GenerationParams, StopReason};
-use crate::sampling::Sampler;
+use crate::framework::Framework;
+use crate::setup;
+use crate::terminal;
+use llama_core::chat::{ChatError, ChatSession, TurnStats};
+use llama_core::chat_template::ChatTemplate;
+use llama_core::generation::{GenerationParams, StopReason};
+use llama_core::sampling::Sampler;
 
 const HELP: &str = "/reset forgets the conversation, /stats shows the last reply's speed, /exit or Ctrl-D quits; \
 Ctrl-C stops a reply";
 
 pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
-    let file = framework::open_model_file(fw, args)?;
+    let file = setup::open_model_file(args)?;
     let template = ChatTemplate::for_model(&file.gguf, &file.tokenizer, args.chat_template.as_deref())?;
-    let (device, dtype, device_info) = framework::prepare_device(fw, args)?;
-    let (model, load_s) =
-        framework::timed_load::<F>(&device, || fw.load_model(&file.gguf, file.config.clone(), file.context, &device))?;
+    let (device, dtype, device_info) = setup::prepare_device(fw, args)?;
+    let (model, load_s) = setup::timed_load::<F>(&device, || setup::load_model(fw, &file, &device))?;
     let interactive = std::io::stdin().is_terminal();
     let interrupt = install_ctrl_c_handler()?;
-    let seed = args.seed.unwrap_or_else(framework::fresh_seed);
+    let seed = args.seed.unwrap_or_else(setup::fresh_seed);
     let params = GenerationParams {
         ignore_eos: args.ignore_eos,
         interrupt: Some(interrupt.requested.clone()),
@@ -82,7 +83,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             _ => {}
         }
         interrupt.start_reply();
-        let result = chat.reply(line, framework::print_streamed);
+        let result = chat.reply(line, terminal::print_streamed);
         interrupt.end_reply();
         match result {
             Ok(stats) => {

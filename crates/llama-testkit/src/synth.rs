@@ -4,52 +4,22 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::chat_template::LLAMA3_TEMPLATE;
-use crate::config::ModelSize;
-use crate::dequant::{self, GgmlType};
-use crate::gguf::Value;
-use crate::gguf::writer::GgufWriter;
-use crate::sampling::Rng;
-use crate::tokenizer::TokenizerParts;
 use anyhow::{Context, bail};
+use llama_core::chat_template::LLAMA3_TEMPLATE;
+use llama_core::config::ModelSize;
+use llama_core::dequant::GgmlType;
+use llama_core::gguf::Value;
+use llama_core::gguf::writer::GgufWriter;
+use llama_core::load::{WeightType, normal_values};
+use llama_core::tokenizer::TokenizerParts;
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum WeightType {
-    F32,
-    F16,
-    #[value(name = "q8_0")]
-    Q8_0,
-    #[value(name = "q4_0")]
-    Q4_0,
-}
-
-impl WeightType {
-    pub fn ggml(self) -> GgmlType {
-        match self {
-            WeightType::F32 => GgmlType::F32,
-            WeightType::F16 => GgmlType::F16,
-            WeightType::Q8_0 => GgmlType::Q8_0,
-            WeightType::Q4_0 => GgmlType::Q4_0,
-        }
-    }
-
-    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_*).
-    fn file_type(self) -> u32 {
-        match self {
-            WeightType::F32 => 0,
-            WeightType::F16 => 1,
-            WeightType::Q4_0 => 2,
-            WeightType::Q8_0 => 7,
-        }
-    }
-
-    pub fn encode(self, values: &[f32]) -> Vec<u8> {
-        match self {
-            WeightType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            WeightType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            WeightType::Q8_0 => dequant::quantize_q8_0(values),
-            WeightType::Q4_0 => dequant::quantize_q4_0(values),
-        }
+/// llama.cpp's `general.file_type` (LLAMA_FTYPE_*) for a file of `weights`.
+fn file_type(weights: WeightType) -> u32 {
+    match weights {
+        WeightType::F32 => 0,
+        WeightType::F16 => 1,
+        WeightType::Q4_0 => 2,
+        WeightType::Q8_0 => 7,
     }
 }
 
@@ -61,21 +31,6 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Fewer layers than the shape has (small files for tests); the file then says so in its name.
     pub layers: Option<usize>,
-}
-
-/// N(0, 0.02) values from a seed: Box–Muller on SplitMix64, reproducible everywhere.
-pub fn normal_values(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let (u1, u2) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
-        let r = (-2.0 * u1.ln()).sqrt() * 0.02;
-        let theta = std::f64::consts::TAU * u2;
-        out.push((r * theta.cos()) as f32);
-        out.push((r * theta.sin()) as f32);
-    }
-    out.truncate(n);
-    out
 }
 
 /// Writes the model to `opts.out` (relative tokenizer paths resolve against `root`).
@@ -106,7 +61,7 @@ pub fn write(root: &Path, opts: &SynthOptions) -> anyhow::Result<()> {
             "general.name",
             Value::String(format!("synthetic Llama 3.x {} (random weights{layers_note})", opts.size)),
         )
-        .metadata("general.file_type", Value::U32(opts.weights.file_type()))
+        .metadata("general.file_type", Value::U32(file_type(opts.weights)))
         .metadata("general.quantization_version", Value::U32(2));
     let c = &config;
     for (key, value) in [

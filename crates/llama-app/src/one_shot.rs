@@ -5,15 +5,17 @@ use std::io::IsTerminal;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::chat_template::{ChatTemplate, Message};
 use crate::cli::Args;
-use crate::framework::{self, Framework, ModelFile};
-use crate::generation::{self, GenerationParams};
-use crate::kernels::Kernels;
-use crate::sampling::Sampler;
+use crate::framework::Framework;
+use crate::setup::{self, ModelFile};
+use crate::terminal;
+use llama_core::chat_template::{ChatTemplate, Message};
+use llama_core::generation::{self, GenerationParams};
+use llama_core::kernels::Kernels;
+use llama_core::sampling::Sampler;
 
 pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Result<()> {
-    let file = framework::open_model_file(fw, args)?;
+    let file = setup::open_model_file(args)?;
     let prompt = encode_prompt(args, prompt_text, &file)?;
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenization; give some text");
@@ -26,12 +28,11 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
             file.config.context_length
         );
     }
-    let (device, dtype, device_info) = framework::prepare_device(fw, args)?;
-    let (model, load_s) =
-        framework::timed_load::<F>(&device, || fw.load_model(&file.gguf, file.config.clone(), file.context, &device))?;
+    let (device, dtype, device_info) = setup::prepare_device(fw, args)?;
+    let (model, load_s) = setup::timed_load::<F>(&device, || setup::load_model(fw, &file, &device))?;
     tracing::info!("loaded {} in {load_s:.2}s, {} prompt tokens", file.path.display(), prompt.len());
 
-    let seed = args.seed.unwrap_or_else(framework::fresh_seed);
+    let seed = args.seed.unwrap_or_else(setup::fresh_seed);
     let mut sampler = Sampler::new(args.sampling(), seed);
     let params = GenerationParams {
         ignore_eos: args.ignore_eos,
@@ -44,7 +45,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
     let generation =
         generation::generate(&model, &mut cache, Some(&file.tokenizer), &prompt, &params, &mut sampler, |piece| {
             if !args.json {
-                framework::print_streamed(piece);
+                terminal::print_streamed(piece);
             }
         })?;
     fw.cleanup(&device);
@@ -56,9 +57,9 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
         let out = json!({
             "framework": fw.name(),
             "stack": fw.stack(),
-            "kernels": model.kernels().name(),
+            "kernels": model.kernels().capabilities(model.device()).name,
             "device": device_info,
-            "model": fw.model_info(&file.gguf, &file.config),
+            "model": setup::model_info(&file.gguf, &file.config),
             "dtype": dtype,
             "seed": seed,
             "sampling": sampler.params(),

@@ -9,10 +9,10 @@ use std::process::{Command, Output};
 
 use serde::Deserialize;
 
-use crate::cli::{DEFAULT_MODEL_FILE, models_dir};
-use crate::dequant::GgmlType;
-use crate::gguf::writer::GgufWriter;
-use crate::gguf::{GgufFile, Value};
+use llama_app::cli::{DEFAULT_MODEL_FILE, models_dir};
+use llama_core::dequant::GgmlType;
+use llama_core::gguf::writer::GgufWriter;
+use llama_core::gguf::{GgufFile, Value};
 
 /// Largest |Δlogit| accepted against llama.cpp on the F32 copy of the model. Both compute in
 /// f32; the difference is summation order (measured values are in docs/correctness.md).
@@ -22,7 +22,7 @@ pub const LOGIT_TOLERANCE: f32 = 5e-4;
 pub const EXPECTED_CONTINUATIONS: &[(&str, &str)] =
     &[("1, 2, 3, 4,", " 5, 6, 7, 8, 9, 10, 11, 12, 13,"), ("The capital of France is", " Paris.")];
 
-/// `tests/fixtures/smollm2_llamacpp_greedy.json`, written by scripts/make_llamacpp_reference.py.
+/// `fixtures/smollm2_llamacpp_greedy.json`, written by scripts/make_llamacpp_reference.py.
 #[derive(Debug, Deserialize)]
 pub struct Reference {
     pub source: String,
@@ -50,7 +50,7 @@ pub struct RunOutput {
 }
 
 pub fn reference() -> Reference {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_llamacpp_greedy.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smollm2_llamacpp_greedy.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -300,8 +300,8 @@ pub fn check_synthetic_model(binary: &str, scratch: &Path) {
     let _ = std::fs::remove_file(&path);
     let root = models_dir().join("..");
     let opts = crate::synth::SynthOptions {
-        size: crate::config::ModelSize::B1,
-        weights: crate::synth::WeightType::Q8_0,
+        size: llama_core::config::ModelSize::B1,
+        weights: llama_core::load::WeightType::Q8_0,
         out: path.clone(),
         tokenizer: "models/llama-3.2/tokenizer.json".into(),
         seed: 7,
