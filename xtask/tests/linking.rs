@@ -49,3 +49,17 @@ fn pytorch_only_links_no_wgpu() {
 fn llama_core_links_no_framework() {
     assert_none_of("llama-core", &[TORCH_CRATES, WGPU_CRATES, &["burn-ndarray", "burn-cuda", "burn-candle"]].concat());
 }
+
+/// The library holds the model and its formats: flags, terminals and logging set-up belong to
+/// the app (llama-app), test helpers to the test kit.
+#[test]
+fn llama_core_has_no_command_line_or_terminal() {
+    assert_none_of("llama-core", &["clap", "rustyline", "ctrlc", "tracing-subscriber", "indicatif", "llama-app"]);
+}
+
+/// The test kit reaches a binary only through its tests (a dev-dependency), never its build.
+#[test]
+fn binaries_do_not_link_the_test_kit() {
+    assert_none_of("tinygrad-only", &["llama-testkit"]);
+    assert_none_of("pytorch-only", &["llama-testkit"]);
+}

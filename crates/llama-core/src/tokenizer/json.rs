@@ -4,9 +4,8 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::{
-    Entry, Result, SpecialIds, TokenKind, Tokenizer, TokenizerError, gguf_token_id, if_present, invalid, pretokenize,
-};
+use super::gguf_vocab::{gguf_token_id, if_present};
+use super::{Entry, Result, SpecialIds, TokenKind, Tokenizer, TokenizerError, invalid, pretokenize};
 use crate::gguf::{GgufFile, Value};
 
 impl Tokenizer {

@@ -1,6 +1,7 @@
 //! Unit tests on a tiny synthetic byte-level vocabulary; the real vocabularies are checked
 //! against llama.cpp and Hugging Face in tests/tokenizer.rs.
 
+use super::gguf_vocab::split_merge;
 use super::json::Template;
 use super::pretokenize::BYTE_TO_CHAR;
 use super::*;
