@@ -12,10 +12,10 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Mutex;
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use burn_tch::TchTensor;
 
-use llama_core::kernels::run_step_eagerly;
+use llama_core::kernels::{StaticStep, run_step_eagerly};
 
 use crate::ops::{Tch, raw, wrap};
 
@@ -106,7 +106,7 @@ fn replay_failed(
     error: &str,
     x: tch::Tensor,
     position: usize,
-    step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
+    step: &mut StaticStep<Tch>,
 ) -> Tensor<Tch, 2> {
     eprintln!("pytorch-only: --compile: replaying the CUDA graph failed ({error}); decoding eagerly");
     *state = State::Eager;
@@ -115,13 +115,7 @@ fn replay_failed(
 
 impl StepGraph {
     /// `Kernels::run_static_step` on a CUDA device.
-    pub fn run(
-        &self,
-        x: Tensor<Tch, 2>,
-        position: usize,
-        cache_id: u64,
-        step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
-    ) -> Tensor<Tch, 2> {
+    pub fn run(&self, x: Tensor<Tch, 2>, position: usize, cache_id: u64, step: &mut StaticStep<Tch>) -> Tensor<Tch, 2> {
         let mut state = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let x = raw(x);
         let device = x.device();

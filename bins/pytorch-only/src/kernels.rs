@@ -13,8 +13,8 @@ use burn::tensor::{Int, Tensor};
 use burn_tch::{LibTorchDevice, TchTensor};
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{
-    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, StepPosition, TokenIds,
-    composed,
+    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, StaticStep, StepPosition,
+    TokenIds, composed,
 };
 use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
@@ -174,11 +174,11 @@ impl Kernels<Tch> for TchKernels {
         &self,
         x: Tensor<Tch, 2>,
         position: usize,
-        cache_id: u64,
-        step: &mut dyn FnMut(Tensor<Tch, 2>, Tensor<Tch, 1, Int>) -> Tensor<Tch, 2>,
+        id: u64,
+        step: &mut StaticStep<Tch>,
     ) -> Tensor<Tch, 2> {
         if matches!(x.device(), LibTorchDevice::Cuda(_)) {
-            return self.graph.run(x, position, cache_id, step);
+            return self.graph.run(x, position, id, step);
         }
         llama_core::kernels::run_step_eagerly(x, position, step)
     }

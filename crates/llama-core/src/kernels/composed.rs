@@ -4,7 +4,7 @@
 
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData, activation, backend::Backend};
 
-use super::{Kernels, Normed, Pass, Position, Product, Projections, QkvIntoCache, StepPosition};
+use super::{Kernels, Normed, Pass, Position, Product, Projections, QkvIntoCache, StaticStep, StepPosition};
 use crate::kv_cache::CachedKv;
 use crate::rope::RopeTables;
 
@@ -157,11 +157,7 @@ pub fn step_position<B: Backend>(
 
 /// The static decode step run as it is: the position put on `x`'s device, then `step` called
 /// ([`Kernels::run_static_step`]'s default, and what a capturing provider does when it cannot).
-pub fn run_step_eagerly<B: Backend>(
-    x: Tensor<B, 2>,
-    position: usize,
-    step: &mut dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2>,
-) -> Tensor<B, 2> {
+pub fn run_step_eagerly<B: Backend>(x: Tensor<B, 2>, position: usize, step: &mut StaticStep<B>) -> Tensor<B, 2> {
     let position = Tensor::<B, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
     step(x, position)
 }

@@ -183,6 +183,10 @@ pub struct QkvIntoCache<'a, B: Backend, W> {
     pub cache: (Tensor<B, 3>, Tensor<B, 3>),
 }
 
+/// The static-shape decode step: the token's embedding `[1, dim]` and its device position `[1]`
+/// to the logits `[1, vocab]`.
+pub type StaticStep<'a, B> = dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2> + 'a;
+
 /// Token ids to embed: from the host, or already on the device (a greedy step's argmax, so that
 /// the step reading them can be queued before they reach the host).
 pub enum TokenIds<'a, B: Backend> {
@@ -259,7 +263,7 @@ pub trait Kernels<B: Backend>: Send + Sync {
         x: Tensor<B, 2>,
         position: usize,
         cache_id: u64,
-        step: &mut dyn FnMut(Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 2>,
+        step: &mut StaticStep<B>,
     ) -> Tensor<B, 2> {
         let _ = cache_id;
         run_step_eagerly(x, position, step)
