@@ -1,5 +1,5 @@
 //! tinygrad-only's fast path: llama-core's [`Kernels`] implemented with our own CubeCL kernels,
-//! recorded into burn-wgpu's fusion stream (see [`fused`]).
+//! recorded into burn-wgpu's fusion stream (see [`stream`]).
 //!
 //! | operation | kernel | what it fuses |
 //! |---|---|---|
@@ -23,13 +23,16 @@
 mod attention;
 mod embed;
 pub mod empty;
-mod fused;
+mod layout;
 mod linear;
 mod matvec;
+mod matvec_kernel;
 mod norm;
 pub mod pack;
 mod prefill;
+mod product;
 mod rope;
+mod stream;
 mod weights;
 
 use burn::tensor::backend::Backend as _;
@@ -41,9 +44,9 @@ use llama_core::kernels::{Composed, Kernels, Normed, RawWeight};
 use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
 
-pub use fused::launches;
-use fused::{Cube, CubeT, LazyTensor, custom_op};
 use pack::HostChunk;
+pub use stream::launches;
+use stream::{Cube, CubeT, LazyTensor, custom_op};
 use weights::Chunk;
 pub use weights::{DeviceWeight, Packing, Values};
 
@@ -63,7 +66,7 @@ fn max_chunk_bytes(device: &Device) -> usize {
 
 #[derive(Debug, Clone, Copy)]
 pub struct WgpuKernels {
-    layout: linear::Layout,
+    layout: layout::Layout,
     /// `--quantize`: how float weights are stored.
     quantize: Option<Quantize>,
     /// Greedy decoding queues the next step before reading the id (`Kernels::pipelines_greedy`).
@@ -73,12 +76,12 @@ pub struct WgpuKernels {
 impl WgpuKernels {
     /// Thread layouts for a GPU.
     pub fn gpu() -> Self {
-        Self { layout: linear::Layout::for_device(false), quantize: None, pipeline_greedy: true }
+        Self { layout: layout::Layout::for_device(false), quantize: None, pipeline_greedy: true }
     }
 
     /// Thread layouts for a CPU Vulkan driver (lavapipe): 8 lanes per row, its SIMD width.
     pub fn cpu_driver() -> Self {
-        Self { layout: linear::Layout::for_device(true), quantize: None, pipeline_greedy: true }
+        Self { layout: layout::Layout::for_device(true), quantize: None, pipeline_greedy: true }
     }
 
     /// Stores f32/f16/bf16 weights as `quantize` says (quantized files keep their format).
@@ -174,7 +177,7 @@ impl WgpuKernels {
         let (weight, up, layout, eps) = (weight.clone(), up.cloned(), self.layout, input.eps as f32);
         Self::launch(name, [lazy(input.x), lazy(input.weight.clone())], [1, weight.rows], move |[x, norm]| {
             let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: None };
-            matvec::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
+            product::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
         })
     }
 }
@@ -193,7 +196,7 @@ impl Kernels<Wgpu> for WgpuKernels {
     /// On a GPU; a CPU Vulkan driver's memory is the host's, and a reduction there costs a
     /// launch (about 0.3 ms on lavapipe) to save a copy.
     fn greedy_on_device(&self, _device: &Device) -> bool {
-        self.layout != linear::Layout::for_device(true)
+        self.layout != layout::Layout::for_device(true)
     }
 
     /// On GPUs and on CPU drivers alike: a CPU driver pays the device argmax's launch, but runs
@@ -247,7 +250,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [tokens, _] = x.dims();
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| {
-            linear::linear(contiguous(x), &weight, None, layout)
+            product::linear(contiguous(x), &weight, None, layout)
         })
     }
 
@@ -258,7 +261,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear_add", [lazy(x), lazy(residual)], [1, weight.rows], move |[x, residual]| {
             let fused = matvec::Fused { norm: None, residual: Some(contiguous(residual)), rope: None };
-            matvec::matvec(contiguous(x), &weight, None, fused, layout)
+            product::matvec(contiguous(x), &weight, None, fused, layout)
         })
     }
 
@@ -275,7 +278,7 @@ impl Kernels<Wgpu> for WgpuKernels {
             let [tokens, _] = h.dims();
             let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
             return Self::launch("linear_swiglu", [lazy(h)], [tokens, gate.rows], move |[h]| {
-                linear::linear(contiguous(h), &gate, Some(&up), layout)
+                product::linear(contiguous(h), &gate, Some(&up), layout)
             });
         }
         self.norm_matvec("norm_linear_swiglu", input, gate, Some(up))
@@ -387,7 +390,7 @@ impl Kernels<Wgpu> for WgpuKernels {
                 cache_values: cache_values.clone(),
             };
             let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: Some(into) };
-            [matvec::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
+            [product::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
         };
         let [q, keys, values] = custom_op("norm_linear_rope_into_cache", inputs, outputs, body);
         (tensor(q), tensor(keys), tensor(values))
