@@ -33,11 +33,10 @@ mod prefill;
 mod product;
 mod rope;
 mod stream;
+mod upload;
 mod weights;
 
-use burn::tensor::backend::Backend as _;
-use burn::tensor::{DType, Distribution, Int, Tensor, TensorData, TensorPrimitive};
-use half::f16;
+use burn::tensor::{DType, Distribution, Int, Tensor};
 use llama_core::cli::Quantize;
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{Composed, Kernels, Normed, RawWeight};
@@ -45,24 +44,14 @@ use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
 
 use pack::HostChunk;
+pub use stream::Wgpu;
 pub use stream::launches;
-use stream::{Cube, CubeT, LazyTensor, custom_op};
+use stream::{CubeT, LazyTensor, custom_op, lazy, tensor};
+use upload::{compute_dtype, resolve_float, rows_per_chunk, upload_float, upload_halves, upload_u32, upload_words};
 use weights::Chunk;
 pub use weights::{DeviceWeight, Packing, Values};
 
-/// The backend these kernels run on.
-pub type Wgpu = burn_wgpu::Wgpu<f32, i32, u32>;
 type Device = burn_wgpu::WgpuDevice;
-
-/// The largest chunk of a weight, in device bytes: wgpu binds each chunk as one storage buffer,
-/// so half the device's largest binding (lavapipe's 128 MiB gives 64 MiB chunks; a GPU's 4 GiB
-/// puts a 1B model's output head in one chunk, so one launch), and at most 2 GiB, which keeps
-/// every element index within cubecl's 32-bit addressing.
-fn max_chunk_bytes(device: &Device) -> usize {
-    use cubecl::Runtime as _;
-    let largest_binding = burn_wgpu::WgpuRuntime::client(device).properties().memory.max_page_size;
-    (largest_binding / 2).min(1 << 31) as usize
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WgpuKernels {
@@ -95,56 +84,6 @@ impl WgpuKernels {
     pub fn without_pipelining(self) -> Self {
         Self { pipeline_greedy: false, ..self }
     }
-}
-
-fn lazy<const D: usize>(t: Tensor<Wgpu, D>) -> LazyTensor {
-    t.into_primitive().tensor()
-}
-
-fn tensor<const D: usize>(t: LazyTensor) -> Tensor<Wgpu, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-/// Flushes `t`'s pending work and returns its device buffer (load time only).
-fn resolve_float<const D: usize>(t: Tensor<Wgpu, D>) -> CubeT {
-    let t = lazy(t);
-    t.client.clone().resolve_tensor_float::<Cube>(t)
-}
-
-fn upload_float<E: burn::tensor::Element>(values: Vec<E>, dtype: DType, device: &Device) -> CubeT {
-    let len = values.len();
-    resolve_float(Tensor::<Wgpu, 1>::from_data(TensorData::new(values, [len]), (device, dtype)))
-}
-
-fn upload_u32(values: Vec<u32>, device: &Device) -> Tensor<Wgpu, 1, Int> {
-    let len = values.len();
-    Tensor::from_data(TensorData::new(values, [len]), (device, DType::U32))
-}
-
-fn upload_words(values: Vec<u32>, device: &Device) -> CubeT {
-    let t = upload_u32(values, device).into_primitive();
-    t.client.clone().resolve_tensor_int::<Cube>(t)
-}
-
-/// The device's compute dtype (`--dtype`), read from Burn's settings: no tensor is made for it.
-fn compute_dtype(device: &Device) -> DType {
-    burn::tensor::get_device_settings::<Wgpu>(device).float_dtype.into()
-}
-
-/// f16 where the device has it (half the bytes), else f32.
-fn half_dtype(device: &Device) -> DType {
-    if Wgpu::supports_dtype(device, DType::F16) { DType::F16 } else { DType::F32 }
-}
-
-fn upload_halves(values: Vec<f16>, device: &Device) -> CubeT {
-    match half_dtype(device) {
-        DType::F16 => upload_float(values, DType::F16, device),
-        _ => upload_float(values.into_iter().map(f32::from).collect(), DType::F32, device),
-    }
-}
-
-fn rows_per_chunk(row_bytes: usize, rows: usize, device: &Device) -> usize {
-    (max_chunk_bytes(device) / row_bytes.max(1)).clamp(1, rows.max(1))
 }
 
 impl WgpuKernels {
