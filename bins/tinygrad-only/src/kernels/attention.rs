@@ -12,7 +12,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, count_launch};
+use super::stream::{CubeT, count_launch};
 
 /// Keys per workgroup; also its thread count (one key score per thread).
 const SPLIT: u32 = 64;

@@ -5,125 +5,78 @@
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_wgpu::WgpuRuntime;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, count_launch};
-use super::weights::{DeviceWeight, dequantize_block};
+use super::layout::{ChunkSpan, ChunkSpanLaunch};
+use super::stream::{CubeT, count_launch};
+use super::weights::{BlockFormat, DeviceWeight, Packed, dequantize_block, tensor_arg};
 
-/// Rows of one chunk of a block-quantized table, dequantized: for each pair `(token, row)` in
-/// `picks`, `out[token, c] = W[row, c]`, a thread per block of 32 weights.
+/// Rows of one chunk of a table: for each pair `(token, row)` in `picks`, `out[token, ..] =
+/// W[row, ..]`, one workgroup per pair.
 #[cube(launch_unchecked)]
-fn embed_quant_kernel<F: Float, S: Float>(
+fn embed_kernel<F: Float, S: Float, W: Float>(
     picks: &Tensor<u32>,
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+    table: &Packed<S, W>,
     out: &mut Tensor<F>,
     first_pair: u32,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-    #[define(F, S)] _dtypes: [StorageType; 2],
+    #[comptime] format: BlockFormat,
+    #[define(F, S, W)] _dtypes: [StorageType; 3],
 ) {
     let pair = (first_pair + CUBE_POS_X) as usize;
-    copy_quant_row::<F, S>(
-        quants,
-        scales,
-        mins,
-        out,
-        picks[2 * pair] as usize,
-        picks[2 * pair + 1] as usize,
-        bits,
-        mode,
-    );
+    copy_row::<F, S, W>(table, out, picks[2 * pair] as usize, picks[2 * pair + 1] as usize, format);
 }
 
-/// The same for one chunk of a dense table.
+/// Rows of one chunk of a table for token ids on the device: token `t = CUBE_POS_X` takes row
+/// `ids[t] - span.first_row` if this chunk holds it (another launch writes it otherwise).
 #[cube(launch_unchecked)]
-fn embed_dense_kernel<F: Float, W: Float>(
-    picks: &Tensor<u32>,
-    w: &Tensor<W>,
-    out: &mut Tensor<F>,
-    first_pair: u32,
-    #[define(F, W)] _dtypes: [StorageType; 2],
-) {
-    let pair = (first_pair + CUBE_POS_X) as usize;
-    copy_dense_row::<F, W>(w, out, picks[2 * pair] as usize, picks[2 * pair + 1] as usize);
-}
-
-/// Rows of one chunk of a block-quantized table for token ids on the device: token
-/// `t = CUBE_POS_X` takes row `ids[t] - first_row` if this chunk, `first_row .. first_row +
-/// rows`, holds it (another launch writes it otherwise).
-#[cube(launch_unchecked)]
-fn embed_ids_quant_kernel<F: Float, S: Float, I: Int>(
+fn embed_ids_kernel<F: Float, S: Float, W: Float, I: Int>(
     ids: &Tensor<I>,
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+    table: &Packed<S, W>,
     out: &mut Tensor<F>,
-    first_row: u32,
-    rows: u32,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-    #[define(F, S, I)] _dtypes: [StorageType; 3],
+    span: &ChunkSpan,
+    #[comptime] format: BlockFormat,
+    #[define(F, S, W, I)] _dtypes: [StorageType; 4],
 ) {
     let t = CUBE_POS_X as usize;
     let id = u32::cast_from(ids[t]);
-    if id >= first_row && id < first_row + rows {
-        copy_quant_row::<F, S>(quants, scales, mins, out, t, (id - first_row) as usize, bits, mode);
+    if id >= span.first_row && id < span.first_row + span.rows {
+        copy_row::<F, S, W>(table, out, t, (id - span.first_row) as usize, format);
     }
 }
 
-/// The same for one chunk of a dense table.
-#[cube(launch_unchecked)]
-fn embed_ids_dense_kernel<F: Float, W: Float, I: Int>(
-    ids: &Tensor<I>,
-    w: &Tensor<W>,
-    out: &mut Tensor<F>,
-    first_row: u32,
-    rows: u32,
-    #[define(F, W, I)] _dtypes: [StorageType; 3],
-) {
-    let t = CUBE_POS_X as usize;
-    let id = u32::cast_from(ids[t]);
-    if id >= first_row && id < first_row + rows {
-        copy_dense_row::<F, W>(w, out, t, (id - first_row) as usize);
-    }
-}
-
-/// `out[t, ..] = W[row, ..]` dequantized, the cube's threads striding over the row's blocks.
+/// `out[t, ..] = W[row, ..]`, dequantized for a block format, the cube's threads striding over
+/// the row's blocks (or, dense, its values).
 #[cube]
-fn copy_quant_row<F: Float, S: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+fn copy_row<F: Float, S: Float, W: Float>(
+    table: &Packed<S, W>,
     out: &mut Tensor<F>,
     t: usize,
     row: usize,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
+    #[comptime] format: BlockFormat,
 ) {
     let k = out.shape(1);
-    let blocks = k / 32;
-    let mut w = Array::<f32>::new(32usize);
-    let mut b = UNIT_POS_X as usize;
-    while b < blocks {
-        dequantize_block::<S>(quants, scales, mins, row * blocks + b, &mut w, bits, mode);
-        #[unroll]
-        for j in 0..32usize {
-            out[t * k + b * 32 + j] = F::cast_from(w[j]);
+    #[comptime]
+    if let ComptimeOption::Some(blocks) = &table.blocks {
+        let per_row = k / 32;
+        let mut w = Array::<f32>::new(32usize);
+        let mut b = UNIT_POS_X as usize;
+        while b < per_row {
+            dequantize_block::<S>(blocks, row * per_row + b, &mut w, format);
+            #[unroll]
+            for j in 0..32usize {
+                out[t * k + b * 32 + j] = F::cast_from(w[j]);
+            }
+            b += CUBE_DIM_X as usize;
         }
-        b += CUBE_DIM_X as usize;
     }
-}
-
-/// `out[t, ..] = W[row, ..]`, the cube's threads striding over the row.
-#[cube]
-fn copy_dense_row<F: Float, W: Float>(w: &Tensor<W>, out: &mut Tensor<F>, t: usize, row: usize) {
-    let k = out.shape(1);
-    let mut c = UNIT_POS_X as usize;
-    while c < k {
-        out[t * k + c] = F::cast_from(w[row * k + c]);
-        c += CUBE_DIM_X as usize;
+    #[comptime]
+    if let ComptimeOption::Some(dense) = &table.dense {
+        let mut c = UNIT_POS_X as usize;
+        while c < k {
+            out[t * k + c] = F::cast_from(dense[row * k + c]);
+            c += CUBE_DIM_X as usize;
+        }
     }
 }
 
@@ -155,46 +108,26 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
         Shape::new([tokens, table.cols]),
         dtype,
     );
-    let client = picks.client.clone();
+    let format = table.packing.block_format().unwrap_or(BlockFormat::DENSE);
     for &(i, first_pair, pairs) in groups {
         let chunk = &table.chunks[i];
-        let count = CubeCount::Static(pairs as u32, 1, 1);
-        let dim = CubeDim::new_1d(64);
-        let first_pair = first_pair as u32;
+        let [scales_dtype, dense_dtype] = chunk.dtypes(&out);
         count_launch();
-        match table.packing.block_format() {
-            // SAFETY: `picks` holds (token, row) pairs the host made from in-range ids and this chunk's
-            // rows; columns stop at the row width.
-            None => unsafe {
-                embed_dense_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    picks.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_pair,
-                    [dtype.into(), chunk.data.dtype.into()],
-                )
-            },
-            // SAFETY: as the dense case; a block-format row is whole blocks of 32.
-            Some((bits, mode)) => unsafe {
-                embed_quant_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    picks.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    chunk.scales().into_tensor_arg(),
-                    chunk.mins().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_pair,
-                    bits,
-                    mode,
-                    [dtype.into(), chunk.scales().dtype.into()],
-                )
-            },
-        }
+        // SAFETY: `picks` holds (token, row) pairs the host made from in-range ids and this chunk's rows;
+        // columns stop at the row width, and a block-format row is whole blocks of 32.
+        unsafe {
+            embed_kernel::launch_unchecked::<WgpuRuntime>(
+                &picks.client,
+                CubeCount::Static(pairs as u32, 1, 1),
+                CubeDim::new_1d(64),
+                tensor_arg(&picks),
+                chunk.packed_arg(),
+                tensor_arg(&out),
+                first_pair as u32,
+                format,
+                [dtype.into(), scales_dtype, dense_dtype],
+            )
+        };
     }
     out
 }
@@ -203,49 +136,28 @@ pub fn embed(picks: CubeT, groups: &[(usize, usize, usize)], table: &DeviceWeigh
 /// launch per chunk, each writing the rows it holds.
 pub fn embed_ids(ids: CubeT, table: &DeviceWeight, dtype: DType) -> CubeT {
     let tokens = ids.meta.shape()[0];
-    let client = ids.client.clone();
     let out =
-        empty_device_contiguous_dtype(client.clone(), ids.device.clone(), Shape::new([tokens, table.cols]), dtype);
+        empty_device_contiguous_dtype(ids.client.clone(), ids.device.clone(), Shape::new([tokens, table.cols]), dtype);
+    let format = table.packing.block_format().unwrap_or(BlockFormat::DENSE);
     for (i, chunk) in table.chunks.iter().enumerate() {
-        let (first_row, rows) = ((i * table.rows_per_chunk) as u32, chunk.rows as u32);
-        let count = CubeCount::Static(tokens as u32, 1, 1);
-        let dim = CubeDim::new_1d(64);
+        let [scales_dtype, dense_dtype] = chunk.dtypes(&out);
+        let span = ChunkSpanLaunch::new((i * table.rows_per_chunk) as u32, chunk.rows as u32);
         count_launch();
-        match table.packing.block_format() {
-            // SAFETY: a thread reads `ids[CUBE_POS_X]` for one of `tokens` cubes, and a row only when
-            // this chunk holds it; columns stop at the row width.
-            None => unsafe {
-                embed_ids_dense_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    ids.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_row,
-                    rows,
-                    [dtype.into(), chunk.data.dtype.into(), ids.dtype.into()],
-                )
-            },
-            // SAFETY: as the dense case; a block-format row is whole blocks of 32.
-            Some((bits, mode)) => unsafe {
-                embed_ids_quant_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
-                    &client,
-                    count,
-                    dim,
-                    ids.clone().into_tensor_arg(),
-                    chunk.data.clone().into_tensor_arg(),
-                    chunk.scales().into_tensor_arg(),
-                    chunk.mins().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    first_row,
-                    rows,
-                    bits,
-                    mode,
-                    [dtype.into(), chunk.scales().dtype.into(), ids.dtype.into()],
-                )
-            },
-        }
+        // SAFETY: a thread reads `ids[CUBE_POS_X]` for one of `tokens` cubes, and a row only when this
+        // chunk holds it; columns stop at the row width, and a block-format row is whole blocks of 32.
+        unsafe {
+            embed_ids_kernel::launch_unchecked::<WgpuRuntime>(
+                &ids.client,
+                CubeCount::Static(tokens as u32, 1, 1),
+                CubeDim::new_1d(64),
+                tensor_arg(&ids),
+                chunk.packed_arg(),
+                tensor_arg(&out),
+                span,
+                format,
+                [dtype.into(), scales_dtype, dense_dtype, ids.dtype.into()],
+            )
+        };
     }
     out
 }

@@ -7,8 +7,7 @@ use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, custom_op};
-use super::{Wgpu, lazy, tensor};
+use super::stream::{CubeT, Wgpu, custom_op, lazy, tensor};
 
 #[cube(launch_unchecked)]
 fn empty_kernel<F: Float>(

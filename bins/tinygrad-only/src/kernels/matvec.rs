@@ -20,41 +20,27 @@
 //!   pair order, and each pair is rotated and written to the queries or the caches
 //!   (`rope.rs`), so the product is never stored and `rope.rs`'s own launch is not needed.
 //!
+//! The kernels and what they share are in `matvec_kernel.rs`; this file picks and launches them.
+//! Where the norm would cost more staged per workgroup than launched once (see
+//! [`stages_norm`]), `product.rs` runs `norm.rs` first.
+//!
 //! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
 //! too narrow to stream a GPU's memory (docs/benchmarks/2026-11-27-gpu-h200.md); it still serves
 //! the K-quants and prompts.
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_wgpu::WgpuRuntime;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, count_launch};
-use super::linear::{Layout, reduce_and_store, row_to_read};
+use super::layout::{ChunkSpanLaunch, Layout, MAX_TILE};
+use super::matvec_kernel::{
+    BlockRowsLaunch, BlockWeightsLaunch, DenseRowsLaunch, InputLaunch, RowEndingLaunch, block_matvec_kernel,
+    matvec_kernel,
+};
 pub use super::rope::RopeInto;
-use super::rope::{RopeCache, RopeCacheLaunch, pair_order_row, rotate_and_store_pair};
-use super::weights::{Chunk, DeviceWeight, MODE_NF4, Packing, block_min, nf4_level};
-
-/// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
-/// loaded before the first product.
-#[cube]
-fn four_products<W: Float, N: Size>(
-    w: &Tensor<Vector<W, N>>,
-    at: usize,
-    step: usize,
-    x0: Vector<f32, N>,
-    x1: Vector<f32, N>,
-    x2: Vector<f32, N>,
-    x3: Vector<f32, N>,
-) -> Vector<f32, N> {
-    let w0 = w[at];
-    let w1 = w[at + step];
-    let w2 = w[at + 2 * step];
-    let w3 = w[at + 3 * step];
-    Vector::<f32, N>::cast_from(w0) * x0
-        + Vector::<f32, N>::cast_from(w1) * x1
-        + Vector::<f32, N>::cast_from(w2) * x2
-        + Vector::<f32, N>::cast_from(w3) * x3
-}
+use super::stream::{CubeT, count_launch};
+use super::weights::{Chunk, DeviceWeight, Packing, tensor_arg};
 
 /// What a launch fuses around the product: the RMSNorm of its input (the norm's weight and
 /// `eps`), the residual its output is added to (`[1, rows]`), and RoPE with the cache write
@@ -70,305 +56,6 @@ pub struct Fused {
 /// (`norm.rs`) rather than a prologue in each of their workgroups.
 const MAX_NORMED_ROWS_PER_COL: usize = 4;
 
-/// With a `norm` weight, stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in
-/// f32 for every vector of the row, split over all `threads` of the workgroup, which also sum
-/// `x²` together, and returns `1/rms(x)`, by which the products of the staged input are scaled.
-/// Else returns 1 and stages nothing.
-#[cube]
-fn stage_normed_input<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
-    staged: &mut SharedMemory<Vector<f32, N>>,
-    eps: f32,
-    #[comptime] threads: u32,
-) -> f32 {
-    let mut scale = f32::new(1.0);
-    #[comptime]
-    if let ComptimeOption::Some(norm) = norm {
-        let cols = x.shape(1);
-        let thread = UNIT_POS as usize;
-        let mut squares = Vector::<f32, N>::new(f32::new(0.0));
-        let mut i = thread;
-        while i < cols / N::value() {
-            let value = Vector::<f32, N>::cast_from(x[i]);
-            squares += value * value;
-            staged[i] = value * Vector::<f32, N>::cast_from(norm[i]);
-            i += comptime!(threads as usize);
-        }
-        let mut partial = SharedMemory::<f32>::new(comptime!(threads as usize));
-        let mut total = f32::new(0.0);
-        #[unroll]
-        for k in 0..N::value() {
-            total += squares[k];
-        }
-        partial[thread] = total;
-        sync_cube();
-        #[unroll]
-        for step in 1..comptime!(threads.trailing_zeros() + 1) {
-            let stride = comptime!((threads >> step) as usize);
-            if thread < stride {
-                partial[thread] += partial[thread + stride];
-            }
-            sync_cube();
-        }
-        scale = f32::new(1.0) / f32::sqrt(partial[0] / f32::cast_from(cols as u32) + eps);
-    }
-    scale
-}
-
-/// The chunk row a thread reads ([`row_to_read`]), in pair order when the product ends in
-/// RoPE (heads of `head_dim` rows, the caches' last dimension).
-#[cube]
-fn weight_row<F: Float>(local_row: usize, chunk_rows: u32, rope: &ComptimeOption<RopeCache<F>>) -> usize {
-    let mut row = row_to_read(local_row, chunk_rows);
-    #[comptime]
-    if let ComptimeOption::Some(rope) = rope {
-        row = pair_order_row(row, rope.keys.shape(2));
-    }
-    row
-}
-
-/// Input vector `at`: staged (normed) in shared memory, or read from `x`.
-#[cube]
-fn input<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    staged: &SharedMemory<Vector<f32, N>>,
-    at: usize,
-    #[comptime] normed: bool,
-) -> Vector<f32, N> {
-    if comptime!(normed) { staged[at] } else { Vector::<f32, N>::cast_from(x[at]) }
-}
-
-/// Adds the row's lanes' sums and writes `out[0, first_row + local_row]` (or, `gated`,
-/// `silu(sum) · sum_up`), unless the row is past the chunk's end: the tail both kernels share,
-/// [`reduce_and_store`] with a tile of one token, or with `rope`, [`rotate_and_store_pair`] at
-/// `position`. The sums are first scaled by `scale` (`1/rms` of a normed input, else 1); with a
-/// `residual`, the row's output starts from it.
-#[cube]
-fn store_row<F: Float>(
-    sum: f32,
-    sum_up: f32,
-    scale: f32,
-    residual: &ComptimeOption<Tensor<F>>,
-    out: &mut Tensor<F>,
-    rope: &mut ComptimeOption<RopeCache<F>>,
-    position: u32,
-    local_row: usize,
-    first_row: u32,
-    chunk_rows: u32,
-    #[comptime] gated: bool,
-    #[comptime] lanes: u32,
-    #[comptime] rows: u32,
-) {
-    let mut acc = Array::<f32>::new(1usize);
-    let mut acc_up = Array::<f32>::new(1usize);
-    acc[0] = sum * scale;
-    acc_up[0] = sum_up * scale;
-    #[comptime]
-    if let ComptimeOption::Some(residual) = residual {
-        // The row's first lane alone adds it: the lanes' sums are added up next.
-        let first_lane = UNIT_POS_X == 0;
-        if first_lane {
-            acc[0] += f32::cast_from(residual[first_row as usize + row_to_read(local_row, chunk_rows)]);
-        }
-    }
-    #[comptime]
-    match rope {
-        ComptimeOption::Some(rope) => {
-            rotate_and_store_pair::<F>(acc[0], out, rope, position, local_row, first_row, chunk_rows, lanes, rows)
-        }
-        ComptimeOption::None => reduce_and_store::<F>(
-            &acc, &acc_up, out, local_row, first_row, chunk_rows, 0usize, gated, 1u32, lanes, rows,
-        ),
-    }
-}
-
-/// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, with `up`,
-/// `silu(x · w_r) · (x · up_r)`), `x`, `weights` and `up` read as vectors of `N` values; with a
-/// `norm` weight, of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1)
-/// instead of `x`; with a `residual`, plus it; with `rope`, rotated by the tables' rows at
-/// `position` into `out` (queries) and the caches ([`rotate_and_store_pair`]). What a launch does
-/// not fuse is not bound at all (`ComptimeOption::None`).
-#[cube(launch_unchecked)]
-fn matvec_kernel<F: Float, W: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
-    residual: &ComptimeOption<Tensor<F>>,
-    weights: &Tensor<Vector<W, N>>,
-    up: &ComptimeOption<Tensor<Vector<W, N>>>,
-    out: &mut Tensor<F>,
-    rope: &mut ComptimeOption<RopeCache<F>>,
-    position: u32,
-    first_row: u32,
-    chunk_rows: u32,
-    eps: f32,
-    #[comptime] staged_vectors: u32,
-    #[comptime] lanes: u32,
-    #[comptime] rows: u32,
-    #[define(F, W)] _dtypes: [StorageType; 2],
-) {
-    let normed = comptime!(norm.is_some());
-    let gated = comptime!(up.is_some());
-    let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, comptime!(lanes * rows));
-    let per_row = x.shape(1) / N::value();
-    let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let start = weight_row::<F>(local_row, chunk_rows, rope) * per_row;
-    let step = comptime!(lanes as usize);
-    let mut sum = Vector::<f32, N>::new(f32::new(0.0));
-    let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
-    let mut c = UNIT_POS_X as usize;
-    // Four vectors per pass, loaded before they are multiplied: each lane keeps four reads in
-    // flight rather than waiting out one load's latency per vector.
-    while c + 3 * step < per_row {
-        let x0 = input::<F, N>(x, &staged, c, normed);
-        let x1 = input::<F, N>(x, &staged, c + step, normed);
-        let x2 = input::<F, N>(x, &staged, c + 2 * step, normed);
-        let x3 = input::<F, N>(x, &staged, c + 3 * step, normed);
-        sum += four_products::<W, N>(weights, start + c, step, x0, x1, x2, x3);
-        #[comptime]
-        if let ComptimeOption::Some(up) = up {
-            sum_up += four_products::<W, N>(up, start + c, step, x0, x1, x2, x3);
-        }
-        c += 4 * step;
-    }
-    while c < per_row {
-        let xc = input::<F, N>(x, &staged, c, normed);
-        sum += Vector::<f32, N>::cast_from(weights[start + c]) * xc;
-        #[comptime]
-        if let ComptimeOption::Some(up) = up {
-            sum_up += Vector::<f32, N>::cast_from(up[start + c]) * xc;
-        }
-        c += step;
-    }
-    let mut total = f32::new(0.0);
-    let mut total_up = f32::new(0.0);
-    #[unroll]
-    for k in 0..N::value() {
-        total += sum[k];
-        total_up += sum_up[k];
-    }
-    store_row::<F>(
-        total, total_up, scale, residual, out, rope, position, local_row, first_row, chunk_rows, gated, lanes, rows,
-    );
-}
-
-/// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
-#[cube]
-fn level(q: u32, #[comptime] mode: u32) -> f32 {
-    if comptime!(mode == MODE_NF4) { nf4_level(q) } else { f32::cast_from(q) }
-}
-
-/// A chunk of a 32-weight block format as one kernel argument: quant words, a scale per block,
-/// and a minimum per block (formats without one bind a one-element stand-in, `Chunk::mins`, which
-/// `block_min` does not read).
-#[derive(CubeLaunch, CubeType)]
-pub struct BlockRows<S: Float, N: Size> {
-    pub quants: Tensor<Vector<u32, N>>,
-    pub scales: Tensor<S>,
-    pub mins: Tensor<S>,
-}
-
-/// `Σ w·x` (`normed`: of the staged input) over block `block` of a 32-weight format, its quant words read as vectors of 4 and
-/// its inputs as the 8 vectors of 4 from `x_at`. Word `i` of an 8-bit block holds weights
-/// `4i .. 4i + 4`; byte `j` of a 4-bit block holds weight `j` in its low nibble and `j + 16` in
-/// its high one (GGUF's order, kept by `pack.rs`).
-#[cube]
-fn block_dot<F: Float, S: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    staged: &SharedMemory<Vector<f32, N>>,
-    x_at: usize,
-    w: &BlockRows<S, N>,
-    block: usize,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-    #[comptime] normed: bool,
-) -> f32 {
-    let word_vectors = comptime!((bits / 4) as usize);
-    let mut qx = f32::new(0.0);
-    let mut sx = f32::new(0.0);
-    #[unroll]
-    for v in 0..word_vectors {
-        let words = w.quants[block * word_vectors + v];
-        #[unroll]
-        for k in 0..4usize {
-            let word = words[k];
-            if comptime!(bits == 8) {
-                let xs = input::<F, N>(x, staged, x_at + v * 4 + k, normed);
-                #[unroll]
-                for byte in 0..4usize {
-                    let xe = xs[byte];
-                    qx += level((word >> (byte as u32 * 8)) & 0xFF, mode) * xe;
-                    sx += xe;
-                }
-            } else {
-                let low = input::<F, N>(x, staged, x_at + k, normed);
-                let high = input::<F, N>(x, staged, x_at + 4 + k, normed);
-                #[unroll]
-                for byte in 0..4usize {
-                    let (xl, xh) = (low[byte], high[byte]);
-                    qx += level((word >> (byte as u32 * 8)) & 0xF, mode) * xl;
-                    qx += level((word >> (byte as u32 * 8 + 4)) & 0xF, mode) * xh;
-                    sx += xl + xh;
-                }
-            }
-        }
-    }
-    let d = f32::cast_from(w.scales[block]);
-    let mut sum = d * qx;
-    if comptime!(mode != MODE_NF4) {
-        sum += block_min::<S>(&w.mins, block, d, bits, mode) * sx;
-    }
-    sum
-}
-
-/// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
-/// with `up`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
-/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). `norm`,
-/// `residual` and `rope` as in [`matvec_kernel`].
-#[cube(launch_unchecked)]
-fn block_matvec_kernel<F: Float, S: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    norm: &ComptimeOption<Tensor<Vector<F, N>>>,
-    residual: &ComptimeOption<Tensor<F>>,
-    weights: &BlockRows<S, N>,
-    up: &ComptimeOption<BlockRows<S, N>>,
-    out: &mut Tensor<F>,
-    rope: &mut ComptimeOption<RopeCache<F>>,
-    position: u32,
-    first_row: u32,
-    chunk_rows: u32,
-    eps: f32,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
-    #[comptime] staged_vectors: u32,
-    #[comptime] lanes: u32,
-    #[comptime] rows: u32,
-    #[define(F, S)] _dtypes: [StorageType; 2],
-) {
-    let normed = comptime!(norm.is_some());
-    let gated = comptime!(up.is_some());
-    let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
-    let scale = stage_normed_input::<F, N>(x, norm, &mut staged, eps, comptime!(lanes * rows));
-    let blocks = x.shape(1) / 32;
-    let local_row = (CUBE_POS_X * rows + UNIT_POS_Y) as usize;
-    let first_block = weight_row::<F>(local_row, chunk_rows, rope) * blocks;
-    let mut sum = f32::new(0.0);
-    let mut sum_up = f32::new(0.0);
-    let mut b = UNIT_POS_X as usize;
-    while b < blocks {
-        sum += block_dot::<F, S, N>(x, &staged, b * 8, weights, first_block + b, bits, mode, normed);
-        #[comptime]
-        if let ComptimeOption::Some(up) = up {
-            sum_up += block_dot::<F, S, N>(x, &staged, b * 8, up, first_block + b, bits, mode, normed);
-        }
-        b += comptime!(lanes as usize);
-    }
-    store_row::<F>(
-        sum, sum_up, scale, residual, out, rope, position, local_row, first_row, chunk_rows, gated, lanes, rows,
-    );
-}
-
 /// Values per vector for a row of `cols` in both dtypes: the widest load the device likes for
 /// each (cubecl's `io_optimized_vector_sizes`, widest first) that divides the row.
 fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
@@ -382,17 +69,12 @@ fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
 
 /// Whether [`matvec`] stages the norm of `x` in its workgroups for `weight`: few enough rows per
 /// input (see [`MAX_NORMED_ROWS_PER_COL`]), and the staged row (f32) fits in shared memory beside
-/// the reduction's and [`reduce_and_store`]'s.
-fn stages_norm(x: &CubeT, weight: &DeviceWeight, layout: Layout) -> bool {
-    let threads = (layout.lanes * layout.rows) as usize;
-    let shared_bytes = 4 * (weight.cols + threads + threads * 2 * super::linear::MAX_TILE as usize);
+/// the reduction's and `reduce_and_store`'s. Else the norm is a launch of its own.
+pub fn stages_norm(x: &CubeT, weight: &DeviceWeight, layout: Layout) -> bool {
+    let threads = layout.threads() as usize;
+    let shared_bytes = 4 * (weight.cols + threads + threads * 2 * MAX_TILE as usize);
     weight.rows <= MAX_NORMED_ROWS_PER_COL * weight.cols
         && shared_bytes <= x.client.properties().hardware.max_shared_memory_size
-}
-
-/// The staging buffer's length in vectors of `vector`: the row when `normed`, else 1.
-fn staged_vectors(normed: bool, cols: usize, vector: usize) -> u32 {
-    if normed { (cols / vector) as u32 } else { 1 }
 }
 
 /// Whether [`matvec`] takes this weight's one-token products: dense weights and the 32-weight
@@ -412,32 +94,32 @@ pub fn folds_rope(weight: &DeviceWeight, head_dim: usize, layout: Layout) -> boo
         && (weight.chunks.len() == 1 || weight.rows_per_chunk.is_multiple_of(head_dim))
 }
 
-/// `t` as a kernel argument (the launch holds its own handle).
-fn arg(t: &CubeT) -> TensorArg<burn_wgpu::WgpuRuntime> {
-    t.clone().into_tensor_arg()
+/// A block chunk's quants read as vectors of `vector`, with its scales and minimums.
+fn block_rows<S: Float, N: Size>(chunk: &Chunk) -> BlockRowsLaunch<S, N, WgpuRuntime> {
+    let scales = chunk.scales.as_ref().expect("block formats have scales");
+    BlockRowsLaunch::new(tensor_arg(&chunk.data), tensor_arg(scales), chunk.mins.as_ref().map(tensor_arg).into())
 }
 
-/// The RoPE ending's kernel argument, when the product ends in RoPE.
-fn rope_arg<F: Float>(rope: Option<&RopeInto>) -> ComptimeOptionArgs<RopeCache<F>, burn_wgpu::WgpuRuntime> {
-    rope.map(|into| {
-        RopeCacheLaunch::new(arg(&into.cos), arg(&into.sin), arg(&into.cache_keys), arg(&into.cache_values))
-    })
-    .into()
+/// The input row, and the norm where the product stages it, as one kernel argument.
+fn input_arg<F: Float, N: Size>(x: &CubeT, fused: &Fused) -> InputLaunch<F, N, WgpuRuntime> {
+    let (norm, eps) = fused.norm.as_ref().map_or((None, 0.0), |(norm, eps)| (Some(tensor_arg(norm)), *eps));
+    InputLaunch::new(tensor_arg(x), norm.into(), eps)
+}
+
+/// Where the rows go, `out` and what `fused` ends the product with, as one kernel argument.
+fn ending_arg<F: Float>(out: &CubeT, fused: &Fused) -> RowEndingLaunch<F, WgpuRuntime> {
+    let rope = fused.rope.as_ref().map(RopeInto::arg);
+    RowEndingLaunch::new(tensor_arg(out), fused.residual.as_ref().map(tensor_arg).into(), rope.into())
 }
 
 /// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
-/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)`, plus the
-/// residual, or rotated into queries `[1, heads, head_dim]` and the caches (only where
-/// [`folds_rope`]). One launch per chunk of rows.
+/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)` (only where
+/// [`stages_norm`]), plus the residual, or rotated into queries `[1, heads, head_dim]` and the
+/// caches (only where [`folds_rope`]). One launch per chunk of rows.
 pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused: Fused, layout: Layout) -> CubeT {
     /// Block formats: words and inputs per vector (a block is 8 vectors of inputs, 1 or 2 of words).
     const BLOCK_VECTOR: usize = 4;
-    let Layout { lanes, rows } = layout;
-    let (x, norm) = match fused.norm {
-        Some((norm, eps)) if stages_norm(&x, weight, layout) => (x, Some((norm, eps))),
-        Some((norm, eps)) => (super::norm::rms_norm(x, norm, eps), None),
-        None => (x, None),
-    };
+    assert!(fused.norm.is_none() || stages_norm(&x, weight, layout), "a norm matvec cannot stage");
     let out_shape = match &fused.rope {
         Some(into) => {
             into.assert_in_bounds();
@@ -448,46 +130,33 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
         None => Shape::new([1, weight.rows]),
     };
     let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), out_shape, x.dtype);
-    let (norm, eps) = norm.map_or((None, 0.0), |(norm, eps)| (Some(norm), eps));
-    let normed = norm.is_some();
-    let position = fused.rope.as_ref().map_or(0, |into| into.position as u32);
+    // The staging buffer's length in vectors of `vector`: the row when normed, else 1.
+    let staged_vectors = |vector: usize| if fused.norm.is_some() { (weight.cols / vector) as u32 } else { 1 };
     for (i, chunk) in weight.chunks.iter().enumerate() {
-        let count = CubeCount::Static(chunk.rows.div_ceil(rows as usize) as u32, 1, 1);
-        let dim = CubeDim::new_2d(lanes, rows);
-        let (first_row, chunk_rows) = ((i * weight.rows_per_chunk) as u32, chunk.rows as u32);
+        let (count, dim) = layout.grid(chunk.rows, 1);
+        let span = ChunkSpanLaunch::new((i * weight.rows_per_chunk) as u32, chunk.rows as u32);
         count_launch();
         match weight.packing.block_format() {
-            Some((bits, mode)) => {
-                let block_rows = |c: &Chunk| {
-                    BlockRowsLaunch::new(arg(&c.data), c.scales().into_tensor_arg(), c.mins().into_tensor_arg())
-                };
+            Some(format) => {
+                let weights = BlockWeightsLaunch::new(block_rows(chunk), up.map(|up| block_rows(&up.chunks[i])).into());
                 let scales_dtype = chunk.scales.as_ref().expect("block formats have scales").dtype;
                 // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
-                // whole blocks of 32, and the norm's weight is as long as the row; with `rope`, rows are
-                // read in pair order within whole heads (`folds_rope`), and `position` has a table row and a
-                // cache row (asserted above).
+                // whole blocks of 32, and the norm's weight is as long as the row; with RoPE, rows are read in
+                // pair order within whole heads (`folds_rope`), and the position has a table row and a cache
+                // row (asserted above).
                 unsafe {
-                    block_matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                    block_matvec_kernel::launch_unchecked::<WgpuRuntime>(
                         &x.client,
                         count,
                         dim,
                         BLOCK_VECTOR,
-                        arg(&x),
-                        norm.as_ref().map(arg).into(),
-                        fused.residual.as_ref().map(arg).into(),
-                        block_rows(chunk),
-                        up.map(|up| block_rows(&up.chunks[i])).into(),
-                        arg(&out),
-                        rope_arg(fused.rope.as_ref()),
-                        position,
-                        first_row,
-                        chunk_rows,
-                        eps,
-                        bits,
-                        mode,
-                        staged_vectors(normed, weight.cols, BLOCK_VECTOR),
-                        lanes,
-                        rows,
+                        input_arg(&x, &fused),
+                        weights,
+                        ending_arg(&out, &fused),
+                        span,
+                        format,
+                        staged_vectors(BLOCK_VECTOR),
+                        layout,
                         [x.dtype.into(), scales_dtype.into()],
                     )
                 }
@@ -496,25 +165,19 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
             // end.
             None => unsafe {
                 let vector = vector_size(&x, &chunk.data, weight.cols);
-                matvec_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
+                let weights =
+                    DenseRowsLaunch::new(tensor_arg(&chunk.data), up.map(|up| tensor_arg(&up.chunks[i].data)).into());
+                matvec_kernel::launch_unchecked::<WgpuRuntime>(
                     &x.client,
                     count,
                     dim,
                     vector,
-                    arg(&x),
-                    norm.as_ref().map(arg).into(),
-                    fused.residual.as_ref().map(arg).into(),
-                    arg(&chunk.data),
-                    up.map(|up| arg(&up.chunks[i].data)).into(),
-                    arg(&out),
-                    rope_arg(fused.rope.as_ref()),
-                    position,
-                    first_row,
-                    chunk_rows,
-                    eps,
-                    staged_vectors(normed, weight.cols, vector),
-                    lanes,
-                    rows,
+                    input_arg(&x, &fused),
+                    weights,
+                    ending_arg(&out, &fused),
+                    span,
+                    staged_vectors(vector),
+                    layout,
                     [x.dtype.into(), chunk.data.dtype.into()],
                 )
             },

@@ -9,7 +9,7 @@
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, count_launch};
+use super::stream::{CubeT, count_launch};
 
 /// Threads per row.
 const THREADS: u32 = 64;

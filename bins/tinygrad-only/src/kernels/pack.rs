@@ -1,4 +1,4 @@
-//! GGUF bytes → the device layout [`super::linear`] reads, on the host, once at load.
+//! GGUF bytes → the device layout the kernels read ([`super::weights`]), on the host, once at load.
 //!
 //! A Q8_0/Q4_0/Q4_1 block is a 2-byte f16 scale (Q4_1: and a 2-byte minimum) followed by its
 //! quants, so in the file the quants of consecutive blocks sit at 2-byte-aligned offsets; WGSL

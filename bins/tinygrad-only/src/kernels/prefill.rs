@@ -11,23 +11,19 @@ use burn::tensor::{Shape, ops::FloatTensorOps};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::{Cube, CubeT, count_launch};
-use super::weights::{Chunk, DeviceWeight, MODE_OFFSET, dequantize_block, kernel_args, load_dense_block};
+use super::stream::{Cube, CubeT, count_launch};
+use super::weights::{BlockFormat, Chunk, DeviceWeight, Packed, load_block, tensor_arg};
 
 /// Tokens from which a product takes this path.
 pub const MIN_TOKENS: usize = 16;
 
-/// `out[c, r] = W[r, c]` for one chunk, dequantized (`bits` 0: dense weights). One thread per
-/// block of 32 weights of a row.
+/// `out[c, r] = W[r, c]` for one chunk, dequantized (`format`) or dense. One thread per block of
+/// 32 weights of a row.
 #[cube(launch_unchecked)]
 fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
-    dense: &Tensor<W>,
+    weights: &Packed<S, W>,
     out: &mut Tensor<O>,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
+    #[comptime] format: BlockFormat,
     #[define(S, W, O)] _dtypes: [StorageType; 3],
 ) {
     let cols = out.shape(0);
@@ -38,16 +34,12 @@ fn dequantize_transposed_kernel<S: Float, W: Float, O: Float>(
         terminate!();
     }
     let row = block / blocks_per_row;
-    let first_col = (block % blocks_per_row) * 32;
+    let b = block % blocks_per_row;
     let mut w = Array::<f32>::new(32usize);
-    if comptime!(bits == 0) {
-        load_dense_block::<W>(dense, row * cols + first_col, &mut w);
-    } else {
-        dequantize_block::<S>(quants, scales, mins, block, &mut w, bits, mode);
-    }
+    load_block::<S, W>(weights, row, b, cols, &mut w, format);
     #[unroll]
     for j in 0..32usize {
-        out[(first_col + j) * rows + row] = O::cast_from(w[j]);
+        out[(b * 32 + j) * rows + row] = O::cast_from(w[j]);
     }
 }
 
@@ -66,9 +58,8 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
     let shape = Shape::new([weight.cols, chunk.rows]);
     let out = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype);
     let blocks = chunk.rows * weight.cols / 32;
-    let (bits, mode) = weight.packing.block_format().unwrap_or((0, MODE_OFFSET));
-    let [quants, scales, mins, dense] = kernel_args(chunk, like);
-    let dtypes = [scales.dtype.into(), dense.dtype.into(), like.dtype.into()];
+    let format = weight.packing.block_format().unwrap_or(BlockFormat::DENSE);
+    let [scales_dtype, dense_dtype] = chunk.dtypes(like);
     count_launch();
     // SAFETY: threads past the chunk's blocks return first; a block is 32 weights of one row (this path
     // takes only rows of whole blocks).
@@ -77,14 +68,10 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
             &like.client,
             CubeCount::Static(blocks.div_ceil(64) as u32, 1, 1),
             CubeDim::new_1d(64),
-            quants.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            mins.into_tensor_arg(),
-            dense.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            bits,
-            mode,
-            dtypes,
+            chunk.packed_arg(),
+            tensor_arg(&out),
+            format,
+            [scales_dtype, dense_dtype, like.dtype.into()],
         )
     };
     out
@@ -114,8 +101,8 @@ pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> Cub
             &out.client.clone(),
             CubeCount::Static(elements.div_ceil(256) as u32, 1, 1),
             CubeDim::new_1d(256),
-            out.clone().into_tensor_arg(),
-            up.into_tensor_arg(),
+            tensor_arg(&out),
+            tensor_arg(&up),
             dtype.into(),
         )
     };

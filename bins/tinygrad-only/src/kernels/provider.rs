@@ -10,13 +10,18 @@ use llama_core::kernels::{
 };
 use llama_core::kv_cache::CachedKv;
 
-use super::fused::{CubeT, LazyTensor, custom_op};
+use super::layout::Layout;
 use super::pack::{self, HostChunk};
-use super::weights::Chunk;
-use super::{
-    Device, DeviceWeight, Packing, Wgpu, WgpuKernels, attention, compute_dtype, contiguous, embed, lazy, linear,
-    matvec, norm, resolve_float, rope, rows_per_chunk, tensor, upload_float, upload_halves, upload_u32, upload_words,
+use super::stream::{CubeT, LazyTensor, Wgpu, custom_op, lazy, tensor};
+use super::upload::{
+    compute_dtype, resolve_float, rows_per_chunk, upload_float, upload_halves, upload_u32, upload_words,
 };
+use super::weights::{Chunk, DeviceWeight, Packing};
+use super::{Device, WgpuKernels, attention, embed, matvec, norm, product, rope};
+
+fn contiguous(t: CubeT) -> CubeT {
+    burn_cubecl::kernel::into_contiguous(t)
+}
 
 impl WgpuKernels {
     /// Records a kernel with one output of the given shape, in the first input's dtype.
@@ -71,7 +76,7 @@ impl WgpuKernels {
         let shape = [1, weight.rows];
         let run = move |x: CubeT, norm: Option<CubeT>, residual: Option<CubeT>| {
             let fused = matvec::Fused { norm: norm.map(|n| (n, eps)), residual: residual.map(contiguous), rope: None };
-            matvec::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
+            product::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
         };
         let x = lazy(p.x);
         match (p.norm.map(|n| lazy(n.weight.clone())), p.residual.map(lazy)) {
@@ -91,7 +96,7 @@ impl Kernels<Wgpu> for WgpuKernels {
             name: "CubeCL kernels (quantized matmul, fused norm/RoPE/SwiGLU, split-KV attention)",
             // On a GPU; a CPU Vulkan driver's memory is the host's, and a reduction there costs a
             // launch to save a copy.
-            greedy_on_device: self.layout != linear::Layout::for_device(true),
+            greedy_on_device: self.layout != Layout::for_device(true),
             // On GPUs and on CPU drivers alike: a CPU driver pays the device argmax's launch, but
             // runs one step while the next is recorded (docs/benchmarks/2026-12-04-noop-host-cost.md).
             pipelines_greedy: self.pipeline_greedy,
@@ -175,7 +180,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [tokens, _] = x.dims();
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| {
-            linear::linear(contiguous(x), &weight, None, layout)
+            product::linear(contiguous(x), &weight, None, layout)
         })
     }
 
@@ -250,7 +255,7 @@ impl Kernels<Wgpu> for WgpuKernels {
                         cache_values: cache_values.clone(),
                     };
                     let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: Some(into) };
-                    [matvec::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
+                    [product::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
                 };
                 custom_op("norm_linear_rope_into_cache", inputs, outputs(head_dim), body)
             }
@@ -281,7 +286,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [tokens, _] = h.dims();
         let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
         Self::launch("linear_swiglu", [lazy(h)], [tokens, gate.rows], move |[h]| {
-            linear::linear(contiguous(h), &gate, Some(&up), layout)
+            product::linear(contiguous(h), &gate, Some(&up), layout)
         })
     }
 }

@@ -21,8 +21,9 @@ use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
-use super::fused::{CubeT, count_launch};
-use super::linear::reduce_lanes;
+use super::layout::{ChunkSpan, Layout, local_row, reduce_lanes};
+use super::stream::{CubeT, count_launch};
+use super::weights::tensor_arg;
 
 #[cube(launch_unchecked)]
 fn rope_qkv_cache_kernel<F: Float>(
@@ -132,13 +133,14 @@ pub fn rope_qkv_into_cache(
 
 /// The tensors a product's RoPE ending reads and writes, as one kernel argument: the
 /// `[positions, head_dim / 2]` tables, and the `[kv_heads, capacity, head_dim]` caches it writes
-/// in place (which is why the kernel takes it `&mut`).
+/// in place (which is why the kernel takes it `&mut`), at the token's `position`.
 #[derive(CubeLaunch, CubeType)]
 pub struct RopeCache<F: Float> {
     pub cos: Tensor<F>,
     pub sin: Tensor<F>,
     pub keys: Tensor<F>,
     pub values: Tensor<F>,
+    pub position: u32,
 }
 
 /// Where a one-token Q/K/V product puts its rows instead of a `[1, rows]` output: rotated by
@@ -169,6 +171,12 @@ impl RopeInto {
             self.position
         );
     }
+
+    /// The kernel argument [`rotate_and_store_pair`] reads.
+    pub fn arg<F: Float>(&self) -> RopeCacheLaunch<F, burn_wgpu::WgpuRuntime> {
+        let [cos, sin, keys, values] = [&self.cos, &self.sin, &self.cache_keys, &self.cache_values].map(tensor_arg);
+        RopeCacheLaunch::new(cos, sin, keys, values, self.position as u32)
+    }
 }
 
 /// The row of a head's `head_dim` rows that product row `row` reads in pair order: rows
@@ -184,37 +192,35 @@ pub(super) fn pair_order_row(row: usize, head_dim: usize) -> usize {
 /// `reduce_and_store`: adds the lanes' sums of each row, then the row's first lane takes its
 /// pair's other sum from the neighbouring row, rotates, and writes a query into `out`
 /// `[1, heads, head_dim]` or a key into `into.keys`, or writes a value into `into.values` unrotated,
-/// at `position`. Rows past the chunk's `chunk_rows` write nothing (a chunk is whole heads, so
-/// every written row's pair is in it).
+/// at `into.position`. Rows past the chunk's end write nothing (a chunk is whole heads, so every
+/// written row's pair is in it).
 #[cube]
 pub(super) fn rotate_and_store_pair<F: Float>(
     sum: f32,
     out: &mut Tensor<F>,
     into: &mut RopeCache<F>,
-    position: u32,
-    local_row: usize,
-    first_row: u32,
-    chunk_rows: u32,
-    #[comptime] lanes: u32,
-    #[comptime] rows: u32,
+    span: &ChunkSpan,
+    #[comptime] layout: Layout,
 ) {
+    let lanes = comptime!(layout.lanes);
+    let local_row = local_row(layout);
     let mut acc = Array::<f32>::new(1usize);
     acc[0] = sum;
-    let mut partial = SharedMemory::<f32>::new(comptime!((lanes * rows) as usize));
-    reduce_lanes(&acc, &acc, &mut partial, false, 1u32, lanes, rows);
+    let mut partial = SharedMemory::<f32>::new(comptime!(layout.threads() as usize));
+    reduce_lanes(&acc, &acc, &mut partial, false, 1u32, layout);
     // With one lane per row nothing synced yet, and the pair's sum is another thread's.
     sync_cube();
-    if UNIT_POS_X == 0 && local_row < chunk_rows as usize {
+    if UNIT_POS_X == 0 && local_row < span.rows as usize {
         let own = partial[UNIT_POS_Y as usize * comptime!(lanes as usize)];
         let other = partial[(UNIT_POS_Y ^ 1) as usize * comptime!(lanes as usize)];
         let (heads, kv_heads, head_dim) = (out.shape(1), into.keys.shape(0), into.keys.shape(2));
         let half = head_dim / 2;
-        let row = first_row as usize + local_row;
+        let row = span.first_row as usize + local_row;
         let slot = row / head_dim;
         let pair = (row % head_dim) / 2;
         let second = row % 2 == 1;
         let dim = pair + half * (row % 2);
-        let at = position as usize;
+        let at = into.position as usize;
         if slot < heads + kv_heads {
             let c = f32::cast_from(into.cos[at * half + pair]);
             let s = f32::cast_from(into.sin[at * half + pair]);

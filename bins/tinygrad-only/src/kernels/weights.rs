@@ -8,11 +8,10 @@
 //! sub-block scales and minimums, Q6_K's split low/high bits and int8 scales are decoded here, in
 //! registers, for the one block of 32 a thread is reading.
 
-use burn::tensor::Shape;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_wgpu::WgpuRuntime;
 use cubecl::prelude::*;
 
-use super::fused::CubeT;
+use super::stream::CubeT;
 
 /// How a [`DeviceWeight`]'s bytes are laid out on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,17 +94,47 @@ pub(super) fn nf4_level(q: u32) -> f32 {
     level
 }
 
-/// The minimum `m` of block `block`: stored, or `-offset·d`.
+/// A block format as the kernels' comptime argument: `bits` per quant (4, 6 or 8) and `mode`,
+/// how quants become weights (`MODE_*`). Dense weights are `bits` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockFormat {
+    pub bits: u32,
+    pub mode: u32,
+}
+
+impl BlockFormat {
+    /// What a dense weight passes: its kernels never read it.
+    pub const DENSE: BlockFormat = BlockFormat { bits: 0, mode: MODE_OFFSET };
+}
+
+/// A chunk of a block format as one kernel argument: quant words, a scale per block (K-quants:
+/// per super-block), and a minimum where the format stores one (Q4_1, Q4_K), else unbound.
+#[derive(CubeLaunch, CubeType)]
+pub struct Blocks<S: Float> {
+    pub quants: Tensor<u32>,
+    pub scales: Tensor<S>,
+    pub mins: ComptimeOption<Tensor<S>>,
+}
+
+/// A chunk of any packing as one kernel argument: its blocks or its dense values `[rows, cols]`
+/// (f32 or f16); the kind it is not is unbound.
+#[derive(CubeLaunch, CubeType)]
+pub struct Packed<S: Float, W: Float> {
+    pub blocks: ComptimeOption<Blocks<S>>,
+    pub dense: ComptimeOption<Tensor<W>>,
+}
+
+/// The minimum `m` of block `block`: stored, or for the formats without one, `-offset·d`.
 #[cube]
 pub(super) fn block_min<S: Float>(
-    mins: &Tensor<S>,
+    mins: &ComptimeOption<Tensor<S>>,
     block: usize,
     d: f32,
     #[comptime] bits: u32,
-    #[comptime] mode: u32,
 ) -> f32 {
     let mut m = d * f32::new(comptime!(if bits == 8 { -128.0f32 } else { -8.0f32 }));
-    if comptime!(mode == MODE_MIN) {
+    #[comptime]
+    if let ComptimeOption::Some(mins) = mins {
         m = f32::cast_from(mins[block]);
     }
     m
@@ -117,23 +146,45 @@ fn weight_value(q: u32, d: f32, m: f32, #[comptime] mode: u32) -> f32 {
     if comptime!(mode == MODE_NF4) { d * nf4_level(q) } else { d * f32::cast_from(q) + m }
 }
 
+/// Loads block `b` of 32 weights of chunk row `row` (of `cols`) into the registers `w`:
+/// dequantized (`w = d·q + m`), or read from the dense values.
+#[cube]
+pub fn load_block<S: Float, W: Float>(
+    weights: &Packed<S, W>,
+    row: usize,
+    b: usize,
+    cols: usize,
+    w: &mut Array<f32>,
+    #[comptime] format: BlockFormat,
+) {
+    #[comptime]
+    if let ComptimeOption::Some(dense) = &weights.dense {
+        let at = row * cols + b * 32;
+        #[unroll]
+        for j in 0..32usize {
+            w[j] = f32::cast_from(dense[at + j]);
+        }
+    }
+    #[comptime]
+    if let ComptimeOption::Some(blocks) = &weights.blocks {
+        dequantize_block::<S>(blocks, row * (cols / 32) + b, w, format);
+    }
+}
+
 /// Dequantizes block `block` (32 weights) into the registers `w`: `w = d·q + m`.
 #[cube]
 pub fn dequantize_block<S: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+    blocks: &Blocks<S>,
     block: usize,
     w: &mut Array<f32>,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
+    #[comptime] format: BlockFormat,
 ) {
-    if comptime!(mode == MODE_Q4K) {
-        dequantize_q4k_block::<S>(quants, scales, mins, block, w);
-    } else if comptime!(mode == MODE_Q6K) {
-        dequantize_q6k_block::<S>(quants, scales, block, w);
+    if comptime!(format.mode == MODE_Q4K) {
+        dequantize_q4k_block::<S>(blocks, block, w);
+    } else if comptime!(format.mode == MODE_Q6K) {
+        dequantize_q6k_block::<S>(&blocks.quants, &blocks.scales, block, w);
     } else {
-        dequantize_legacy_block::<S>(quants, scales, mins, block, w, bits, mode);
+        dequantize_legacy_block::<S>(blocks, block, w, format);
     }
 }
 
@@ -148,13 +199,8 @@ fn byte_at(quants: &Tensor<u32>, word_at: usize, i: usize) -> u32 {
 /// `get_scale_min_k4` reads them, and its nibbles in the low (even `j`) or high (odd `j`) half
 /// of the 32 bytes that sub-blocks `j & !1` and `j | 1` share.
 #[cube]
-fn dequantize_q4k_block<S: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
-    block: usize,
-    w: &mut Array<f32>,
-) {
+fn dequantize_q4k_block<S: Float>(blocks: &Blocks<S>, block: usize, w: &mut Array<f32>) {
+    let quants = &blocks.quants;
     let super_block = block / 8;
     let j = block % 8;
     let at = super_block * Q4K_WORDS;
@@ -166,8 +212,14 @@ fn dequantize_q4k_block<S: Float>(
     let low = j < 4;
     let sc = select(low, byte_j & 63, (byte_j4 & 0xF) | ((byte_low >> 6) << 4));
     let m = select(low, byte_j4 & 63, (byte_j4 >> 4) | ((byte_j >> 6) << 4));
-    let scale = f32::cast_from(scales[super_block]) * f32::cast_from(sc);
-    let min = f32::cast_from(mins[super_block]) * f32::cast_from(m);
+    let scale = f32::cast_from(blocks.scales[super_block]) * f32::cast_from(sc);
+    // Q4_K always stores its `dmin` (`pack.rs`).
+    let mut dmin = f32::new(0.0);
+    #[comptime]
+    if let ComptimeOption::Some(mins) = &blocks.mins {
+        dmin = f32::cast_from(mins[super_block]);
+    }
+    let min = dmin * f32::cast_from(m);
     let nibbles_at = at + 3 + (j / 2) * 8;
     let shift = ((j % 2) * 4) as u32;
     #[unroll]
@@ -214,20 +266,18 @@ fn dequantize_q6k_block<S: Float>(quants: &Tensor<u32>, scales: &Tensor<S>, bloc
 /// The 32-weight formats: Q8_0, Q4_0, Q4_1, int8, nf4.
 #[cube]
 fn dequantize_legacy_block<S: Float>(
-    quants: &Tensor<u32>,
-    scales: &Tensor<S>,
-    mins: &Tensor<S>,
+    blocks: &Blocks<S>,
     block: usize,
     w: &mut Array<f32>,
-    #[comptime] bits: u32,
-    #[comptime] mode: u32,
+    #[comptime] format: BlockFormat,
 ) {
-    let d = f32::cast_from(scales[block]);
-    let m = block_min::<S>(mins, block, d, bits, mode);
+    let (bits, mode) = comptime!((format.bits, format.mode));
+    let d = f32::cast_from(blocks.scales[block]);
+    let m = block_min::<S>(&blocks.mins, block, d, bits);
     let words = comptime!(bits as usize);
     #[unroll]
     for i in 0..words {
-        let word = quants[block * words + i];
+        let word = blocks.quants[block * words + i];
         #[unroll]
         for byte in 0..4u32 {
             let j = i * 4 + byte as usize;
@@ -239,15 +289,6 @@ fn dequantize_legacy_block<S: Float>(
                 w[j + 16] = weight_value((word >> (byte * 8 + 4)) & 0xF, d, m, mode);
             }
         }
-    }
-}
-
-/// Loads 32 dense weights from `w_at` into the registers `w`.
-#[cube]
-pub fn load_dense_block<W: Float>(weights: &Tensor<W>, w_at: usize, w: &mut Array<f32>) {
-    #[unroll]
-    for j in 0..32usize {
-        w[j] = f32::cast_from(weights[w_at + j]);
     }
 }
 
@@ -277,43 +318,43 @@ pub struct DeviceWeight {
 }
 
 impl Packing {
-    /// `(bits, mode)` of a block format.
-    pub fn block_format(self) -> Option<(u32, u32)> {
-        match self {
-            Packing::Dense => None,
-            Packing::Bits4(values) => Some((4, values.mode())),
-            Packing::Bits8 => Some((8, MODE_OFFSET)),
-            Packing::Q4K => Some((4, MODE_Q4K)),
-            Packing::Q6K => Some((6, MODE_Q6K)),
-        }
+    /// The comptime format of a block packing; `None` for dense weights.
+    pub fn block_format(self) -> Option<BlockFormat> {
+        let (bits, mode) = match self {
+            Packing::Dense => return None,
+            Packing::Bits4(values) => (4, values.mode()),
+            Packing::Bits8 => (8, MODE_OFFSET),
+            Packing::Q4K => (4, MODE_Q4K),
+            Packing::Q6K => (6, MODE_Q6K),
+        };
+        Some(BlockFormat { bits, mode })
     }
 }
 
-/// A one-element stand-in for an argument a kernel variant never reads (wgpu needs every binding).
-pub fn placeholder(like: &CubeT) -> CubeT {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::new([1]), like.dtype)
+/// `t` as a kernel argument (the launch holds its own handle).
+pub fn tensor_arg(t: &CubeT) -> TensorArg<WgpuRuntime> {
+    t.clone().into_tensor_arg()
 }
 
 impl Chunk {
-    pub fn scales(&self) -> CubeT {
-        self.scales.clone().expect("block formats have scales")
+    /// The dtypes of a [`Packed`] argument, `[S, W]`: the scales' and the dense values'. The kind
+    /// the chunk is not takes `like`'s, as nothing of it is bound.
+    pub fn dtypes(&self, like: &CubeT) -> [StorageType; 2] {
+        match &self.scales {
+            Some(scales) => [scales.dtype.into(), like.dtype.into()],
+            None => [like.dtype.into(), self.data.dtype.into()],
+        }
     }
 
-    pub fn mins(&self) -> CubeT {
-        self.mins.clone().unwrap_or_else(|| placeholder(&self.scales()))
+    /// The chunk's blocks as one kernel argument; `None` for a dense chunk.
+    pub fn blocks_arg<S: Float>(&self) -> Option<BlocksLaunch<S, WgpuRuntime>> {
+        let scales = self.scales.as_ref()?;
+        Some(BlocksLaunch::new(tensor_arg(&self.data), tensor_arg(scales), self.mins.as_ref().map(tensor_arg).into()))
     }
-}
 
-/// The four tensors a chunk gives the kernel: quants, scales, mins, dense values (placeholders
-/// for the kind it is not).
-pub fn kernel_args(chunk: &Chunk, like: &CubeT) -> [CubeT; 4] {
-    match &chunk.scales {
-        Some(scales) => [
-            chunk.data.clone(),
-            scales.clone(),
-            chunk.mins.clone().unwrap_or_else(|| placeholder(scales)),
-            placeholder(like),
-        ],
-        None => [placeholder(&chunk.data), placeholder(like), placeholder(like), chunk.data.clone()],
+    /// The chunk, blocks or dense values, as one kernel argument.
+    pub fn packed_arg<S: Float, W: Float>(&self) -> PackedLaunch<S, W, WgpuRuntime> {
+        let dense = if self.scales.is_none() { Some(tensor_arg(&self.data)) } else { None };
+        PackedLaunch::new(self.blocks_arg().into(), dense.into())
     }
 }

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::{CubeBackend, tensor::CubeTensor};
 use burn_fusion::{
     FusionBackend, FusionRuntime, FusionTensor,
@@ -23,6 +23,9 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use burn_wgpu::WgpuRuntime;
+
+/// The backend these kernels run on.
+pub type Wgpu = burn_wgpu::Wgpu<f32, i32, u32>;
 
 /// The backend under `burn_wgpu::Wgpu<f32, i32, u32>`'s fusion layer. The `f32` only names the
 /// default element type; a tensor's real dtype is a runtime property (`--dtype f16` works too).
@@ -85,4 +88,14 @@ pub fn count_launch() {
 /// Our kernels launched so far in this process (`--benchmark --verbose` prints them per token).
 pub fn launches() -> u64 {
     LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// The lazy fusion tensor a float tensor of [`Wgpu`] is: what [`custom_op`] records.
+pub fn lazy<const D: usize>(t: Tensor<Wgpu, D>) -> LazyTensor {
+    t.into_primitive().tensor()
+}
+
+/// A lazy fusion tensor back as a float tensor of [`Wgpu`].
+pub fn tensor<const D: usize>(t: LazyTensor) -> Tensor<Wgpu, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
