@@ -83,13 +83,13 @@ fn main() {
     let qkv_bytes = b;
     let (wo, b) = load("wo", 576, 576, GgmlType::Q4_1);
     time("linear wo 576×576 Q4_1", b, || k.linear(x.clone(), &wo));
-    time("linear_add wo 576×576 Q4_1", b, || k.product(Product::new(x.clone(), &wo).add_to(x.clone())));
+    time("product + residual wo 576×576 Q4_1", b, || k.product(Product::new(x.clone(), &wo).add_to(x.clone())));
     let (g, b1) = load("g", 1536, 576, GgmlType::Q4_1);
     let (u, b2) = load("u", 1536, 576, GgmlType::Q4_1);
     let norm = RmsNorm { weight: Tensor::<Wgpu, 1>::ones([576], &device), eps: 1e-5 };
-    time("norm_linear qkv 960×576 Q4_1", qkv_bytes, || k.product(Product::normed(norm.of(x.clone()), &qkv)));
+    time("normed product qkv 960×576 Q4_1", qkv_bytes, || k.product(Product::normed(norm.of(x.clone()), &qkv)));
     let gate_up = Projections::Separate(vec![g, u]);
-    time("norm_linear_swiglu 2×1536×576 Q4_1", b1 + b2, || k.swiglu_product(norm.of(x.clone()), &gate_up));
+    time("swiglu_product 2×1536×576 Q4_1", b1 + b2, || k.swiglu_product(norm.of(x.clone()), &gate_up));
     let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
     time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
     for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
@@ -104,7 +104,7 @@ fn main() {
     let cache = Tensor::<Wgpu, 3>::zeros([3, 512, 64], &device);
     let pass = Pass { at: Position::Host(200), rope: &tables, heads: 9, kv_heads: 3 };
     let qkv = Projections::Stacked(qkv);
-    time("norm_linear_rope_into_cache qkv 960×576 Q4_1", qkv_bytes, || {
+    time("qkv_into_cache, one token, 960×576 Q4_1", qkv_bytes, || {
         let input = norm.of(x.clone());
         let (q, _) =
             k.qkv_into_cache(QkvIntoCache { input, weight: &qkv, pass: &pass, cache: (cache.clone(), cache.clone()) });

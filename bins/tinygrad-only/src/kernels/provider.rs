@@ -257,7 +257,7 @@ impl Kernels<Wgpu> for WgpuKernels {
                     let fused = matvec::Fused { norm: Some((norm, eps)), residual: None, rope: Some(into) };
                     [product::matvec(contiguous(x), &weight, None, fused, layout), cache_keys, cache_values]
                 };
-                custom_op("norm_linear_rope_into_cache", inputs, outputs(head_dim), body)
+                custom_op("norm_qkv_rope_into_cache", inputs, outputs(head_dim), body)
             }
             weights => {
                 let qkv = self.project(args.input, weights);
@@ -280,7 +280,7 @@ impl Kernels<Wgpu> for WgpuKernels {
             panic!("the feed-forward has a gate and an up weight, not {}", parts.len());
         };
         if Self::one_token_matvec(&input.x, gate, Some(up)) {
-            return self.matvec("norm_linear_swiglu", Product::normed(input, gate), Some(up));
+            return self.matvec("norm_swiglu_product", Product::normed(input, gate), Some(up));
         }
         let h = self.normed(input);
         let [tokens, _] = h.dims();
