@@ -13,8 +13,8 @@ use burn::tensor::{Int, Tensor};
 use burn_tch::{LibTorchDevice, TchTensor};
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{
-    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, StaticStep, StepPosition,
-    TokenIds, composed,
+    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, StepPosition, TokenIds,
+    composed,
 };
 use llama_core::kv_cache::CachedKv;
 use llama_core::rope::RopeTables;
@@ -175,7 +175,7 @@ impl Kernels<Tch> for TchKernels {
         x: Tensor<Tch, 2>,
         position: usize,
         id: u64,
-        step: &mut StaticStep<Tch>,
+        step: &mut llama_core::kernels::StaticStep<Tch>,
     ) -> Tensor<Tch, 2> {
         if matches!(x.device(), LibTorchDevice::Cuda(_)) {
             return self.graph.run(x, position, id, step);
