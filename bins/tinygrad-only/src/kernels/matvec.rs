@@ -1,15 +1,9 @@
-//! One token times a weight, the decode step's matrix-vector products, with loads as wide as the
-//! data allows:
+//! One token times a weight, the decode step's matrix-vector products: which of
+//! `matvec_kernel.rs`'s kernels serves a weight (dense rows, or the 32-weight block formats Q8_0,
+//! Q4_0, Q4_1, int8, nf4), with what arguments, in how many workgroups, with loads as wide as the
+//! data allows.
 //!
-//! - dense (f16/f32) rows: the lanes of a row read neighbouring vectors of it, so one load
-//!   instruction of a warp covers one contiguous span of the row (256 bytes of f16 at 4 values
-//!   per vector);
-//! - the 32-weight block formats (Q8_0, Q4_0, Q4_1, int8, nf4): a lane still takes whole blocks,
-//!   but reads a block's quant words 4 at a time (2 loads for 8-bit, 1 for 4-bit) and its 32
-//!   inputs as 8 vectors, and folds the block's scale and minimum in once:
-//!   `Σ (d·q + m)·x = d·Σ q·x + m·Σ x`.
-//!
-//! Both may fuse what surrounds the product in the model, two launches per layer fewer:
+//! Either kernel may fuse what surrounds the product in the model, two launches per layer fewer:
 //! - the RMSNorm of the input: the workgroup's threads first stage `x · norm` in shared memory
 //!   in f32 and sum `x²` together, then every row reads the staged input, and each sum is scaled
 //!   by `1/rms` once at the end. That prologue is paid per workgroup, so it is taken only for
@@ -20,7 +14,6 @@
 //!   pair order, and each pair is rotated and written to the queries or the caches
 //!   (`rope.rs`), so the product is never stored and `rope.rs`'s own launch is not needed.
 //!
-//! The kernels and what they share are in `matvec_kernel.rs`; this file picks and launches them.
 //! Where the norm would cost more staged per workgroup than launched once (see
 //! [`stages_norm`]), `product.rs` runs `norm.rs` first.
 //!

@@ -1,15 +1,13 @@
-//! Rotary embedding in one kernel that reads the position tables in place, and the same fused
-//! with the KV-cache write.
+//! Rotary embedding fused with the KV-cache write, reading the position tables in place.
 //!
 //! Composed, RoPE slices the table rows for the positions, splits `x` in halves, does four
-//! multiplies and two adds and concatenates: several kernels and a copy. Here each thread
-//! rotates one `(x[i], x[i + d/2])` pair, reading `cos`/`sin` straight from the whole tables at
-//! row `start + token`, so no table slice is ever made.
-//!
-//! [`rope_qkv_into_cache`] goes further: from the fused Q/K/V projection it writes the rotated
-//! queries, and writes the rotated keys and the values straight into the layer's cache at their
-//! position (in place: the cache buffer is handed over, not copied). Composed, that is two RoPEs,
-//! two transposes and two slice-assigns; here, one launch per layer.
+//! multiplies and two adds and concatenates: several kernels and a copy, twice (queries and
+//! keys), then two transposes and two slice-assigns into the cache. Here
+//! [`rope_qkv_into_cache`], from the fused Q/K/V projection, has each thread rotate one
+//! `(x[i], x[i + d/2])` pair with `cos`/`sin` read straight from the whole tables at row
+//! `start + token` (no table slice is made), write the rotated queries, and write the rotated
+//! keys and the values straight into the layer's cache at their position (in place: the cache
+//! buffer is handed over, not copied): one launch per layer.
 //!
 //! For one token the launch disappears into the Q/K/V product (`matvec.rs` with
 //! [`RopeInto`]): the product's threads take the rows of each head in pair order
