@@ -12,10 +12,22 @@ use super::stream::CubeT;
 use super::weights::DeviceWeight;
 use super::{linear, norm, prefill};
 
+/// Whether `tokens` against `weight` (and `up`) go to `matvec.rs`, whose products can fuse the
+/// norm before them and the ending after them.
+pub fn fuses(tokens: usize, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> bool {
+    tokens == 1 && matvec::handles(weight) && up.is_none_or(matvec::handles)
+}
+
+/// Whether the one-token Q/K/V product against `qkv` can also rotate its rows and write them
+/// into the cache, for heads `head_dim` wide.
+pub fn fuses_rope(tokens: usize, qkv: &DeviceWeight, head_dim: usize, layout: Layout) -> bool {
+    fuses(tokens, qkv, None) && matvec::folds_rope(qkv, head_dim, layout)
+}
+
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous; with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`.
 pub fn linear(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> CubeT {
     let tokens = x.meta.shape()[0];
-    if tokens == 1 && matvec::handles(weight) {
+    if fuses(tokens, weight, up) {
         return matvec::matvec(x, weight, up, Fused::default(), layout);
     }
     if tokens >= prefill::MIN_TOKENS && weight.cols.is_multiple_of(32) {

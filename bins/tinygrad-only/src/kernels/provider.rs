@@ -36,12 +36,6 @@ impl WgpuKernels {
         tensor(out)
     }
 
-    /// Whether `x` is one token and `matvec.rs` takes `weight` (and `up`): the products that can
-    /// fuse the norm before them and the ending after them.
-    fn one_token_matvec(x: &Tensor<Wgpu, 2>, weight: &DeviceWeight, up: Option<&DeviceWeight>) -> bool {
-        x.dims()[0] == 1 && matvec::handles(weight) && up.is_none_or(matvec::handles)
-    }
-
     /// The norm kernel alone, where no product fuses it.
     fn normed(&self, input: Normed<'_, Wgpu>) -> Tensor<Wgpu, 2> {
         let shape = input.x.dims();
@@ -199,7 +193,7 @@ impl Kernels<Wgpu> for WgpuKernels {
     fn product(&self, p: Product<'_, Wgpu, DeviceWeight>) -> Tensor<Wgpu, 2> {
         match (p.norm, &p.residual) {
             (None, None) => self.linear(p.x, p.weight),
-            _ if Self::one_token_matvec(&p.x, p.weight, None) => self.matvec("product", p, None),
+            _ if product::fuses(p.x.dims()[0], p.weight, None) => self.matvec("product", p, None),
             _ => {
                 let x = match p.norm {
                     Some(norm) => self.normed(norm.of(p.x)),
@@ -230,8 +224,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         };
         let [q, keys, values] = match args.weight {
             Projections::Stacked(weight)
-                if Self::one_token_matvec(&args.input.x, weight, None)
-                    && matvec::folds_rope(weight, weight.rows / (heads + 2 * kv_heads), self.layout) =>
+                if product::fuses_rope(tokens, weight, weight.rows / (heads + 2 * kv_heads), self.layout) =>
             {
                 // The norm, the Q/K/V product, RoPE and the cache write in one launch per chunk.
                 let head_dim = weight.rows / (heads + 2 * kv_heads);
@@ -279,7 +272,7 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [gate, up] = parts.as_slice() else {
             panic!("the feed-forward has a gate and an up weight, not {}", parts.len());
         };
-        if Self::one_token_matvec(&input.x, gate, Some(up)) {
+        if product::fuses(input.x.dims()[0], gate, Some(up)) {
             return self.matvec("norm_swiglu_product", Product::normed(input, gate), Some(up));
         }
         let h = self.normed(input);
