@@ -151,11 +151,23 @@ impl std::str::FromStr for ModelSize {
 
     /// `1B`, `3B`, `8B` or `70B` (any case).
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|size| size.to_string().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown model size `{s}`: use 1B, 3B, 8B or 70B"))
+        by_name(&Self::ALL, s, "model size")
     }
+}
+
+/// The one of `values` whose name is `name` (any case), else an error naming `what` and listing
+/// the names: what a `FromStr` of a closed set of named values does.
+pub(crate) fn by_name<T: Copy + std::fmt::Display>(values: &[T], name: &str, what: &str) -> Result<T, String> {
+    if let Some(&value) = values.iter().find(|v| v.to_string().eq_ignore_ascii_case(name)) {
+        return Ok(value);
+    }
+    let names: Vec<String> = values.iter().map(T::to_string).collect();
+    let listed = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(format!("unknown {what} `{name}`: use {listed}"))
 }
 
 impl std::fmt::Display for ModelSize {
@@ -213,6 +225,12 @@ mod tests {
             assert_eq!(c.head_dim(), expected_head_dim, "{size}");
         }
         assert_eq!(ModelSize::B1.config().kv_dim(), 512);
+    }
+
+    #[test]
+    fn sizes_parse_by_name() {
+        assert_eq!("8b".parse::<ModelSize>(), Ok(ModelSize::B8));
+        assert_eq!("2B".parse::<ModelSize>().unwrap_err(), "unknown model size `2B`: use 1B, 3B, 8B or 70B");
     }
 
     #[test]

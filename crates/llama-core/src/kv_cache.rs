@@ -30,6 +30,20 @@ impl<B: Backend> CachedKv<B> {
         Self { keys, values, len }
     }
 
+    /// A layer's whole cache `(keys, values)` with `new_keys`, `new_values`
+    /// `[kv_heads, tokens, head_dim]` written at positions `start ..`, visible up to them.
+    pub fn written(
+        (keys, values): (Tensor<B, 3>, Tensor<B, 3>),
+        start: usize,
+        new_keys: Tensor<B, 3>,
+        new_values: Tensor<B, 3>,
+    ) -> Self {
+        let [kv_heads, tokens, head_dim] = new_keys.dims();
+        let slot = [0..kv_heads, start..start + tokens, 0..head_dim];
+        let keys = keys.slice_assign(slot.clone(), new_keys);
+        Self { keys, values: values.slice_assign(slot, new_values), len: start + tokens }
+    }
+
     /// The visible keys and values, `[kv_heads, len, head_dim]`.
     pub fn visible(self) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [kv_heads, capacity, head_dim] = self.keys.dims();
@@ -103,13 +117,10 @@ impl<B: Backend> KvCache<B> {
     /// position and returns every cached key and value including them.
     /// [`Self::advance`] moves the position once all layers are written.
     pub fn append(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> CachedKv<B> {
-        let [kv_heads, tokens, head_dim] = keys.dims();
-        let end = self.len + tokens;
+        let end = self.len + keys.dims()[1];
         assert!(end <= self.capacity, "check_room must be called before append");
-        let slot = [0..kv_heads, self.len..end, 0..head_dim];
-        let (all_keys, all_values) = self.take(layer);
-        let keys = all_keys.slice_assign(slot.clone(), keys);
-        self.keep(layer, CachedKv { keys, values: all_values.slice_assign(slot, values), len: end })
+        let written = CachedKv::written(self.take(layer), self.len, keys, values);
+        self.keep(layer, written)
     }
 
     /// Layer `layer`'s whole `[kv_heads, capacity, head_dim]` keys and values, moved out so a

@@ -68,10 +68,7 @@ impl std::str::FromStr for WeightType {
 
     /// `f32`, `f16`, `q8_0` or `q4_0`.
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|w| w.to_string().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown weight type `{s}`: use f32, f16, q8_0 or q4_0"))
+        crate::config::by_name(&Self::ALL, s, "weight type")
     }
 }
 
@@ -96,6 +93,8 @@ struct GgufLoader<'a, B: Backend, K: Kernels<B>> {
     kernels: &'a K,
     config: &'a LlamaConfig,
     device: &'a B::Device,
+    /// The provider's [`crate::kernels::Capabilities::stacks_gate_up`] on `device`.
+    stack_gate_up: bool,
 }
 
 impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
@@ -181,7 +180,7 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
             qkv: self.projections(&qkv, true)?,
             wo: self.matrix(&name("attn_output"), [dim, dim])?,
             ffn_norm: self.norm(&name("ffn_norm"))?,
-            gate_up: self.projections(&gate_up, self.kernels.capabilities(self.device).stacks_gate_up)?,
+            gate_up: self.projections(&gate_up, self.stack_gate_up)?,
             w_down: self.matrix(&name("ffn_down"), [dim, c.ffn_dim])?,
         })
     }
@@ -198,7 +197,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         device: &B::Device,
     ) -> Result<Self, LoadError> {
         let c = &config;
-        let loader = GgufLoader { gguf, kernels: &kernels, config: c, device };
+        let stack_gate_up = kernels.capabilities(device).stacks_gate_up;
+        let loader = GgufLoader { gguf, kernels: &kernels, config: c, device, stack_gate_up };
         let layers = (0..c.n_layers).map(|i| loader.layer(i)).collect::<Result<Vec<_>, _>>()?;
         let token_embedding = loader.matrix("token_embd.weight", [c.vocab_size, c.dim])?;
         let output = match gguf.tensor_info("output.weight") {
@@ -295,5 +295,16 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
             kernels,
             device: device.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WeightType;
+
+    #[test]
+    fn weight_types_parse_by_name() {
+        assert_eq!("Q8_0".parse::<WeightType>(), Ok(WeightType::Q8_0));
+        assert_eq!("q5".parse::<WeightType>().unwrap_err(), "unknown weight type `q5`: use f32, f16, q8_0 or q4_0");
     }
 }

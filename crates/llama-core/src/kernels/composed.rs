@@ -80,11 +80,7 @@ pub fn rope_into_cache<B: Backend>(
     let new_values = part(heads + kv_heads, kv_heads).swap_dims(0, 1);
     let [_, capacity, _] = keys.dims();
     let kv = match at {
-        Position::Host(start) => {
-            let slot = [0..kv_heads, *start..start + tokens, 0..head_dim];
-            let keys = keys.slice_assign(slot.clone(), new_keys);
-            CachedKv { keys, values: values.slice_assign(slot, new_values), len: start + tokens }
-        }
+        Position::Host(start) => CachedKv::written((keys, values), *start, new_keys, new_values),
         Position::Device(step) => {
             // Without a host position there is no slice to assign: blend the new row in where the
             // position matches (every cache row is read and written, O(capacity), fine for a
