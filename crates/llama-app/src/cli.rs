@@ -73,9 +73,17 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0, value_parser = positive_f32)]
     pub repeat_penalty: f32,
 
-    /// How many recent tokens --repeat-penalty looks at
+    /// How many recent tokens the penalties look at
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
+
+    /// Subtract F times a token's count in the last --repeat-last-n tokens from its logit; 0 is off
+    #[arg(long, default_value_t = 0.0, value_parser = penalty)]
+    pub frequency_penalty: f32,
+
+    /// Subtract F from the logit of every token in the last --repeat-last-n tokens; 0 is off
+    #[arg(long, default_value_t = 0.0, value_parser = penalty)]
+    pub presence_penalty: f32,
 
     /// Random seed for sampling [default: a fresh one, printed with --verbose and in --json]
     #[arg(long)]
@@ -152,6 +160,23 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub top_logits: usize,
 
+    /// Serve the OpenAI-compatible HTTP API and a web chat on ADDR (docs/serve.md)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080",
+          conflicts_with_all = ["prompt", "benchmark", "json"])]
+    pub serve: Option<String>,
+
+    /// --serve: sequences decoded together, each with its own --ctx-size KV cache
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+
+    /// --serve: requests that may wait for a free slot; past that, 503
+    #[arg(long, default_value_t = 16)]
+    pub queue: usize,
+
+    /// --serve: require `Authorization: Bearer KEY` on the API's routes
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+
     /// Log loading and timing details to stderr
     #[arg(long, short)]
     pub verbose: bool,
@@ -201,6 +226,10 @@ fn positive_f32(s: &str) -> Result<f32, String> {
     parse_f32(s, |v| v > 0.0, "a finite number > 0")
 }
 
+fn penalty(s: &str) -> Result<f32, String> {
+    parse_f32(s, |v| (-2.0..=2.0).contains(&v), "between -2 and 2")
+}
+
 fn probability(s: &str) -> Result<f32, String> {
     parse_f32(s, |v| (0.0..=1.0).contains(&v), "between 0 and 1")
 }
@@ -222,6 +251,8 @@ impl Args {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
         }
     }
 }

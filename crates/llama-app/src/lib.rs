@@ -3,7 +3,7 @@
 //! A binary implements [`Framework`] (its backend, its fast-path provider, how it reads
 //! `--device`) and calls [`run::main`]. Module graph, one way only: [`cli`] (the flags) and
 //! [`framework`] (what a backend is and can do) ← [`setup`] (open the file, prepare the device,
-//! load) ← the modes [`one_shot`], [`interactive`] and [`benchmark`] ← [`run`] (parse, pick a
+//! load) ← the modes [`one_shot`], [`interactive`], [`benchmark`] and [`serve`] ← [`run`] (parse, pick a
 //! mode).
 
 pub mod benchmark;
@@ -12,6 +12,7 @@ pub mod framework;
 pub mod interactive;
 pub mod one_shot;
 pub mod run;
+pub mod serve;
 pub mod setup;
 mod terminal;
 

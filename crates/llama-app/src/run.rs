@@ -24,11 +24,14 @@ pub fn main<F: Framework>(framework: F) -> ExitCode {
     }
 }
 
-/// `--benchmark` measures, `--prompt` answers once, and anything else opens a chat.
+/// `--serve` serves HTTP, `--benchmark` measures, `--prompt` answers once, and anything else
+/// opens a chat.
 fn run<F: Framework>(fw: &F, args: Args) -> anyhow::Result<()> {
     fw.check_args(&args)?;
     fw.set_quantize(args.quantize)?;
-    if args.benchmark {
+    if let Some(addr) = &args.serve {
+        crate::serve::run(fw, &args, addr)
+    } else if args.benchmark {
         crate::benchmark::run(fw, &args)
     } else if let Some(prompt) = &args.prompt {
         crate::one_shot::run(fw, &args, prompt)

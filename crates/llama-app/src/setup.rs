@@ -23,7 +23,8 @@ pub struct ModelFile {
     pub path: std::path::PathBuf,
     pub gguf: GgufFile,
     pub config: LlamaConfig,
-    pub tokenizer: Tokenizer,
+    /// Shared with the server's HTTP side, which tokenizes requests while the model loads.
+    pub tokenizer: std::sync::Arc<Tokenizer>,
     /// KV cache length: `--ctx-size`, else the model's capped at [`DEFAULT_CONTEXT`].
     pub context: usize,
 }
@@ -53,7 +54,7 @@ pub fn open_model_file(args: &Args) -> anyhow::Result<ModelFile> {
         Some(n) => n,
         None => config.context_length.min(DEFAULT_CONTEXT),
     };
-    Ok(ModelFile { path, gguf, config, tokenizer, context })
+    Ok(ModelFile { path, gguf, config, tokenizer: std::sync::Arc::new(tokenizer), context })
 }
 
 /// The device from `--device` with the dtype from `--dtype`/`--half` applied (a fallback is said

@@ -169,7 +169,8 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
     }
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+/// How many leading ids `a` and `b` share.
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

@@ -4,10 +4,13 @@
 //!
 //! Reading order: [`gguf`] and [`dequant`] (the file), [`config`] (the shape), [`tokenizer`] and
 //! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam and its composed reference),
-//! [`rope`], [`kv_cache`], [`model`] (the decoder: one layer's forward is its formula), [`load`]
-//! (weights onto the device), [`sampling`] and [`generation`] (the loop), [`chat`] (multi-turn
-//! with a kept cache), [`metrics`]. docs/architecture.md explains the split.
+//! [`rope`], [`kv_cache`], [`model`] (the decoder: one layer's forward is its formula),
+//! [`batch`] (several sequences in one pass), [`load`] (weights onto the device), [`sampling`]
+//! and [`generation`] (the loop), [`chat`] (multi-turn with a kept cache), [`stop`] and
+//! [`slots`] (a server's continuous batching), [`metrics`]. docs/architecture.md explains the
+//! split.
 
+pub mod batch;
 pub mod chat;
 pub mod chat_template;
 pub mod config;
@@ -21,6 +24,8 @@ pub mod metrics;
 pub mod model;
 pub mod rope;
 pub mod sampling;
+pub mod slots;
+pub mod stop;
 pub mod tokenizer;
 
 // Re-exported so binaries and benches name one Burn version.

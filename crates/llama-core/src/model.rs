@@ -7,10 +7,9 @@
 
 use burn::tensor::{Int, Tensor, backend::Backend};
 
+use crate::batch::Sequences;
 use crate::config::LlamaConfig;
-use crate::kernels::{
-    Kernels, Pass, Position, Product, Projections, QkvIntoCache, RmsNorm, TokenIds, run_step_eagerly,
-};
+use crate::kernels::{Kernels, Pass, Position, Product, Projections, RmsNorm, TokenIds, run_step_eagerly};
 use crate::kv_cache::{ContextFull, KvCache};
 use crate::rope::RopeTables;
 
@@ -34,6 +33,8 @@ pub enum ModelError {
     ContextFull(#[from] ContextFull),
     #[error("token id {id} is outside the model's vocabulary of {vocab}")]
     TokenOutOfRange { id: u32, vocab: usize },
+    #[error("a sequence with no tokens cannot be run")]
+    NoTokens,
 }
 
 /// One decoder layer's weights.
@@ -49,14 +50,13 @@ pub(crate) struct Layer<B: Backend, W> {
 }
 
 impl<B: Backend, W> Layer<B, W> {
-    /// `x` `[tokens, dim]` through the layer; its keys and values go into `cache` (layer `i`).
-    fn forward<K>(&self, k: &K, x: Tensor<B, 2>, pass: &Pass<'_, B>, cache: &mut KvCache<B>, i: usize) -> Tensor<B, 2>
+    /// `x` `[tokens, dim]` through layer `i`; its keys and values go into the sequences' caches.
+    fn forward<K>(&self, k: &K, x: Tensor<B, 2>, seqs: &mut Sequences<'_, '_, B>, i: usize) -> Tensor<B, 2>
     where
         K: Kernels<B, Weight = W>,
     {
-        let qkv = QkvIntoCache { input: self.attn_norm.of(x.clone()), weight: &self.qkv, pass, cache: cache.take(i) };
-        let (q, kv) = k.qkv_into_cache(qkv);
-        let h = k.product(Product::new(k.attention(q, cache.keep(i, kv), &pass.at), &self.wo).add_to(x));
+        let attended = seqs.attend(k, self.attn_norm.of(x.clone()), &self.qkv, i);
+        let h = k.product(Product::new(attended, &self.wo).add_to(x));
         let gated = k.swiglu_product(self.ffn_norm.of(h.clone()), &self.gate_up);
         k.product(Product::new(gated, &self.w_down).add_to(h))
     }
@@ -114,7 +114,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// [`Self::forward`] from the tokens' embeddings `x` `[tokens, dim]`.
     fn forward_embedded(&self, x: Tensor<B, 2>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let [tokens, dim] = x.dims();
-        let x = self.layers_forward(x, Position::Host(cache.len()), cache);
+        let x = self.layers_forward(x, &mut self.one_sequence(Position::Host(cache.len()), cache));
         cache.advance(tokens);
         // Only the last position's logits are needed to pick the next token.
         self.logits(x.slice([tokens - 1..tokens, 0..dim]))
@@ -156,7 +156,7 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         Ok(self.decode_embedded(self.embed(TokenIds::Device(token)), cache, step))
     }
 
-    fn embed(&self, ids: TokenIds<'_, B>) -> Tensor<B, 2> {
+    pub(crate) fn embed(&self, ids: TokenIds<'_, B>) -> Tensor<B, 2> {
         self.kernels.embed(&self.token_embedding, ids)
     }
 
@@ -184,10 +184,10 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
     /// `position` `[1]` to the logits `[1, vocab]`; the caller advances `cache`.
     pub fn step_static(&self, x: Tensor<B, 2>, position: Tensor<B, 1, Int>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let at = self.kernels.step_position(&self.rope, position, cache.capacity());
-        self.logits(self.layers_forward(x, Position::Device(at), cache))
+        self.logits(self.layers_forward(x, &mut self.one_sequence(Position::Device(at), cache)))
     }
 
-    fn check_tokens(&self, tokens: &[u32], cache: &KvCache<B>) -> Result<(), ModelError> {
+    pub(crate) fn check_tokens(&self, tokens: &[u32], cache: &KvCache<B>) -> Result<(), ModelError> {
         let vocab = self.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(ModelError::TokenOutOfRange { id, vocab });
@@ -195,17 +195,21 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         Ok(cache.check_room(tokens.len())?)
     }
 
-    /// Every layer over the embeddings `x` `[tokens, dim]` sitting `at`: the residual stream
-    /// after the last layer (unnormed: [`Self::logits`] applies the final norm).
-    fn layers_forward(&self, x: Tensor<B, 2>, at: Position<B>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
+    /// One sequence's tokens sitting `at` in `cache`.
+    fn one_sequence<'c>(&self, at: Position<B>, cache: &'c mut KvCache<B>) -> Sequences<'_, 'c, B> {
         let c = &self.config;
-        let pass = Pass { at, rope: &self.rope, heads: c.n_heads, kv_heads: c.n_kv_heads };
-        let layers = self.layers.iter().enumerate();
-        layers.fold(x, |x, (i, layer)| layer.forward(&self.kernels, x, &pass, cache, i))
+        Sequences::One { pass: Pass { at, rope: &self.rope, heads: c.n_heads, kv_heads: c.n_kv_heads }, cache }
     }
 
-    /// The final norm and output head of the residual stream `x` `[1, dim]`: `[1, vocab]`.
-    fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Every layer over the embeddings `x` `[tokens, dim]` of `seqs`: the residual stream after
+    /// the last layer (unnormed: [`Self::logits`] applies the final norm).
+    pub(crate) fn layers_forward(&self, x: Tensor<B, 2>, seqs: &mut Sequences<'_, '_, B>) -> Tensor<B, 2> {
+        let layers = self.layers.iter().enumerate();
+        layers.fold(x, |x, (i, layer)| layer.forward(&self.kernels, x, seqs, i))
+    }
+
+    /// The final norm and output head of the residual stream `x` `[rows, dim]`: `[rows, vocab]`.
+    pub(crate) fn logits(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let head = self.output.as_ref().unwrap_or(&self.token_embedding);
         self.kernels.product(Product::normed(self.final_norm.of(x), head))
     }

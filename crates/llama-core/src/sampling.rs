@@ -82,13 +82,28 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// Divide positive (multiply negative) logits of recently seen tokens by this; 1 is off.
     pub repeat_penalty: f32,
-    /// How many recent tokens (prompt included) the penalty looks at.
+    /// How many recent tokens (prompt included) the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtract this times a token's count among the recent tokens from its logit (OpenAI's
+    /// `frequency_penalty`); 0 is off.
+    pub frequency_penalty: f32,
+    /// Subtract this from the logit of every token among the recent ones (OpenAI's
+    /// `presence_penalty`); 0 is off.
+    pub presence_penalty: f32,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.7, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64 }
+        Self {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+        }
     }
 }
 
@@ -120,10 +135,15 @@ impl Sampler {
         &self.params
     }
 
-    /// Greedy with no repetition penalty: the next token is the logits' argmax and nothing else,
-    /// so the device can pick it (`generation` then reads back one id, not the logits).
+    /// Greedy with no penalty: the next token is the logits' argmax and nothing else, so the
+    /// device can pick it (`generation` then reads back one id, not the logits).
     pub fn is_plain_greedy(&self) -> bool {
-        self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0
+        self.params.temperature <= 0.0 && !self.penalizes()
+    }
+
+    fn penalizes(&self) -> bool {
+        let p = &self.params;
+        p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0
     }
 
     /// Records a token of the context (prompt or generated) for the repetition penalty.
@@ -186,20 +206,23 @@ impl Sampler {
         kept.iter().zip(probs).map(|(&(id, _), q)| (id, q)).collect()
     }
 
-    /// Logits with the repetition penalty applied, or `None` when it is off.
+    /// Logits with the penalties applied (llama.cpp's order: repetition, then frequency and
+    /// presence), or `None` when they are off.
     fn penalized(&self, logits: &[f32]) -> Option<Vec<f32>> {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 || self.recent.is_empty() {
+        if !self.penalizes() || self.recent.is_empty() {
             return None;
         }
-        let mut out = logits.to_vec();
-        let mut seen = std::collections::HashSet::new();
+        let p = &self.params;
+        let mut counts = std::collections::HashMap::<u32, u32>::new();
         for &id in &self.recent {
-            // Each distinct token is penalised once, however often it appeared.
-            if let Some(l) = out.get_mut(id as usize)
-                && seen.insert(id)
-            {
-                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            *counts.entry(id).or_default() += 1;
+        }
+        let mut out = logits.to_vec();
+        // Each distinct token is penalised once for repetition, however often it appeared.
+        for (&id, &count) in &counts {
+            if let Some(l) = out.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                *l -= count as f32 * p.frequency_penalty + p.presence_penalty;
             }
         }
         Some(out)

@@ -66,18 +66,14 @@ pub fn rope_into_cache<B: Backend>(
     pass: &Pass<'_, B>,
     (keys, values): (Tensor<B, 3>, Tensor<B, 3>),
 ) -> (Tensor<B, 3>, CachedKv<B>) {
-    let (heads, kv_heads, at) = (pass.heads, pass.kv_heads, &pass.at);
-    let [tokens, width] = qkv.dims();
-    let head_dim = width / (heads + 2 * kv_heads);
-    let qkv = qkv.reshape([tokens, heads + 2 * kv_heads, head_dim]);
-    let part = |first: usize, n: usize| qkv.clone().slice([0..tokens, first..first + n, 0..head_dim]);
+    let (kv_heads, at) = (pass.kv_heads, &pass.at);
     let (cos, sin) = match at {
-        Position::Host(start) => pass.rope.range(*start, tokens),
+        Position::Host(start) => pass.rope.range(*start, qkv.dims()[0]),
         Position::Device(step) => (step.cos.clone(), step.sin.clone()),
     };
-    let q = rotate_half_split(part(0, heads), cos.clone(), sin.clone());
-    let new_keys = rotate_half_split(part(heads, kv_heads), cos, sin).swap_dims(0, 1);
-    let new_values = part(heads + kv_heads, kv_heads).swap_dims(0, 1);
+    let (q, new_keys, new_values) = rotate_qkv(qkv, pass.heads, kv_heads, cos, sin);
+    let (new_keys, new_values) = (new_keys.swap_dims(0, 1), new_values.swap_dims(0, 1));
+    let head_dim = q.dims()[2];
     let [_, capacity, _] = keys.dims();
     let kv = match at {
         Position::Host(start) => CachedKv::written((keys, values), *start, new_keys, new_values),
@@ -94,6 +90,25 @@ pub fn rope_into_cache<B: Backend>(
         }
     };
     (q, kv)
+}
+
+/// One `[tokens, (heads + 2·kv_heads)·head_dim]` Q/K/V projection split into queries
+/// `[tokens, heads, head_dim]`, keys and values `[tokens, kv_heads, head_dim]`, the queries and
+/// keys rotated by the `cos`, `sin` rows `[tokens, head_dim / 2]` of their positions.
+pub fn rotate_qkv<B: Backend>(
+    qkv: Tensor<B, 2>,
+    heads: usize,
+    kv_heads: usize,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+    let [tokens, width] = qkv.dims();
+    let head_dim = width / (heads + 2 * kv_heads);
+    let qkv = qkv.reshape([tokens, heads + 2 * kv_heads, head_dim]);
+    let part = |first: usize, n: usize| qkv.clone().slice([0..tokens, first..first + n, 0..head_dim]);
+    let q = rotate_half_split(part(0, heads), cos.clone(), sin.clone());
+    let k = rotate_half_split(part(heads, kv_heads), cos, sin);
+    (q, k, part(heads + kv_heads, kv_heads))
 }
 
 /// [`Kernels::attention`] (see there).

@@ -4,7 +4,7 @@ use super::*;
 
 fn params(temperature: f32) -> SamplingParams {
     // Every filter off: each test turns on the one it checks.
-    SamplingParams { temperature, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64 }
+    SamplingParams { temperature, top_k: 0, top_p: 1.0, min_p: 0.0, ..SamplingParams::default() }
 }
 
 fn ln(probs: &[f64]) -> Vec<f32> {
@@ -175,4 +175,17 @@ fn same_seed_same_tokens() {
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn frequency_and_presence_penalties_subtract_per_count_and_once() {
+    // Token 0 seen twice, token 1 once; both start level with token 2.
+    let mut s = Sampler::new(SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.25, ..params(0.0) }, 1);
+    for id in [0, 0, 1] {
+        s.accept(id);
+    }
+    let penalized = s.penalized(&[3.0, 3.0, 3.0]).expect("penalties on");
+    assert_eq!(penalized, vec![3.0 - 2.0 * 0.5 - 0.25, 3.0 - 0.5 - 0.25, 3.0]);
+    assert!(!s.is_plain_greedy(), "a penalty keeps greedy on the host");
+    assert_eq!(s.sample(&[3.0, 3.0, 3.0]), 2);
 }

@@ -12,7 +12,7 @@ use llama_core::kernels::{Kernels, RawWeight};
 use llama_core::sampling::Rng;
 
 pub use attention::{check_attention, check_kv_cache, check_qkv_into_cache};
-pub use model::{check_argmax_on_device, check_incremental_decode, check_static_decode};
+pub use model::{check_argmax_on_device, check_batched_forward, check_incremental_decode, check_static_decode};
 pub use products::{LINEAR_TYPES, check_products};
 
 /// All of the checks.
@@ -23,6 +23,7 @@ pub fn check_all<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
     check_kv_cache::<B>(device);
     check_incremental_decode(k, device);
     check_static_decode(k, device);
+    check_batched_forward(k, device);
     check_argmax_on_device::<B>(device);
 }
 

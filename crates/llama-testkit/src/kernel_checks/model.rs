@@ -78,3 +78,34 @@ pub fn check_argmax_on_device<B: Backend>(device: &B::Device) {
         assert_eq!(got, expected, "argmax on the device, ties at {ids:?}");
     }
 }
+
+/// A batched pass (a server's slots) gives each sequence the logits it gets alone: sequences at
+/// different positions, one decoding a token, one prefilling a chunk, one starting afresh.
+pub fn check_batched_forward<B: Backend, K: Kernels<B> + Clone>(k: &K, device: &B::Device) {
+    B::seed(device, 3);
+    let model = Llama::random(tiny_config(), true, k.clone(), 16, device);
+    let histories: [&[u32]; 3] = [&[7, 21, 40, 2, 11], &[30, 5], &[]];
+    let new_tokens: [&[u32]; 3] = [&[13], &[44, 9, 63], &[1, 2]];
+    let mut alone = Vec::new();
+    let mut caches = Vec::new();
+    for (history, new) in histories.iter().zip(new_tokens) {
+        let mut cache = model.new_cache(16);
+        if !history.is_empty() {
+            model.forward(history, &mut cache).expect("history");
+        }
+        let mut own = model.new_cache(16);
+        let whole: Vec<u32> = history.iter().chain(new).copied().collect();
+        alone.extend(as_f64(download(model.forward(&whole, &mut own).expect("alone"))));
+        caches.push(cache);
+    }
+    let entries = caches
+        .iter_mut()
+        .zip(new_tokens)
+        .map(|(cache, tokens)| llama_core::batch::BatchEntry { tokens, cache })
+        .collect();
+    let batched = download(model.forward_batch(entries).expect("batched pass"));
+    assert_close("batched pass vs each sequence alone", &batched, &alone, 1e-4, 1e-4);
+    for ((cache, history), new) in caches.iter().zip(histories).zip(new_tokens) {
+        assert_eq!(cache.len(), history.len() + new.len(), "the batched pass advances every cache");
+    }
+}
