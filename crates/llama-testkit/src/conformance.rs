@@ -3,6 +3,7 @@
 //! errors on bad input.
 
 pub mod chat;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -387,6 +388,26 @@ macro_rules! binary_conformance_tests {
         #[test]
         fn ctrl_c_stops_the_reply_not_the_chat() {
             $crate::conformance::chat::check_ctrl_c_stops_only_the_reply(BIN);
+        }
+
+        #[test]
+        fn server_answers_the_openai_client_as_the_cli_does() {
+            $crate::conformance::serve::check_openai_client(BIN, &scratch("serve"));
+        }
+
+        #[test]
+        fn server_refuses_past_a_full_queue() {
+            $crate::conformance::serve::check_full_queue(BIN);
+        }
+
+        #[test]
+        fn server_wants_its_api_key() {
+            $crate::conformance::serve::check_api_key(BIN);
+        }
+
+        #[test]
+        fn web_chat_streams_and_remembers_in_a_browser() {
+            $crate::conformance::serve::check_web_chat(BIN, &scratch("web-chat"));
         }
     };
 }

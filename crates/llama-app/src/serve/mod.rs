@@ -16,7 +16,6 @@ use std::sync::{Arc, mpsc};
 
 use anyhow::{Context, bail};
 use llama_core::chat_template::ChatTemplate;
-use llama_core::kernels::Kernels;
 use llama_core::model::DecodeStep;
 use llama_core::slots::Slots;
 
@@ -125,8 +124,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args, addr: &str) -> anyhow::Result<()> 
     let tokenizer = shared.tokenizer.clone();
     let mut slots = Slots::new(&model, &tokenizer, args.parallel, context, lone_decode, PREFILL_CHUNK);
     shared.ready.store(true, Ordering::Release);
-    let provider = model.kernels().capabilities(model.device()).name;
-    eprintln!("{}: {} on {device_info}, loaded in {load_s:.1}s; {}", fw.name(), fw.stack(), batch_paths(provider, lone_decode));
+    eprintln!("{}: {} on {device_info}, loaded in {load_s:.1}s", fw.name(), fw.stack());
+    eprintln!("{}: {}", fw.name(), batch_paths(lone_decode));
     println!("{}: serving {model_id} at {url} ({} slots, {context}-token context each)", fw.name(), args.parallel);
 
     engine::run(&mut slots, &engine_rx, &shared.metrics);
@@ -137,14 +136,14 @@ pub fn run<F: Framework>(fw: &F, args: &Args, addr: &str) -> anyhow::Result<()> 
 }
 
 /// Which path serves which step, said once at start-up.
-fn batch_paths(provider: &str, lone_decode: DecodeStep) -> String {
+fn batch_paths(lone_decode: DecodeStep) -> String {
     let lone = match lone_decode {
         DecodeStep::Dynamic => "the dynamic decode step",
         DecodeStep::Static => "the static-shape decode step",
         DecodeStep::Captured => "the captured static-shape step (--compile)",
     };
     format!(
-        "one sequence decoding alone runs {lone} with {provider}'s fused kernels; steps of several sequences run one pass whose products use {provider} at M = their rows, with RoPE, cache writes and attention per sequence"
+        "a sequence decoding alone runs {lone}; a step of several runs one batched pass (the products at M = its rows, the composed RoPE and cache writes per row, the provider's attention per sequence)"
     )
 }
 
