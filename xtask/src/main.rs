@@ -1,9 +1,10 @@
 //! Project tasks: `cargo xtask setup`, `cargo xtask test`, `cargo xtask compare`,
-//! `cargo xtask synth-model`, `cargo xtask gpu-bundle`.
+//! `cargo xtask serve-bench`, `cargo xtask synth-model`, `cargo xtask gpu-bundle`.
 
 mod compare;
 mod gpu_bundle;
 mod gpu_torch;
+mod serve_bench;
 mod setup;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Task {
     },
     /// Build both binaries in release, check they agree, and benchmark them side by side.
     Compare(compare::CompareArgs),
+    /// Our two servers and llama.cpp's llama-server under 1, 4 and 8 concurrent clients, on the
+    /// same model, threads and prompts (docs/serve.md); reports to target/serve-bench/.
+    ServeBench(serve_bench::ServeBenchArgs),
     /// Build what one call on a lent GPU machine needs into .gpubundle/ (both release binaries,
     /// pytorch-only against libtorch 2.11 with CUDA graphs; Vulkan loader packages; the PyTorch
     /// anchor script); scripts/gpu_measure.sh runs it there.
@@ -72,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => setup::run(&root),
         Task::Compare(args) => compare::run(&root, &args),
+        Task::ServeBench(args) => serve_bench::run(&root, &args),
         Task::GpuBundle => gpu_bundle::run(&root),
         Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
             use llama_testkit::synth;
