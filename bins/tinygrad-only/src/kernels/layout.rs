@@ -23,6 +23,11 @@ impl Layout {
         if is_cpu { Layout { lanes: 8, rows: 16 } } else { Layout { lanes: 32, rows: 4 } }
     }
 
+    /// Whether this is the CPU drivers' layout.
+    pub fn is_cpu(&self) -> bool {
+        self.lanes == Self::for_device(true).lanes
+    }
+
     /// Threads per workgroup.
     pub fn threads(self) -> u32 {
         self.lanes * self.rows

@@ -18,6 +18,15 @@ pub fn fuses(tokens: usize, weight: &DeviceWeight, up: Option<&DeviceWeight>) ->
     tokens == 1 && matvec::handles(weight) && up.is_none_or(matvec::handles)
 }
 
+/// Whether `tokens` rows against `weight` (and `up`) run as one matvec per row rather than
+/// through `linear.rs`: on a CPU Vulkan driver, for fewer rows than `prefill.rs` takes (a
+/// server's batched decode step, a short prompt). lavapipe runs `linear.rs`'s token tiles 10 to
+/// 20 times slower than a matvec per token (docs/benchmarks/2026-12-05-serve.md), so a few rows
+/// go faster one at a time, each through the fused matvec.
+pub fn row_by_row(tokens: usize, weight: &DeviceWeight, up: Option<&DeviceWeight>, layout: Layout) -> bool {
+    layout.is_cpu() && (2..prefill::MIN_TOKENS).contains(&tokens) && fuses(1, weight, up)
+}
+
 /// Whether the one-token Q/K/V product against `qkv` can also rotate its rows and write them
 /// into the cache, for heads `head_dim` wide.
 pub fn fuses_rope(tokens: usize, qkv: &DeviceWeight, head_dim: usize, layout: Layout) -> bool {

@@ -172,6 +172,9 @@ impl Kernels<Wgpu> for WgpuKernels {
 
     fn linear(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
         let [tokens, _] = x.dims();
+        if product::row_by_row(tokens, weight, None, self.layout) {
+            return by_rows(x, None, |x, _| self.linear(x, weight));
+        }
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| {
             product::linear(contiguous(x), &weight, None, layout)
@@ -191,6 +194,10 @@ impl Kernels<Wgpu> for WgpuKernels {
     }
 
     fn product(&self, p: Product<'_, Wgpu, DeviceWeight>) -> Tensor<Wgpu, 2> {
+        if product::row_by_row(p.x.dims()[0], p.weight, None, self.layout) {
+            let (norm, weight) = (p.norm, p.weight);
+            return by_rows(p.x, p.residual, |x, residual| self.product(Product { x, norm, weight, residual }));
+        }
         match (p.norm, &p.residual) {
             (None, None) => self.linear(p.x, p.weight),
             _ if product::fuses(p.x.dims()[0], p.weight, None) => self.matvec("product", p, None),
@@ -275,6 +282,10 @@ impl Kernels<Wgpu> for WgpuKernels {
         if product::fuses(input.x.dims()[0], gate, Some(up)) {
             return self.matvec("norm_swiglu_product", Product::normed(input, gate), Some(up));
         }
+        if product::row_by_row(input.x.dims()[0], gate, Some(up), self.layout) {
+            let norm = input.norm;
+            return by_rows(input.x, None, |x, _| self.swiglu_product(norm.of(x), gate_up));
+        }
         let h = self.normed(input);
         let [tokens, _] = h.dims();
         let (gate, up, layout) = (gate.clone(), up.clone(), self.layout);
@@ -282,4 +293,16 @@ impl Kernels<Wgpu> for WgpuKernels {
             product::linear(contiguous(h), &gate, Some(&up), layout)
         })
     }
+}
+
+/// `f` on each row of `x` `[tokens, cols]` (with its row of `residual`), the results stacked
+/// back into `[tokens, out]` ([`product::row_by_row`]).
+fn by_rows(
+    x: Tensor<Wgpu, 2>,
+    residual: Option<Tensor<Wgpu, 2>>,
+    f: impl Fn(Tensor<Wgpu, 2>, Option<Tensor<Wgpu, 2>>) -> Tensor<Wgpu, 2>,
+) -> Tensor<Wgpu, 2> {
+    let row = |t: &Tensor<Wgpu, 2>, i: usize| t.clone().slice([i..i + 1, 0..t.dims()[1]]);
+    let rows = (0..x.dims()[0]).map(|i| f(row(&x, i), residual.as_ref().map(|r| row(r, i))));
+    Tensor::cat(rows.collect(), 0)
 }
