@@ -73,7 +73,14 @@ pub fn run(root: &Path, args: &ServeBenchArgs) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     eprintln!("serve-bench: building both binaries in release ...");
-    run_status(Command::new(env!("CARGO")).current_dir(root).args(["build", "--release", "-p", OURS[0], "-p", OURS[1]]))?;
+    run_status(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        OURS[0],
+        "-p",
+        OURS[1],
+    ]))?;
     let llama_server = if args.no_llama_server { None } else { Some(build_llama_server(root)?) };
 
     let (parallel, ctx) = (args.parallel.to_string(), args.ctx_size.to_string());
@@ -87,8 +94,14 @@ pub fn run(root: &Path, args: &ServeBenchArgs) -> anyhow::Result<()> {
         let port = free_port()?;
         let total_ctx = (args.parallel * args.ctx_size).to_string();
         let mut cmd = Command::new(binary);
-        cmd.args(["-m", &model_arg, "--host", "127.0.0.1", "--port", &port.to_string(), "-np", &parallel])
-            .args(["-c", &total_ctx, "-t", &threads.to_string(), "-tb", &threads.to_string()]);
+        cmd.args(["-m", &model_arg, "--host", "127.0.0.1", "--port", &port.to_string(), "-np", &parallel]).args([
+            "-c",
+            &total_ctx,
+            "-t",
+            &threads.to_string(),
+            "-tb",
+            &threads.to_string(),
+        ]);
         servers.push(start_llama_server(&mut cmd, port)?);
     }
 
@@ -102,7 +115,8 @@ pub fn run(root: &Path, args: &ServeBenchArgs) -> anyhow::Result<()> {
     bench.args(["--max-tokens", &args.max_tokens.to_string(), "--json"]).arg(&report);
     let measured = bench.status().context("cannot run scripts/serve_bench.py")?;
     drop(servers);
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report)?).context("scripts/serve_bench.py's JSON")?;
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report)?).context("scripts/serve_bench.py's JSON")?;
     let verdicts = check_targets(&report);
     println!("\nmodel: {} ({threads} threads, {} slots of {} tokens)", model.display(), args.parallel, args.ctx_size);
     for line in &verdicts {
@@ -152,7 +166,8 @@ fn build_llama_server(root: &Path) -> anyhow::Result<PathBuf> {
 
 /// Starts one of our binaries and waits for the line that says where it serves.
 fn start_ours(name: &str, cmd: &mut Command) -> anyhow::Result<Running> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().with_context(|| format!("cannot start {name}"))?;
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().with_context(|| format!("cannot start {name}"))?;
     let mut lines = BufReader::new(child.stdout.take().context("piped stdout")?).lines();
     let url = loop {
         let Some(line) = lines.next().transpose()? else { bail!("{name} --serve ended before it served") };

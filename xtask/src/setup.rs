@@ -95,7 +95,10 @@ fn browser() -> anyhow::Result<bool> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
         return Ok(false);
     }
-    apt_install(&["chromium", "chromium-driver"], "install Chromium and ChromeDriver as /usr/bin/chromium and /usr/bin/chromedriver")?;
+    apt_install(
+        &["chromium", "chromium-driver"],
+        "install Chromium and ChromeDriver as /usr/bin/chromium and /usr/bin/chromedriver",
+    )?;
     Ok(true)
 }
 
@@ -201,7 +204,15 @@ fn python_package(root: &Path, name: &str, version: &str) -> anyhow::Result<bool
         return Ok(false);
     }
     let requirement = format!("{name}=={version}");
-    run_status(Command::new(&python).args(["-m", "pip", "install", "--no-cache-dir", "--progress-bar", "on", &requirement]))?;
+    run_status(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--progress-bar",
+        "on",
+        &requirement,
+    ]))?;
     Ok(true)
 }
 

@@ -22,7 +22,10 @@ pub struct BatchEntry<'a, B: Backend> {
 /// The sequences one forward pass advances, each writing its own KV cache.
 pub(crate) enum Sequences<'p, 'c, B: Backend> {
     /// One sequence owns every row: the provider's `qkv_into_cache`, fused where it can be.
-    One { pass: Pass<'p, B>, cache: &'c mut KvCache<B> },
+    One {
+        pass: Pass<'p, B>,
+        cache: &'c mut KvCache<B>,
+    },
     Many(Many<'c, B>),
 }
 
@@ -72,7 +75,8 @@ impl<B: Backend> Many<'_, B> {
         layer: usize,
     ) -> Tensor<B, 2> {
         let qkv = composed::project(k, input, weight); // [tokens, (heads + 2·kv_heads)·head_dim]
-        let (q, keys, values) = composed::rotate_qkv(qkv, self.heads, self.kv_heads, self.cos.clone(), self.sin.clone());
+        let (q, keys, values) =
+            composed::rotate_qkv(qkv, self.heads, self.kv_heads, self.cos.clone(), self.sin.clone());
         let [_, heads, head_dim] = q.dims();
         let kv_heads = self.kv_heads;
         let attended = self.members.iter_mut().map(|m| {
@@ -130,7 +134,8 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
             m.cache.advance(m.rows.len());
         }
         // Only each sequence's last row picks its next token.
-        let last_rows = Tensor::<B, 1, Int>::from_data(TensorData::new(last_rows.clone(), [last_rows.len()]), &self.device);
+        let last_rows =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(last_rows.clone(), [last_rows.len()]), &self.device);
         Ok(self.logits(x.select(0, last_rows)))
     }
 }

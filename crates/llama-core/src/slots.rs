@@ -119,7 +119,8 @@ impl<'m, B: Backend, K: Kernels<B>> Slots<'m, B, K> {
         lone_decode: DecodeStep,
         prefill_chunk: usize,
     ) -> Self {
-        let slots = (0..count).map(|_| Slot { cache: model.new_cache(context), cached: Vec::new(), job: None }).collect();
+        let slots =
+            (0..count).map(|_| Slot { cache: model.new_cache(context), cached: Vec::new(), job: None }).collect();
         Self { model, tokenizer, slots, lone_decode, prefill_chunk: prefill_chunk.max(1) }
     }
 
@@ -183,7 +184,8 @@ impl<'m, B: Backend, K: Kernels<B>> Slots<'m, B, K> {
     /// Nothing is due when no slot runs a request.
     pub fn step(&mut self) -> Result<(Vec<(u64, Event)>, StepStats), ModelError> {
         // Every decoding slot, then the first slot still prefilling.
-        let decoding: Vec<usize> = (0..self.slots.len()).filter(|&i| self.job(i).is_some_and(|j| j.next.is_some())).collect();
+        let decoding: Vec<usize> =
+            (0..self.slots.len()).filter(|&i| self.job(i).is_some_and(|j| j.next.is_some())).collect();
         let prefilling = (0..self.slots.len()).find(|&i| self.job(i).is_some_and(|j| !j.pending.is_empty()));
         let chunk = prefilling.map(|i| self.job(i).expect("a job").pending.len().min(self.prefill_chunk));
         let mut stats = StepStats { decoded: decoding.len(), prefilled: chunk.unwrap_or(0), generated: 0 };

@@ -201,7 +201,13 @@ impl CompletionBody {
             },
             frequency_penalty: in_range("frequency_penalty", self.frequency_penalty, d.frequency_penalty, -2.0, 2.0)?,
             presence_penalty: in_range("presence_penalty", self.presence_penalty, d.presence_penalty, -2.0, 2.0)?,
-            repeat_penalty: in_range("repeat_penalty", self.repeat_penalty, d.repeat_penalty, f32::MIN_POSITIVE, f32::MAX)?,
+            repeat_penalty: in_range(
+                "repeat_penalty",
+                self.repeat_penalty,
+                d.repeat_penalty,
+                f32::MIN_POSITIVE,
+                f32::MAX,
+            )?,
             repeat_last_n: d.repeat_last_n,
         };
         let stop = match self.stop {
@@ -237,7 +243,10 @@ fn chat_messages(messages: Option<Vec<ChatMessage>>, defaults: &Defaults) -> Res
     for (i, m) in messages.into_iter().enumerate() {
         if !["system", "user", "assistant"].contains(&m.role.as_str()) {
             let param = format!("messages[{i}].role");
-            return Err(ApiError::invalid(&param, format!("`{param}` must be system, user or assistant, got `{}`", m.role)));
+            return Err(ApiError::invalid(
+                &param,
+                format!("`{param}` must be system, user or assistant, got `{}`", m.role),
+            ));
         }
         let content = match m.content {
             Content::Text(text) => text,
@@ -253,9 +262,10 @@ fn raw_prompt(prompt: Option<PromptText>) -> Result<Input, ApiError> {
         None => Err(ApiError::invalid("prompt", "`prompt` is required")),
         Some(PromptText::One(text)) => Ok(Input::Raw(text)),
         Some(PromptText::List(mut list)) if list.len() == 1 => Ok(Input::Raw(list.remove(0))),
-        Some(PromptText::List(list)) => {
-            Err(ApiError::invalid("prompt", format!("`prompt` must be one string (one choice per request), got {}", list.len())))
-        }
+        Some(PromptText::List(list)) => Err(ApiError::invalid(
+            "prompt",
+            format!("`prompt` must be one string (one choice per request), got {}", list.len()),
+        )),
     }
 }
 
@@ -318,8 +328,11 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_the_request_leaves_out() {
-        let c = check(r#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stop": "x"}"#, true)
-            .unwrap();
+        let c = check(
+            r#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stop": "x"}"#,
+            true,
+        )
+        .unwrap();
         assert_eq!((c.max_tokens, c.stop, c.sampling), (16, vec!["x".to_string()], SamplingParams::default()));
         assert!(matches!(c.input, Input::Chat(m) if m[0].content == "hi"));
     }

@@ -83,7 +83,12 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
         match slots.step() {
             Ok((events, stats)) => {
                 let took = start.elapsed();
-                tracing::debug!(decoded = stats.decoded, prefilled = stats.prefilled, ms = took.as_secs_f64() * 1e3, "step");
+                tracing::debug!(
+                    decoded = stats.decoded,
+                    prefilled = stats.prefilled,
+                    ms = took.as_secs_f64() * 1e3,
+                    "step"
+                );
                 metrics.record_step(stats.generated as u64, took);
                 Metrics::add(&metrics.generated_tokens, stats.generated as u64);
                 for (id, event) in events {

@@ -92,7 +92,10 @@ struct TokenizeBody {
 
 async fn tokenize(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body: TokenizeBody = parse_json(&read_body(body)?)?;
-    let tokens = s.tokenizer.tokenize(&body.content, body.add_special, true).map_err(|e| ApiError::invalid("content", e.to_string()))?;
+    let tokens = s
+        .tokenizer
+        .tokenize(&body.content, body.add_special, true)
+        .map_err(|e| ApiError::invalid("content", e.to_string()))?;
     Ok(axum::Json(json!({"tokens": tokens})).into_response())
 }
 
@@ -110,7 +113,10 @@ async fn detokenize(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejec
     Ok(axum::Json(json!({"content": s.tokenizer.decode(&body.tokens)})).into_response())
 }
 
-async fn chat_completions(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat_completions(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     complete(s, body, true).await
 }
 
@@ -121,9 +127,10 @@ async fn completions(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesReje
 /// A body that could not be read: over the limit (413) or cut off.
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {MAX_BODY_BYTES} bytes"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
+        ),
         status => ApiError::new(status, format!("the body could not be read: {e}")),
     })
 }
@@ -156,7 +163,9 @@ async fn complete(s: Arc<Shared>, body: Result<Bytes, BytesRejection>, chat: boo
     while let Some(reply) = receiver.recv().await {
         match reply {
             Reply::Event(Event::Text(piece)) => text.push_str(&piece),
-            Reply::Event(Event::Finished(finished)) => return Ok(axum::Json(shape.whole(&text, &finished)).into_response()),
+            Reply::Event(Event::Finished(finished)) => {
+                return Ok(axum::Json(shape.whole(&text, &finished)).into_response());
+            }
             Reply::Failed(message) => return Err(ApiError::unavailable(message)),
         }
     }
@@ -167,7 +176,9 @@ async fn complete(s: Arc<Shared>, body: Result<Bytes, BytesRejection>, chat: boo
 /// tokenizes it). Refused when it leaves no room in a slot's context.
 fn encode(s: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
     let (param, ids) = match input {
-        Input::Chat(messages) => ("messages", s.template.encode(&s.tokenizer, messages, true).map_err(|e| e.to_string())),
+        Input::Chat(messages) => {
+            ("messages", s.template.encode(&s.tokenizer, messages, true).map_err(|e| e.to_string()))
+        }
         Input::Raw(text) => ("prompt", s.tokenizer.encode(text, true).map_err(|e| e.to_string())),
     };
     let ids = ids.map_err(|e| ApiError::invalid(param, format!("the prompt could not be encoded: {e}")))?;
@@ -187,7 +198,12 @@ fn encode(s: &Shared, input: &Input) -> Result<Vec<u32>, ApiError> {
 /// Streams the replies as server-sent events. Events go through a bounded channel that the
 /// response body drains: when the client goes away the body is dropped, the next send (or the
 /// wait for one) fails, and the engine's channel closes with it, which stops the generation.
-fn stream(shape: Shape, completion: &Completion, mut replies: mpsc::UnboundedReceiver<Reply>, ticket: Ticket) -> Response {
+fn stream(
+    shape: Shape,
+    completion: &Completion,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+    ticket: Ticket,
+) -> Response {
     let (events, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     let include_usage = completion.include_usage;
     tokio::spawn(async move {

@@ -56,14 +56,34 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let rows: [(&str, &str, &str, f64); 9] = [
             ("llama_requests_total", "counter", "completion requests accepted", get(&self.requests) as f64),
-            ("llama_requests_rejected_total", "counter", "completion requests refused with 503: queue full", get(&self.rejected) as f64),
-            ("llama_client_disconnects_total", "counter", "generations stopped because the client went away", get(&self.disconnects) as f64),
-            ("llama_prompt_tokens_total", "counter", "prompt tokens prefilled (cache reuse not counted)", get(&self.prompt_tokens) as f64),
+            (
+                "llama_requests_rejected_total",
+                "counter",
+                "completion requests refused with 503: queue full",
+                get(&self.rejected) as f64,
+            ),
+            (
+                "llama_client_disconnects_total",
+                "counter",
+                "generations stopped because the client went away",
+                get(&self.disconnects) as f64,
+            ),
+            (
+                "llama_prompt_tokens_total",
+                "counter",
+                "prompt tokens prefilled (cache reuse not counted)",
+                get(&self.prompt_tokens) as f64,
+            ),
             ("llama_generated_tokens_total", "counter", "tokens generated", get(&self.generated_tokens) as f64),
             ("llama_queue_depth", "gauge", "requests waiting for a slot", get(&self.queue_depth) as f64),
             ("llama_active_slots", "gauge", "slots running a request", get(&self.active_slots) as f64),
             ("llama_slots", "gauge", "slots (--parallel)", get(&self.slots) as f64),
-            ("llama_decode_tokens_per_second", "gauge", "tokens decoded per second of step time, last 10 s", self.decode_rate()),
+            (
+                "llama_decode_tokens_per_second",
+                "gauge",
+                "tokens decoded per second of step time, last 10 s",
+                self.decode_rate(),
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -83,7 +103,10 @@ mod tests {
         Metrics::add(&m.generated_tokens, 5);
         m.record_step(4, Duration::from_millis(100));
         let text = m.render();
-        assert!(text.contains("# TYPE llama_generated_tokens_total counter\nllama_generated_tokens_total 5\n"), "{text}");
+        assert!(
+            text.contains("# TYPE llama_generated_tokens_total counter\nllama_generated_tokens_total 5\n"),
+            "{text}"
+        );
         assert!(text.contains("llama_decode_tokens_per_second 40\n"), "{text}");
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9);
     }

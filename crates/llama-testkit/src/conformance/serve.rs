@@ -117,9 +117,9 @@ fn cli_replies(binary: &str) -> serde_json::Value {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
         json["text"].as_str().expect("a text field").to_string()
     };
-    let chat = ["What is the capital of France?", "Name three colours."].map(|p| {
-        json!({"messages": [{"role": "user", "content": p}], "max_tokens": MAX_TOKENS, "text": reply(p, false)})
-    });
+    let chat = ["What is the capital of France?", "Name three colours."].map(
+        |p| json!({"messages": [{"role": "user", "content": p}], "max_tokens": MAX_TOKENS, "text": reply(p, false)}),
+    );
     let completions = ["The capital of France is", "Once upon a time"]
         .map(|p| json!({"prompt": p, "max_tokens": MAX_TOKENS, "text": reply(p, true)}));
     json!({"chat": chat, "completions": completions})
@@ -136,7 +136,10 @@ pub fn check_openai_client(binary: &str, scratch: &Path) {
     let server = Server::start(binary, &["--ctx-size", &context, "--parallel", "4"]);
     let checks = "basic,concurrency,errors,disconnect";
     let expected = expected.to_str().expect("utf-8 path");
-    run_script("check_server.py", &["--url", &server.url, "--checks", checks, "--expected", expected, "--context", &context]);
+    run_script(
+        "check_server.py",
+        &["--url", &server.url, "--checks", checks, "--expected", expected, "--context", &context],
+    );
     assert!(server.stop(), "{binary} --serve did not exit 0 on SIGTERM");
 }
 
