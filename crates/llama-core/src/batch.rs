@@ -61,32 +61,24 @@ impl<B: Backend> Sequences<'_, '_, B> {
                 let (q, kv) = k.qkv_into_cache(QkvIntoCache { input, weight, pass, cache: cache.take(layer) });
                 k.attention(q, cache.keep(layer, kv), &pass.at)
             }
-            Sequences::Many(many) => many.attend(k, input, weight, layer),
+            Sequences::Many(many) => {
+                // The Q/K/V product once over every row, RoPE at each row's own position.
+                let qkv = composed::project(k, input, weight); // [tokens, (heads + 2·kv_heads)·head_dim]
+                let (cos, sin) = (many.cos.clone(), many.sin.clone());
+                let (q, keys, values) = composed::rotate_qkv(qkv, many.heads, many.kv_heads, cos, sin);
+                let [_, heads, head_dim] = q.dims();
+                let kv_heads = many.kv_heads;
+                let attended = many.members.iter_mut().map(|m| {
+                    let rows = m.rows.clone();
+                    let own = |t: &Tensor<B, 3>, n: usize| t.clone().slice([rows.clone(), 0..n, 0..head_dim]);
+                    let (new_keys, new_values) =
+                        (own(&keys, kv_heads).swap_dims(0, 1), own(&values, kv_heads).swap_dims(0, 1));
+                    let kv = CachedKv::written(m.cache.take(layer), m.start, new_keys, new_values);
+                    k.attention(own(&q, heads), m.cache.keep(layer, kv), &Position::Host(m.start))
+                });
+                Tensor::cat(attended.collect(), 0)
+            }
         }
-    }
-}
-
-impl<B: Backend> Many<'_, B> {
-    fn attend<K: Kernels<B>>(
-        &mut self,
-        k: &K,
-        input: Normed<'_, B>,
-        weight: &Projections<K::Weight>,
-        layer: usize,
-    ) -> Tensor<B, 2> {
-        let qkv = composed::project(k, input, weight); // [tokens, (heads + 2·kv_heads)·head_dim]
-        let (q, keys, values) =
-            composed::rotate_qkv(qkv, self.heads, self.kv_heads, self.cos.clone(), self.sin.clone());
-        let [_, heads, head_dim] = q.dims();
-        let kv_heads = self.kv_heads;
-        let attended = self.members.iter_mut().map(|m| {
-            let rows = m.rows.clone();
-            let own = |t: &Tensor<B, 3>, n: usize| t.clone().slice([rows.clone(), 0..n, 0..head_dim]);
-            let (new_keys, new_values) = (own(&keys, kv_heads).swap_dims(0, 1), own(&values, kv_heads).swap_dims(0, 1));
-            let kv = CachedKv::written(m.cache.take(layer), m.start, new_keys, new_values);
-            k.attention(own(&q, heads), m.cache.keep(layer, kv), &Position::Host(m.start))
-        });
-        Tensor::cat(attended.collect(), 0)
     }
 }
 

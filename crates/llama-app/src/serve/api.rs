@@ -57,6 +57,14 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert("retry-after", seconds.into());
         }
+        // Refused before its body was read (whole), the request leaves the rest of the body on
+        // the connection, which is then closed after this answer: saying so keeps a client
+        // from sending its next request down a connection about to close.
+        if matches!(self.status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNAUTHORIZED) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
         response
     }
 }
