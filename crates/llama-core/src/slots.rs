@@ -193,7 +193,7 @@ impl<'m, B: Backend, K: Kernels<B>> Slots<'m, B, K> {
         if rows.is_empty() {
             return Ok((Vec::new(), stats));
         }
-        let logits = self.forward(&decoding, prefilling.zip(chunk))?;
+        let logits = self.forward(&rows, chunk)?;
         let vocab = logits.len() / rows.len();
         let mut events = Vec::new();
         for (row, &i) in rows.iter().enumerate() {
@@ -229,28 +229,29 @@ impl<'m, B: Backend, K: Kernels<B>> Slots<'m, B, K> {
         self.slots[slot].job.as_ref()
     }
 
-    /// Runs the step's pass and brings its logits to the host, `[rows · vocab]`: a lone decoding
-    /// sequence through the model's decode step, anything more as one batched pass.
-    fn forward(&mut self, decoding: &[usize], prefill: Option<(usize, usize)>) -> Result<Vec<f32>, ModelError> {
+    /// Runs the step's pass over slots `rows` (decoding slots, then the one prefilling `chunk`
+    /// tokens) and brings its logits to the host, `[rows · vocab]`: a lone decoding sequence
+    /// through the model's decode step, anything more as one batched pass.
+    fn forward(&mut self, rows: &[usize], chunk: Option<usize>) -> Result<Vec<f32>, ModelError> {
         let (model, lone_decode) = (self.model, self.lone_decode);
-        if let ([i], None) = (decoding, prefill) {
+        if let ([i], None) = (rows, chunk) {
             let slot = &mut self.slots[*i];
             let token = slot.job.as_ref().and_then(|j| j.next).expect("a decoding slot");
             return Ok(logits_to_host(model.decode(token, &mut slot.cache, lone_decode)?));
         }
-        let mut entries = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(job) = slot.job.as_ref() else { continue };
-            let tokens = match (job.next.as_ref(), prefill) {
-                (Some(token), _) if decoding.contains(&i) => std::slice::from_ref(token),
-                (None, Some((p, chunk))) if p == i => &job.pending[..chunk],
-                _ => continue,
-            };
-            entries.push((i, BatchEntry { tokens, cache: &mut slot.cache }));
-        }
-        // Decoding slots first, then the prefill, as `step` reads the rows.
-        entries.sort_by_key(|(i, _)| (Some(*i) == prefill.map(|p| p.0), *i));
-        Ok(logits_to_host(model.forward_batch(entries.into_iter().map(|(_, e)| e).collect())?))
+        // Each running slot's tokens due this step, then taken in `rows`' order.
+        let mut due: Vec<Option<BatchEntry<'_, B>>> = (self.slots.iter_mut())
+            .map(|slot| {
+                let job = slot.job.as_ref()?;
+                let tokens = match &job.next {
+                    Some(token) => std::slice::from_ref(token),
+                    None => job.pending.get(..chunk?)?,
+                };
+                Some(BatchEntry { tokens, cache: &mut slot.cache })
+            })
+            .collect();
+        let entries = rows.iter().map(|&i| due[i].take().expect("a row's slot has tokens due")).collect();
+        Ok(logits_to_host(model.forward_batch(entries)?))
     }
 
     /// Takes a sampled token into `job`: returns the text it lets through and, when the request

@@ -1,6 +1,8 @@
 //! The OpenAI request and error shapes: parsing a body into a checked [`Completion`], and the
 //! error object every refusal carries.
 
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -28,6 +30,11 @@ impl ApiError {
     /// 400 naming `param`.
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
         Self { param: Some(param.to_string()), ..Self::new(StatusCode::BAD_REQUEST, message) }
+    }
+
+    /// 500: the server's own failure (the model or a step), not the request's.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -199,23 +206,29 @@ impl CompletionBody {
         };
         let d = &defaults.sampling;
         let sampling = SamplingParams {
-            temperature: in_range("temperature", self.temperature, d.temperature, 0.0, 2.0)?,
-            top_p: in_range("top_p", self.top_p, d.top_p, f32::MIN_POSITIVE, 1.0)?,
-            min_p: in_range("min_p", self.min_p, d.min_p, 0.0, 1.0)?,
+            temperature: in_range("temperature", self.temperature, d.temperature, Included(0.0), Some(2.0))?,
+            top_p: in_range("top_p", self.top_p, d.top_p, Excluded(0.0), Some(1.0))?,
+            min_p: in_range("min_p", self.min_p, d.min_p, Included(0.0), Some(1.0))?,
             top_k: match self.top_k {
                 None => d.top_k,
                 Some(k) if k >= 0 => k as usize,
                 Some(k) => return Err(ApiError::invalid("top_k", format!("`top_k` must be 0 or more, got {k}"))),
             },
-            frequency_penalty: in_range("frequency_penalty", self.frequency_penalty, d.frequency_penalty, -2.0, 2.0)?,
-            presence_penalty: in_range("presence_penalty", self.presence_penalty, d.presence_penalty, -2.0, 2.0)?,
-            repeat_penalty: in_range(
-                "repeat_penalty",
-                self.repeat_penalty,
-                d.repeat_penalty,
-                f32::MIN_POSITIVE,
-                f32::MAX,
+            frequency_penalty: in_range(
+                "frequency_penalty",
+                self.frequency_penalty,
+                d.frequency_penalty,
+                Included(-2.0),
+                Some(2.0),
             )?,
+            presence_penalty: in_range(
+                "presence_penalty",
+                self.presence_penalty,
+                d.presence_penalty,
+                Included(-2.0),
+                Some(2.0),
+            )?,
+            repeat_penalty: in_range("repeat_penalty", self.repeat_penalty, d.repeat_penalty, Excluded(0.0), None)?,
             repeat_last_n: d.repeat_last_n,
         };
         let stop = match self.stop {
@@ -277,17 +290,33 @@ fn raw_prompt(prompt: Option<PromptText>) -> Result<Input, ApiError> {
     }
 }
 
-/// `value` (else `default`) if it lies in `low ..= high`.
-fn in_range(field: &str, value: Option<f32>, default: f32, low: f32, high: f32) -> Result<f32, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.is_finite() && (low..=high).contains(&v) => Ok(v),
-        Some(v) => {
-            let range = if high == f32::MAX { format!("above {low}") } else { format!("between {low} and {high}") };
-            let range = range.replace(&f32::MIN_POSITIVE.to_string(), "0 (exclusive)");
-            Err(ApiError::invalid(field, format!("`{field}` must be {range}, got {v}")))
-        }
+/// `value` (else `default`) if it is finite, above `low` and at most `high` (no limit: `None`).
+fn in_range(
+    field: &str,
+    value: Option<f32>,
+    default: f32,
+    low: Bound<f32>,
+    high: Option<f32>,
+) -> Result<f32, ApiError> {
+    let Some(v) = value else { return Ok(default) };
+    let above_low = match low {
+        Included(l) => v >= l,
+        Excluded(l) => v > l,
+        Unbounded => true,
+    };
+    if v.is_finite() && above_low && high.is_none_or(|h| v <= h) {
+        return Ok(v);
     }
+    let low = match low {
+        Included(l) => format!("{l}"),
+        Excluded(l) => format!("{l} (exclusive)"),
+        Unbounded => "any value".into(),
+    };
+    let range = match high {
+        Some(h) => format!("between {low} and {h}"),
+        None => format!("above {low}"),
+    };
+    Err(ApiError::invalid(field, format!("`{field}` must be {range}, got {v}")))
 }
 
 #[cfg(test)]
@@ -326,6 +355,11 @@ mod tests {
         }
         let e = check(r#"{"messages": []}"#, true).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = check(r#"{"prompt": "a", "top_p": 0}"#, false).unwrap_err();
+        assert_eq!(e.message, "`top_p` must be between 0 (exclusive) and 1, got 0");
+        let e = check(r#"{"prompt": "a", "repeat_penalty": -1}"#, false).unwrap_err();
+        assert_eq!(e.message, "`repeat_penalty` must be above 0 (exclusive), got -1");
+        assert!(check(r#"{"prompt": "a", "repeat_penalty": 1e30}"#, false).is_ok());
     }
 
     #[test]

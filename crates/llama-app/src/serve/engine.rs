@@ -12,6 +12,7 @@ use llama_core::kernels::Kernels;
 use llama_core::slots::{Event, Request, Slots};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::api::ApiError;
 use super::metrics::Metrics;
 
 pub enum Message {
@@ -29,8 +30,8 @@ pub struct Job {
 #[derive(Debug)]
 pub enum Reply {
     Event(Event),
-    /// The request could not be served (the message says why); nothing more follows.
-    Failed(String),
+    /// The request could not be served (the error says why, with its status); nothing more follows.
+    Failed(ApiError),
 }
 
 /// Serves `messages` until [`Message::Shutdown`] or until every sender is gone.
@@ -53,7 +54,7 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
                 Message::Shutdown => {
                     let all = running.into_values().chain(queue.into_iter().map(|job| job.replies));
                     for replies in all {
-                        let _ = replies.send(Reply::Failed("the server is shutting down".into()));
+                        let _ = replies.send(Reply::Failed(ApiError::unavailable("the server is shutting down")));
                     }
                     return;
                 }
@@ -70,7 +71,7 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
                     running.insert(job.id, job.replies);
                 }
                 Err(e) => {
-                    let _ = job.replies.send(Reply::Failed(e.to_string()));
+                    let _ = job.replies.send(Reply::Failed(ApiError::internal(e.to_string())));
                 }
             }
         }
@@ -102,7 +103,7 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
                 tracing::error!("a step failed: {e}");
                 for (id, replies) in running.drain() {
                     slots.cancel(id);
-                    let _ = replies.send(Reply::Failed(format!("generation failed: {e}")));
+                    let _ = replies.send(Reply::Failed(ApiError::internal(format!("generation failed: {e}"))));
                 }
             }
         }

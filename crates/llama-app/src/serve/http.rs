@@ -166,10 +166,10 @@ async fn complete(s: Arc<Shared>, body: Result<Bytes, BytesRejection>, chat: boo
             Reply::Event(Event::Finished(finished)) => {
                 return Ok(axum::Json(shape.whole(&text, &finished)).into_response());
             }
-            Reply::Failed(message) => return Err(ApiError::unavailable(message)),
+            Reply::Failed(error) => return Err(error),
         }
     }
-    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped before the reply ended"))
+    Err(ApiError::internal("the engine stopped before the reply ended"))
 }
 
 /// The prompt's ids: the chat template around the messages, or the raw text (as `--raw`
@@ -227,8 +227,8 @@ fn stream(
                     let _ = sent;
                     break;
                 }
-                Some(Reply::Failed(message)) => {
-                    let _ = send(ApiError::unavailable(message).body()).await;
+                Some(Reply::Failed(error)) => {
+                    let _ = send(error.body()).await;
                     break;
                 }
                 None => break,
