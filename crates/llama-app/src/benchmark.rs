@@ -9,9 +9,9 @@ use serde_json::json;
 use crate::cli::Args;
 use crate::framework::{Framework, HostWork};
 use crate::terminal::Progress;
-use llama_core::config::{LlamaConfig, ModelSize};
+use llama_core::checkpoint::Checkpoint;
+use llama_core::config::ModelSize;
 use llama_core::generation::{self, GenerationParams};
-use llama_core::gguf::GgufFile;
 use llama_core::kernels::Kernels;
 use llama_core::metrics::{self, LatencyStats};
 use llama_core::model::Llama;
@@ -50,8 +50,8 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let mut source = String::new();
     let (model, load_s) = crate::setup::timed_load::<F>(&device, || match &args.model {
         Some(path) => {
-            let gguf = GgufFile::open(path)?;
-            let config = LlamaConfig::from_gguf(&gguf)?;
+            let checkpoint = Checkpoint::open(path)?;
+            let config = checkpoint.config()?;
             if let Some(size) = args.size {
                 config.check_size(size, &path.display().to_string())?;
             }
@@ -62,7 +62,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
                 );
             }
             source = path.display().to_string();
-            Ok(Llama::from_gguf(&gguf, config, fw.kernels(), context, &device)?)
+            Ok(Llama::from_tensors(checkpoint.tensors(), config, fw.kernels(), context, &device)?)
         }
         None => {
             let size = args.size.unwrap_or(ModelSize::B1);

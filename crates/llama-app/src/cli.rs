@@ -20,14 +20,16 @@ pub fn models_dir() -> PathBuf {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(version, about = "Run a Llama 3.x GGUF model", long_about = None)]
+#[command(version, about = "Run a Llama 3.x model (GGUF file or Hugging Face directory)", long_about = None)]
 pub struct Args {
-    /// GGUF model file [default: models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by `cargo xtask setup`]
+    /// GGUF file, a folder holding one, or a Hugging Face model folder (config.json + safetensors)
+    /// [default: models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by `cargo xtask setup`]
     #[arg(long)]
     pub model: Option<PathBuf>,
 
-    /// Hugging Face tokenizer.json to use instead of the one in the GGUF metadata
-    /// [default: tokenizer.json beside the model, if present]
+    /// tokenizer.json, or Llama 3's tiktoken tokenizer.model, instead of the model's own
+    /// [default: a GGUF's tokenizer.json beside it, else its metadata; a folder's tokenizer.json,
+    /// else its tokenizer.model]
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
 

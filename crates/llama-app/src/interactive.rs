@@ -15,7 +15,6 @@ use crate::framework::Framework;
 use crate::setup;
 use crate::terminal;
 use llama_core::chat::{ChatError, ChatSession, TurnStats};
-use llama_core::chat_template::ChatTemplate;
 use llama_core::generation::{GenerationParams, StopReason};
 use llama_core::sampling::Sampler;
 
@@ -24,7 +23,7 @@ Ctrl-C stops a reply";
 
 pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let file = setup::open_model_file(args)?;
-    let template = ChatTemplate::for_model(&file.gguf, &file.tokenizer, args.chat_template.as_deref())?;
+    let template = setup::chat_template(args, &file)?;
     let (device, dtype, device_info) = setup::prepare_device(fw, args)?;
     let (model, load_s) = setup::timed_load::<F>(&device, || setup::load_model(fw, &file, &device))?;
     let interactive = std::io::stdin().is_terminal();

@@ -9,7 +9,7 @@ use crate::cli::Args;
 use crate::framework::Framework;
 use crate::setup::{self, ModelFile};
 use crate::terminal;
-use llama_core::chat_template::{ChatTemplate, Message};
+use llama_core::chat_template::Message;
 use llama_core::generation::{self, GenerationParams};
 use llama_core::kernels::Kernels;
 use llama_core::sampling::Sampler;
@@ -59,7 +59,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, prompt_text: &str) -> anyhow::Resu
             "stack": fw.stack(),
             "kernels": model.kernels().capabilities(model.device()).name,
             "device": device_info,
-            "model": setup::model_info(&file.gguf, &file.config),
+            "model": setup::model_info(&file.checkpoint, &file.config),
             "dtype": dtype,
             "seed": seed,
             "sampling": sampler.params(),
@@ -100,7 +100,7 @@ fn encode_prompt(args: &Args, text: &str, file: &ModelFile) -> anyhow::Result<Ve
     if args.raw {
         return Ok(file.tokenizer.encode(text, true)?);
     }
-    let template = ChatTemplate::for_model(&file.gguf, &file.tokenizer, args.chat_template.as_deref())?;
+    let template = setup::chat_template(args, file)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::new("system", system));

@@ -18,10 +18,27 @@ pub fn main<F: Framework>(framework: F) -> ExitCode {
     match run(&framework, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}: error: {e:#}", framework.name());
+            eprintln!("{}: error: {}", framework.name(), error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: cause: its cause: …`, each cause said once. Many error types print their source in
+/// their own message as well as returning it from `source()` (std's io errors through thiserror's
+/// `{source}`, anyhow's contexts do not), so a cause whose text ends the message so far is left
+/// out rather than repeated.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+    }
+    out
 }
 
 /// `--serve` serves HTTP, `--benchmark` measures, `--prompt` answers once, and anything else
@@ -52,4 +69,39 @@ fn init_tracing<F: Framework>(framework: &F, verbose: bool) {
     });
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
     tracing_subscriber::registry().with(framework.tracing_layer()).with(log).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    /// An error that prints its source and also returns it, as thiserror's `{source}` does.
+    #[derive(Debug)]
+    struct Open {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Open {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot open model file m.gguf: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Open {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let doubled = anyhow::Error::new(Open { source: io() });
+        assert_eq!(error_chain(&doubled), "cannot open model file m.gguf: No such file or directory (os error 2)");
+        let contexts = anyhow::Error::new(io()).context("reading config.json").context("loading the model");
+        assert_eq!(
+            error_chain(&contexts),
+            "loading the model: reading config.json: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
+use llama_core::chat_template::ChatTemplate;
+use llama_core::checkpoint::Checkpoint;
 use llama_core::config::LlamaConfig;
-use llama_core::gguf::GgufFile;
 use llama_core::model::Llama;
 use llama_core::tokenizer::Tokenizer;
 use serde_json::json;
@@ -17,11 +18,11 @@ use crate::framework::{Device, Framework, FrameworkLlama};
 /// The KV cache length used when `--ctx-size` is not given (capped at the model's own).
 pub const DEFAULT_CONTEXT: usize = 4096;
 
-/// A model file and its tokenizer, checked against the flags but not yet on the device: errors
-/// in the file or the flags are reported before the slow part.
+/// A model (GGUF file or Hugging Face directory) and its tokenizer, checked against the flags but
+/// not yet on the device: errors in the files or the flags are reported before the slow part.
 pub struct ModelFile {
     pub path: std::path::PathBuf,
-    pub gguf: GgufFile,
+    pub checkpoint: Checkpoint,
     pub config: LlamaConfig,
     /// Shared with the server's HTTP side, which tokenizes requests while the model loads.
     pub tokenizer: std::sync::Arc<Tokenizer>,
@@ -37,12 +38,12 @@ pub fn open_model_file(args: &Args) -> anyhow::Result<ModelFile> {
             path.display()
         );
     }
-    let gguf = GgufFile::open(&path)?;
-    let config = LlamaConfig::from_gguf(&gguf)?;
+    let checkpoint = Checkpoint::open(&path)?;
+    let config = checkpoint.config()?;
     if let Some(size) = args.size {
         config.check_size(size, &path.display().to_string())?;
     }
-    let tokenizer = load_tokenizer(args, &gguf)?;
+    let tokenizer = checkpoint.tokenizer(args.tokenizer.as_deref())?;
     if tokenizer.vocab_size() > config.vocab_size {
         bail!("the tokenizer has {} tokens but the model only {}", tokenizer.vocab_size(), config.vocab_size);
     }
@@ -54,7 +55,7 @@ pub fn open_model_file(args: &Args) -> anyhow::Result<ModelFile> {
         Some(n) => n,
         None => config.context_length.min(DEFAULT_CONTEXT),
     };
-    Ok(ModelFile { path, gguf, config, tokenizer: std::sync::Arc::new(tokenizer), context })
+    Ok(ModelFile { path, checkpoint, config, tokenizer: std::sync::Arc::new(tokenizer), context })
 }
 
 /// The device from `--device` with the dtype from `--dtype`/`--half` applied (a fallback is said
@@ -116,27 +117,20 @@ pub fn fresh_seed() -> u64 {
 
 /// Loads the model file's weights onto `device` with the framework's provider.
 pub fn load_model<F: Framework>(fw: &F, file: &ModelFile, device: &Device<F>) -> anyhow::Result<FrameworkLlama<F>> {
-    Ok(Llama::from_gguf(&file.gguf, file.config.clone(), fw.kernels(), file.context, device)?)
+    Ok(Llama::from_tensors(file.checkpoint.tensors(), file.config.clone(), fw.kernels(), file.context, device)?)
 }
 
-/// `--tokenizer`, else `tokenizer.json` beside the model, else the GGUF's own vocabulary.
-fn load_tokenizer(args: &Args, gguf: &GgufFile) -> anyhow::Result<Tokenizer> {
-    let beside_model = gguf.path().parent().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file());
-    Ok(match args.tokenizer.clone().or(beside_model) {
-        Some(path) => Tokenizer::from_file(&path, Some(gguf))?,
-        None => Tokenizer::from_gguf(gguf)?,
-    })
+/// The chat template: `--chat-template`, else the model's own, else Llama 3's.
+pub fn chat_template(args: &Args, file: &ModelFile) -> anyhow::Result<ChatTemplate> {
+    let embedded = file.checkpoint.chat_template()?;
+    Ok(ChatTemplate::for_model(embedded.as_deref(), &file.tokenizer, args.chat_template.as_deref())?)
 }
 
 /// The model's name and shape, for `--json` output.
-pub fn model_info(gguf: &GgufFile, config: &LlamaConfig) -> serde_json::Value {
-    let name = gguf.get("general.name").and_then(|v| match v {
-        llama_core::gguf::Value::String(s) => Some(s.clone()),
-        _ => None,
-    });
+pub fn model_info(checkpoint: &Checkpoint, config: &LlamaConfig) -> serde_json::Value {
     json!({
-        "path": gguf.path().display().to_string(),
-        "name": name,
+        "path": checkpoint.path().display().to_string(),
+        "name": checkpoint.name(),
         "layers": config.n_layers,
         "dim": config.dim,
         "heads": config.n_heads,

@@ -5,7 +5,6 @@ use std::path::Path;
 use minijinja::{Environment, ErrorKind, context};
 use serde::Serialize;
 
-use crate::gguf::{GgufFile, Value};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Used when the GGUF has no `tokenizer.chat_template`: Meta's Llama 3 format.
@@ -64,19 +63,20 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// `override_file` if given, else the GGUF's `tokenizer.chat_template`, else Llama 3's.
+    /// `override_file` if given, else the model's own (`embedded`: a GGUF's
+    /// `tokenizer.chat_template`, a checkpoint's `chat_template.jinja`), else Llama 3's.
     pub fn for_model(
-        gguf: &GgufFile,
+        embedded: Option<&str>,
         tokenizer: &Tokenizer,
         override_file: Option<&Path>,
     ) -> Result<Self, TemplateError> {
-        let (source, origin) = match (override_file, gguf.get("tokenizer.chat_template")) {
+        let (source, origin) = match (override_file, embedded) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| TemplateError::Read { path: path.display().to_string(), source })?;
                 (text, TemplateSource::File)
             }
-            (None, Some(Value::String(t))) => (t.clone(), TemplateSource::Model),
+            (None, Some(text)) => (text.to_string(), TemplateSource::Model),
             (None, _) => (LLAMA3_TEMPLATE.to_string(), TemplateSource::BuiltInLlama3),
         };
         let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();

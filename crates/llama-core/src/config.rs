@@ -89,7 +89,7 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let nonzero = [
             ("vocab_size", self.vocab_size),
             ("embedding_length", self.dim),

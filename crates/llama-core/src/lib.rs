@@ -2,7 +2,8 @@
 //! formats, and the generation loop around it. No command line, no terminal: the app crate
 //! (llama-app) holds those.
 //!
-//! Reading order: [`gguf`] and [`dequant`] (the file), [`config`] (the shape), [`tokenizer`] and
+//! Reading order: [`gguf`] and [`dequant`] (the file; [`hf`] for Hugging Face directories,
+//! [`checkpoint`] for what a `--model` path holds), [`config`] (the shape), [`tokenizer`] and
 //! [`chat_template`] (text ↔ ids), [`kernels`] (the fast-path seam and its composed reference),
 //! [`rope`], [`kv_cache`], [`model`] (the decoder: one layer's forward is its formula),
 //! [`batch`] (several sequences in one pass), [`load`] (weights onto the device), [`sampling`]
@@ -13,10 +14,12 @@
 pub mod batch;
 pub mod chat;
 pub mod chat_template;
+pub mod checkpoint;
 pub mod config;
 pub mod dequant;
 pub mod generation;
 pub mod gguf;
+pub mod hf;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;

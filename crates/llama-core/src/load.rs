@@ -1,4 +1,4 @@
-//! Building a [`Llama`]: from a GGUF file, or with random weights of a published shape (speed
+//! Building a [`Llama`]: from a GGUF file or a Hugging Face checkpoint ([`TensorFile`]), or with random weights of a published shape (speed
 //! measurements need no trained weights).
 //!
 //! Every matmul weight goes through the provider's [`Kernels::load_weight`] (or
@@ -7,6 +7,7 @@
 //! stacked into one weight where their formats agree ([`Projections`]).
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
@@ -22,6 +23,8 @@ use crate::sampling::Rng;
 pub enum LoadError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    HuggingFace(#[from] crate::hf::HfError),
     #[error("{path}: tensor `{name}`: {source}")]
     Weight { path: String, name: String, source: DequantError },
 }
@@ -87,9 +90,98 @@ pub fn normal_values(n: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-/// Reads tensors from a GGUF file with the shapes the config implies.
-struct GgufLoader<'a, B: Backend, K: Kernels<B>> {
-    gguf: &'a GgufFile,
+/// A model tensor by its role; each file convention names it its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelTensor {
+    TokenEmbedding,
+    /// The output head, absent when it is tied to the embedding.
+    Output,
+    OutputNorm,
+    Layer(usize, LayerTensor),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerTensor {
+    AttentionNorm,
+    Q,
+    K,
+    V,
+    AttentionOutput,
+    FeedForwardNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+/// Where a model's weights are read from: a GGUF file, or a Hugging Face checkpoint's
+/// safetensors. Both hand over each tensor as stored (ggml-typed bytes, checked against the shape
+/// the config implies), so one loader builds the model from either.
+pub trait TensorFile {
+    /// The file or directory, for messages.
+    fn origin(&self) -> &Path;
+    fn name(&self, tensor: ModelTensor) -> String;
+    /// Tensor `name`'s type and bytes, row-major, checked to be `shape` (outermost first).
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), LoadError>;
+    /// Whether Q and K rows are in interleaved-pair RoPE order: llama.cpp's converter permutes
+    /// them so; Hugging Face checkpoints keep the half-split order this model computes in.
+    fn interleaved_qk(&self) -> bool;
+    /// Whether the output head is the token embedding (no output tensor).
+    fn tied_output(&self) -> bool;
+    /// RoPE's per-pair frequency divisors `[head_dim / 2]`, where the model scales them.
+    fn rope_frequency_factors(&self, head_dim: usize) -> Result<Option<Vec<f32>>, LoadError>;
+}
+
+impl TensorFile for GgufFile {
+    fn origin(&self) -> &Path {
+        self.path()
+    }
+
+    fn name(&self, tensor: ModelTensor) -> String {
+        use LayerTensor::*;
+        let (i, part) = match tensor {
+            ModelTensor::TokenEmbedding => return "token_embd.weight".into(),
+            ModelTensor::Output => return "output.weight".into(),
+            ModelTensor::OutputNorm => return "output_norm.weight".into(),
+            ModelTensor::Layer(i, part) => (i, part),
+        };
+        let suffix = match part {
+            AttentionNorm => "attn_norm",
+            Q => "attn_q",
+            K => "attn_k",
+            V => "attn_v",
+            AttentionOutput => "attn_output",
+            FeedForwardNorm => "ffn_norm",
+            Gate => "ffn_gate",
+            Up => "ffn_up",
+            Down => "ffn_down",
+        };
+        format!("blk.{i}.{suffix}.weight")
+    }
+
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), LoadError> {
+        let (_, ggml_type, bytes) = GgufFile::tensor(self, name, shape)?;
+        Ok((ggml_type, bytes))
+    }
+
+    fn interleaved_qk(&self) -> bool {
+        true
+    }
+
+    fn tied_output(&self) -> bool {
+        self.tensor_info("output.weight").is_none()
+    }
+
+    fn rope_frequency_factors(&self, head_dim: usize) -> Result<Option<Vec<f32>>, LoadError> {
+        match self.tensor_info("rope_freqs.weight") {
+            Some(_) => Ok(Some(self.tensor_f32("rope_freqs.weight", &[head_dim / 2])?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads a [`TensorFile`]'s tensors with the shapes the config implies.
+struct Loader<'a, B: Backend, K: Kernels<B>> {
+    file: &'a dyn TensorFile,
     kernels: &'a K,
     config: &'a LlamaConfig,
     device: &'a B::Device,
@@ -97,12 +189,18 @@ struct GgufLoader<'a, B: Backend, K: Kernels<B>> {
     stack_gate_up: bool,
 }
 
-impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
-    fn norm(&self, name: &str) -> Result<RmsNorm<B>, LoadError> {
+impl<'a, B: Backend, K: Kernels<B>> Loader<'a, B, K> {
+    fn norm(&self, tensor: ModelTensor) -> Result<RmsNorm<B>, LoadError> {
         let dim = self.config.dim;
-        let values = self.gguf.tensor_f32(name, &[dim])?;
+        let name = self.file.name(tensor);
+        let (ty, bytes) = self.file.tensor(&name, &[dim])?;
+        let values = dequant::dequantize(ty, bytes, dim).map_err(|source| self.weight_err(&name, source))?;
         let weight = Tensor::from_data(TensorData::new(values, [dim]), self.device);
         Ok(RmsNorm { weight, eps: self.config.norm_eps as f64 })
+    }
+
+    fn weight_err(&self, name: &str, source: DequantError) -> LoadError {
+        LoadError::Weight { path: self.file.origin().display().to_string(), name: name.to_string(), source }
     }
 
     /// Tensor `name` (`rows × cols`) as file bytes, rows reordered by `row_order` (new row → stored row).
@@ -112,7 +210,7 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
         [rows, cols]: [usize; 2],
         row_order: Option<&[usize]>,
     ) -> Result<(GgmlType, Cow<'a, [u8]>), LoadError> {
-        let (_, ggml_type, bytes) = self.gguf.tensor(name, &[rows, cols])?;
+        let (ggml_type, bytes) = self.file.tensor(name, &[rows, cols])?;
         Ok(match row_order {
             None => (ggml_type, bytes.into()),
             Some(order) => {
@@ -125,15 +223,12 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
     }
 
     fn upload(&self, raw: RawWeight<'_>) -> Result<K::Weight, LoadError> {
-        self.kernels.load_weight(raw, self.device).map_err(|source| LoadError::Weight {
-            path: self.gguf.path().display().to_string(),
-            name: raw.name.to_string(),
-            source,
-        })
+        self.kernels.load_weight(raw, self.device).map_err(|source| self.weight_err(raw.name, source))
     }
 
     /// A `rows × cols` matmul weight, as stored.
-    fn matrix(&self, name: &str, [rows, cols]: [usize; 2]) -> Result<K::Weight, LoadError> {
+    fn matrix(&self, tensor: ModelTensor, [rows, cols]: [usize; 2]) -> Result<K::Weight, LoadError> {
+        let name = &self.file.name(tensor);
         let (ggml_type, bytes) = self.matrix_bytes(name, [rows, cols], None)?;
         self.upload(RawWeight { name, ggml_type, bytes: &bytes, rows, cols })
     }
@@ -166,22 +261,25 @@ impl<'a, B: Backend, K: Kernels<B>> GgufLoader<'a, B, K> {
     }
 
     fn layer(&self, i: usize) -> Result<Layer<B, K::Weight>, LoadError> {
+        use LayerTensor::*;
         let c = self.config;
         let (dim, hd) = (c.dim, c.head_dim());
-        let name = |part: &str| format!("blk.{i}.{part}.weight");
+        let tensor = |part| ModelTensor::Layer(i, part);
+        let name = |part| self.file.name(tensor(part));
+        let half_split = |heads| self.file.interleaved_qk().then(|| rope::half_split_row_order(heads, hd));
         let qkv = [
-            (name("attn_q"), dim, Some(rope::half_split_row_order(c.n_heads, hd))),
-            (name("attn_k"), c.kv_dim(), Some(rope::half_split_row_order(c.n_kv_heads, hd))),
-            (name("attn_v"), c.kv_dim(), None),
+            (name(Q), dim, half_split(c.n_heads)),
+            (name(K), c.kv_dim(), half_split(c.n_kv_heads)),
+            (name(V), c.kv_dim(), None),
         ];
-        let gate_up = [(name("ffn_gate"), c.ffn_dim, None), (name("ffn_up"), c.ffn_dim, None)];
+        let gate_up = [(name(Gate), c.ffn_dim, None), (name(Up), c.ffn_dim, None)];
         Ok(Layer {
-            attn_norm: self.norm(&name("attn_norm"))?,
+            attn_norm: self.norm(tensor(AttentionNorm))?,
             qkv: self.projections(&qkv, true)?,
-            wo: self.matrix(&name("attn_output"), [dim, dim])?,
-            ffn_norm: self.norm(&name("ffn_norm"))?,
+            wo: self.matrix(tensor(AttentionOutput), [dim, dim])?,
+            ffn_norm: self.norm(tensor(FeedForwardNorm))?,
             gate_up: self.projections(&gate_up, self.stack_gate_up)?,
-            w_down: self.matrix(&name("ffn_down"), [dim, c.ffn_dim])?,
+            w_down: self.matrix(tensor(Down), [dim, c.ffn_dim])?,
         })
     }
 }
@@ -196,21 +294,30 @@ impl<B: Backend, K: Kernels<B>> Llama<B, K> {
         context: usize,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
+        Self::from_tensors(gguf, config, kernels, context, device)
+    }
+
+    /// Loads every weight from `file` (a GGUF file or a Hugging Face checkpoint), as
+    /// [`Self::from_gguf`].
+    pub fn from_tensors(
+        file: &dyn TensorFile,
+        config: LlamaConfig,
+        kernels: K,
+        context: usize,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
         let c = &config;
         let stack_gate_up = kernels.capabilities(device).stacks_gate_up;
-        let loader = GgufLoader { gguf, kernels: &kernels, config: c, device, stack_gate_up };
+        let loader = Loader { file, kernels: &kernels, config: c, device, stack_gate_up };
         let layers = (0..c.n_layers).map(|i| loader.layer(i)).collect::<Result<Vec<_>, _>>()?;
-        let token_embedding = loader.matrix("token_embd.weight", [c.vocab_size, c.dim])?;
-        let output = match gguf.tensor_info("output.weight") {
-            Some(_) => Some(loader.matrix("output.weight", [c.vocab_size, c.dim])?),
-            None => None,
+        let token_embedding = loader.matrix(ModelTensor::TokenEmbedding, [c.vocab_size, c.dim])?;
+        let output = match file.tied_output() {
+            true => None,
+            false => Some(loader.matrix(ModelTensor::Output, [c.vocab_size, c.dim])?),
         };
-        let freq_factors = match gguf.tensor_info("rope_freqs.weight") {
-            Some(_) => Some(gguf.tensor_f32("rope_freqs.weight", &[c.head_dim() / 2])?),
-            None => None,
-        };
+        let freq_factors = file.rope_frequency_factors(c.head_dim())?;
         let inv_freq = rope::inverse_frequencies(c.head_dim(), c.rope_theta, freq_factors.as_deref());
-        let final_norm = loader.norm("output_norm.weight")?;
+        let final_norm = loader.norm(ModelTensor::OutputNorm)?;
         Ok(Self {
             rope: RopeTables::new(&inv_freq, context, device),
             config,

@@ -11,6 +11,7 @@ mod gguf_vocab;
 mod json;
 mod pretokenize;
 mod stream;
+mod tiktoken;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -367,6 +368,18 @@ impl Tokenizer {
     /// tokens llama.cpp recognises by text (<|eot_id|>, <|im_end|>, <|end_of_text|>, ...).
     pub fn end_of_generation_ids(&self) -> &[u32] {
         &self.end_of_generation
+    }
+
+    /// This tokenizer with `ids` also ending generation (a checkpoint's `generation_config.json`
+    /// names its end-of-turn tokens apart from the tokenizer).
+    pub fn with_end_of_generation(mut self, ids: &[u32]) -> Self {
+        let vocab = self.vocab_size();
+        for &id in ids.iter().filter(|&&id| (id as usize) < vocab) {
+            if !self.end_of_generation.contains(&id) {
+                self.end_of_generation.push(id);
+            }
+        }
+        self
     }
 
     /// The text a token stands for (special tokens as written), lossy if it is part of a character.

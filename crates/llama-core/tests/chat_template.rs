@@ -7,8 +7,7 @@
 use std::path::Path;
 
 use llama_core::chat_template::{ChatTemplate, Message, TemplateSource};
-use llama_core::gguf::GgufFile;
-use llama_core::tokenizer::Tokenizer;
+use llama_core::checkpoint::Checkpoint;
 use serde_json::Value as Json;
 
 #[test]
@@ -16,9 +15,10 @@ fn smollm2_template_matches_llama_cpp_python_token_for_token() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(model.exists(), "{} is missing: run `cargo xtask setup` to fetch the models", model.display());
-    let gguf = GgufFile::open(&model).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
-    let template = ChatTemplate::for_model(&gguf, &tokenizer, None).unwrap();
+    let checkpoint = Checkpoint::open(&model).unwrap();
+    let tokenizer = checkpoint.tokenizer(None).unwrap();
+    let embedded = checkpoint.chat_template().unwrap();
+    let template = ChatTemplate::for_model(embedded.as_deref(), &tokenizer, None).unwrap();
     assert_eq!(template.origin, TemplateSource::Model);
 
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_template_smollm2.json");

@@ -3,9 +3,13 @@
 //! - Llama 3.2's tokenizer.json, and a GGUF-style tokenizer built from the same vocabulary with
 //!   pre "llama-bpe" (the path synthetic Llama 3 GGUFs take), against Hugging Face's ids.
 //!
+//! - Meta's tiktoken tokenizer.model for Llama 3.2, with merges and special tokens derived,
+//!   against the tokenizer.json of the same model.
+//!
 //! Fixtures: tests/fixtures/tokenizer_*.json, made by scripts/make_tokenizer_reference.py.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use llama_core::gguf::writer::GgufWriter;
 use llama_core::gguf::{GgufFile, Value};
@@ -30,6 +34,13 @@ fn smollm2() -> Tokenizer {
 
 fn llama32_json() -> Tokenizer {
     Tokenizer::from_file(&model_file("llama-3.2/tokenizer.json"), None).unwrap()
+}
+
+fn llama32_tiktoken_parts() -> TokenizerParts {
+    let started = Instant::now();
+    let parts = TokenizerParts::from_tiktoken(&model_file("llama-3.2/tokenizer.model")).unwrap();
+    eprintln!("llama-3.2/tokenizer.model read, merges derived: {:?}", started.elapsed());
+    parts
 }
 
 /// The tokenizer.json's vocabulary as GGUF metadata carries it, with pre "llama-bpe".
@@ -129,6 +140,52 @@ fn llama_bpe_gguf_file_matches_hugging_face() {
     let tok = json_with_gguf.unwrap();
     assert_eq!((tok.bos_id(), tok.add_bos()), (Some(128000), true));
     assert_eq!(tok.end_of_generation_ids()[0], 128009);
+}
+
+/// Meta's tokenizer.model is the tokenizer.json: the same vocabulary, merges and special tokens
+/// (the json has one more, Llama 3.2 Vision's `<|image|>` at 128256, which the tiktoken file
+/// does not define), hence the same ids and text.
+#[test]
+fn llama32_tiktoken_model_matches_tokenizer_json() {
+    let parts = llama32_tiktoken_parts();
+    let json_parts = llama32_parts();
+    assert_eq!(parts.tokens.len(), 128_256);
+    assert_eq!(parts.tokens[..], json_parts.tokens[..128_256]);
+    assert_eq!(json_parts.tokens[128_256..], ["<|image|>"]);
+    assert_eq!(parts.token_types[..], json_parts.token_types[..128_256]);
+    assert!(parts.merges == json_parts.merges, "the derived merges differ from the json's");
+    let started = Instant::now();
+    let tiktoken = Tokenizer::from_parts(parts).unwrap();
+    eprintln!("llama-3.2/tokenizer.model tokenizer built: {:?}", started.elapsed());
+
+    assert_matches_fixture(&tiktoken, "tokenizer_llama32_hf.json");
+    let json = llama32_json();
+    let chat = "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>";
+    assert_eq!(tiktoken.tokenize(chat, false, true).unwrap(), [128006, 882, 128007, 271, 6151, 128009]);
+    let (_, cases) = fixture("tokenizer_llama32_hf.json");
+    let texts = ROUND_TRIP_TEXTS.iter().copied().chain([chat, "<|begin_of_text|>system: x<|eom_id|><|python_tag|>"]);
+    for text in texts.chain(cases.iter().map(|c| c.text.as_str())) {
+        for (add_special, parse_special) in [(true, true), (false, true), (true, false)] {
+            let ids = tiktoken.tokenize(text, add_special, parse_special).unwrap();
+            assert_eq!(ids, json.tokenize(text, add_special, parse_special).unwrap(), "{text:?}");
+            assert_eq!(tiktoken.decode(&ids), json.decode(&ids), "{ids:?}");
+        }
+    }
+    for id in 0..128_256 {
+        assert_eq!(tiktoken.piece(id), json.piece(id), "token {id}");
+    }
+
+    // BOS and the ends of generation: as the json's vocabulary through the GGUF path (which
+    // also takes <|eot_id|> for EOS), and as the same set as the json itself.
+    let from_json_parts = Tokenizer::from_parts(llama32_parts()).unwrap();
+    assert_eq!((tiktoken.bos_id(), tiktoken.add_bos()), (Some(128000), true));
+    assert_eq!((tiktoken.bos_id(), tiktoken.add_bos()), (json.bos_id(), json.add_bos()));
+    assert_eq!(tiktoken.eos_id(), from_json_parts.eos_id());
+    assert_eq!(tiktoken.end_of_generation_ids(), from_json_parts.end_of_generation_ids());
+    assert_eq!(tiktoken.end_of_generation_ids(), [128009, 128001, 128008]);
+    let mut json_ends = json.end_of_generation_ids().to_vec();
+    json_ends.sort_unstable();
+    assert_eq!(json_ends, [128001, 128008, 128009]);
 }
 
 #[test]

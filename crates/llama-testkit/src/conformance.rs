@@ -3,6 +3,7 @@
 //! errors on bad input.
 
 pub mod chat;
+pub mod hf;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -90,39 +91,55 @@ pub fn max_logit_delta(ours: &[(u32, f32)], theirs: &[(u32, f32)]) -> f32 {
 /// Every reference case: same prompt ids, same greedy ids, logits within [`LOGIT_TOLERANCE`].
 /// Returns the largest logit difference seen.
 pub fn check_against_llamacpp(binary: &str, extra: &[&str]) -> f32 {
-    let model = default_model();
+    check_model_against_llamacpp(binary, &default_model(), extra)
+}
+
+/// [`check_against_llamacpp`] on `model`: another file or directory holding the same weights.
+pub fn check_model_against_llamacpp(binary: &str, model: &Path, extra: &[&str]) -> f32 {
     let reference = reference();
     let mut worst = 0.0f32;
     for case in &reference.cases {
-        let ours = greedy_json(binary, &model, &case.prompt, case.generated_tokens.len(), extra);
-        assert_eq!(ours.prompt_tokens, case.prompt_tokens, "prompt ids differ for {:?}", case.prompt);
-        assert_eq!(
-            ours.generated_tokens, case.generated_tokens,
-            "greedy ids differ from llama.cpp for {:?}: ours {:?}, llama.cpp {:?}",
-            case.prompt, ours.text, case.text
-        );
-        // Text is not compared with llama.cpp's: it drops special tokens (the third case meets
-        // <|im_end|> under --ignore-eos) where we print them. The ids above are the ground truth.
-        if let Some((_, expected)) = EXPECTED_CONTINUATIONS.iter().find(|(prompt, _)| *prompt == case.prompt) {
-            assert!(
-                ours.text.starts_with(expected),
-                "{:?} continued as {:?}, expected {expected:?}",
-                case.prompt,
-                ours.text
-            );
-        }
-        assert_eq!(ours.top_logits.len(), case.top_logits.len());
-        for (step, (a, b)) in ours.top_logits.iter().zip(&case.top_logits).enumerate() {
-            let delta = max_logit_delta(a, b);
-            assert!(
-                delta <= LOGIT_TOLERANCE,
-                "{:?} step {step}: |Δlogit| {delta} > {LOGIT_TOLERANCE}: ours {a:?}, llama.cpp {b:?}",
-                case.prompt
-            );
-            worst = worst.max(delta);
-        }
+        let ours = greedy_json(binary, model, &case.prompt, case.generated_tokens.len(), extra);
+        worst = worst.max(assert_like_llamacpp(case, &ours));
     }
-    eprintln!("{binary}: {} cases equal to llama.cpp, max |Δlogit| {worst:.2e}", reference.cases.len());
+    eprintln!(
+        "{binary} on {}: {} cases equal to llama.cpp, max |Δlogit| {worst:.2e}",
+        model.display(),
+        reference.cases.len()
+    );
+    worst
+}
+
+/// One run against its reference case: the same prompt ids and greedy ids, the expected text,
+/// logits within [`LOGIT_TOLERANCE`]; returns the largest logit difference.
+pub fn assert_like_llamacpp(case: &ReferenceCase, ours: &RunOutput) -> f32 {
+    assert_eq!(ours.prompt_tokens, case.prompt_tokens, "prompt ids differ for {:?}", case.prompt);
+    assert_eq!(
+        ours.generated_tokens, case.generated_tokens,
+        "greedy ids differ from llama.cpp for {:?}: ours {:?}, llama.cpp {:?}",
+        case.prompt, ours.text, case.text
+    );
+    // Text is not compared with llama.cpp's: it drops special tokens (the third case meets
+    // <|im_end|> under --ignore-eos) where we print them. The ids above are the ground truth.
+    if let Some((_, expected)) = EXPECTED_CONTINUATIONS.iter().find(|(prompt, _)| *prompt == case.prompt) {
+        assert!(
+            ours.text.starts_with(expected),
+            "{:?} continued as {:?}, expected {expected:?}",
+            case.prompt,
+            ours.text
+        );
+    }
+    assert_eq!(ours.top_logits.len(), case.top_logits.len());
+    let mut worst = 0.0f32;
+    for (step, (a, b)) in ours.top_logits.iter().zip(&case.top_logits).enumerate() {
+        let delta = max_logit_delta(a, b);
+        assert!(
+            delta <= LOGIT_TOLERANCE,
+            "{:?} step {step}: |Δlogit| {delta} > {LOGIT_TOLERANCE}: ours {a:?}, llama.cpp {b:?}",
+            case.prompt
+        );
+        worst = worst.max(delta);
+    }
     worst
 }
 
@@ -229,6 +246,10 @@ pub fn check_bad_inputs(binary: &str, scratch: &Path) {
     };
 
     check(one_shot(&p("does-not-exist.gguf"), &[]), "cannot open model file");
+    // Each cause said once (a source error printed by its wrapper was once repeated after it).
+    let missing = run(binary, &one_shot(&p("does-not-exist.gguf"), &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(stderr.matches("os error 2").count(), 1, "a cause said twice: {stderr}");
 
     std::fs::write(p("notes.gguf"), "just some text, not a model\n").unwrap();
     check(one_shot(&p("notes.gguf"), &[]), "is not a GGUF file");
@@ -388,6 +409,16 @@ macro_rules! binary_conformance_tests {
         #[test]
         fn ctrl_c_stops_the_reply_not_the_chat() {
             $crate::conformance::chat::check_ctrl_c_stops_only_the_reply(BIN);
+        }
+
+        #[test]
+        fn hugging_face_directories_give_llama_cpp_s_and_transformers_ids() {
+            $crate::conformance::hf::check_hf_directories(BIN);
+        }
+
+        #[test]
+        fn bad_hugging_face_directories_are_clear_errors() {
+            $crate::conformance::hf::check_bad_directories(BIN, &scratch("bad-hf"));
         }
 
         #[test]

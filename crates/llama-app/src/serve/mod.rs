@@ -82,7 +82,7 @@ pub fn run<F: Framework>(fw: &F, args: &Args, addr: &str) -> anyhow::Result<()> 
         bail!("--parallel must be at least 1");
     }
     let file = setup::open_model_file(args)?;
-    let template = ChatTemplate::for_model(&file.gguf, &file.tokenizer, args.chat_template.as_deref())?;
+    let template = setup::chat_template(args, &file)?;
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     let url = format!("http://{}/", listener.local_addr()?);

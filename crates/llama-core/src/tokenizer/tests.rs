@@ -183,3 +183,109 @@ fn template_says_whether_to_add_bos() {
     assert_eq!(Template::from_post_processor(&byte_level, "t").unwrap(), Template::default());
     assert_eq!(Template::from_post_processor(&serde_json::Value::Null, "t").unwrap(), Template::default());
 }
+
+/// A tiktoken file: the 256 single bytes (rank = byte), then `extra` ranked from 256 on.
+fn tiktoken_text(extra: &[&[u8]]) -> String {
+    let tokens = (0..=255u8).map(|b| vec![b]).chain(extra.iter().map(|t| t.to_vec()));
+    tokens.enumerate().map(|(rank, t)| format!("{} {rank}\n", base64(&t))).collect()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let bits = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() { ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char } else { '=' };
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn tiktoken_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("llama-core-tiktoken-{}-{name}.model", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Parts from a temporary file, removed before the result is looked at.
+fn tiktoken_parts(name: &str, text: &str) -> Result<TokenizerParts> {
+    let path = tiktoken_file(name, text);
+    let parts = TokenizerParts::from_tiktoken(&path);
+    std::fs::remove_file(&path).unwrap();
+    parts
+}
+
+#[test]
+fn base64_decodes_tiktoken_tokens() {
+    use super::tiktoken::base64_decode;
+    for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b" \xff\x00\xe4\xb8"] {
+        assert_eq!(base64_decode(base64(bytes).as_bytes()).as_deref(), Some(bytes), "{bytes:?}");
+    }
+    for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9v!A==", "Zm=v", "Zm9v\u{e9}"] {
+        assert_eq!(base64_decode(bad.as_bytes()), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn tiktoken_merges_follow_hugging_face_converter() {
+    // "abc" splits as a+bc and ab+c: both are merges, ordered by the parts' ranks (a=97 < ab=256)
+    // although "bc" ranks after "abc". " ab" splits only as " "+"ab" (" a" is no token).
+    let parts = tiktoken_parts("merges", &tiktoken_text(&[b"ab", b"abc", b"bc", b" ab"])).unwrap();
+    assert_eq!(parts.merges, ["a b", "a bc", "ab c", "b c", "Ġ ab"]);
+    assert_eq!(&parts.tokens[256..261], ["ab", "abc", "bc", "Ġab", "<|begin_of_text|>"]);
+    assert_eq!((parts.tokens[0].as_str(), parts.tokens[10].as_str()), ("Ā", "Ċ"));
+    assert_eq!(parts.tokens.len(), 260 + 256);
+    assert_eq!(parts.tokens.last().unwrap(), "<|reserved_special_token_246|>");
+    assert_eq!(
+        &parts.tokens[266..271],
+        ["<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+    );
+    assert_eq!((parts.bos_id, parts.eos_id, parts.eot_id, parts.eom_id), (Some(260), Some(269), Some(269), Some(268)));
+    assert!(parts.token_types[..260].iter().all(|&t| t == 1) && parts.token_types[260..].iter().all(|&t| t == 3));
+
+    let tok = Tokenizer::from_parts(parts).unwrap();
+    assert_eq!(tok.tokenize(" abc", false, true).unwrap(), [32, 257]);
+    assert_eq!(tok.tokenize(" ab<|eot_id|>", true, true).unwrap(), [260, 259, 269]);
+    assert_eq!(tok.decode(&[260, 32, 257, 269]), "<|begin_of_text|> abc<|eot_id|>");
+    assert_eq!(tok.end_of_generation_ids(), [269, 261, 268]);
+}
+
+#[test]
+fn tiktoken_accepts_blank_lines_and_crlf() {
+    let text = tiktoken_text(&[b"ab"]).replace('\n', "\r\n") + "\n\n";
+    assert_eq!(tiktoken_parts("crlf", &text).unwrap().merges, ["a b"]);
+}
+
+#[test]
+fn bad_tiktoken_files_name_the_file_and_line() {
+    let good = tiktoken_text(&[]);
+    let cases: &[(&str, String, &str)] = &[
+        ("base64", format!("{good}!!!! 256\n"), "line 257: \"!!!!\" is not base64"),
+        ("no-rank", format!("{good}YWI=\n"), "line 257: missing rank"),
+        ("word-rank", format!("{good}YWI= x1\n"), "line 257: rank \"x1\" is not a number"),
+        ("negative-rank", format!("{good}YWI= -256\n"), "line 257: rank \"-256\" is not a number"),
+        ("huge-rank", format!("{good}YWI= 99999999999\n"), "line 257: rank \"99999999999\" is not a number"),
+        ("gap", format!("{good}YWI= 300\n"), "line 257: rank 300 where 256 was expected"),
+        ("repeat", format!("{good}YWI= 255\n"), "line 257: rank 255 where 256 was expected"),
+        ("fields", format!("{good}YWI= 256 7\n"), "line 257: 3 fields"),
+        ("duplicate", format!("{good}YQ== 256\n"), "line 257: duplicate token YQ==: its bytes already have rank 97"),
+        ("long", format!("{good}{} 256\n", "A".repeat(4000)), "line 257: longer than 1024 bytes"),
+        ("empty", String::new(), "line 1: no tokens"),
+        ("blank", "\n\n".into(), "line 3: no tokens"),
+        (
+            "no-0xff",
+            good.lines().take(255).map(|l| format!("{l}\n")).collect(),
+            "line 256: end of file, and no token is the single byte 0xff",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let err = tiktoken_parts(name, text).unwrap_err().to_string();
+        assert!(err.contains(&format!("llama-core-tiktoken-{}-{name}.model: ", std::process::id())), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected {expected:?} in {err}");
+    }
+    let missing = std::env::temp_dir().join("llama-core-no-such-tokenizer.model");
+    let err = Tokenizer::from_tiktoken(&missing).unwrap_err().to_string();
+    assert!(err.contains("llama-core-no-such-tokenizer.model"), "{err}");
+}

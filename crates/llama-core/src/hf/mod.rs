@@ -1,0 +1,191 @@
+//! A Hugging Face model directory (`LlamaForCausalLM`), as `save_pretrained` writes it and the
+//! hub serves it: `config.json`, `model.safetensors` or shards with
+//! `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`,
+//! `generation_config.json`, and perhaps `chat_template.jinja`. Meta's downloads add
+//! `original/` (`params.json`, `consolidated.*.pth`, tiktoken's `tokenizer.model`).
+
+mod config;
+mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use config::HfConfig;
+pub use config::HfModelConfig;
+use safetensors::Safetensors;
+
+use crate::dequant::GgmlType;
+use crate::load::{LayerTensor, LoadError, ModelTensor, TensorFile};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error("{dir} has no model.safetensors and no model.safetensors.index.json")]
+    NoWeights { dir: PathBuf },
+    #[error("shard {path}{listed} is missing")]
+    MissingShard { path: PathBuf, listed: String },
+    #[error("{path}: not a valid safetensors file: {what}")]
+    BadSafetensors { path: PathBuf, what: String },
+    #[error("tensor `{name}` is missing from {files}")]
+    MissingTensor { files: String, name: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+impl HfError {
+    fn invalid(path: &Path, what: impl Into<String>) -> Self {
+        Self::Invalid { path: path.to_path_buf(), what: what.into() }
+    }
+}
+
+/// An opened Hugging Face model directory: its config checked, its shards mapped.
+pub struct HfModel {
+    dir: PathBuf,
+    pub config: HfModelConfig,
+    weights: Safetensors,
+}
+
+impl HfModel {
+    pub fn open(dir: &Path) -> Result<Self, HfError> {
+        let config_path = dir.join("config.json");
+        let config: HfConfig = read_json(&config_path)?;
+        let config = config.into_model_config().map_err(|what| HfError::invalid(&config_path, what))?;
+        let weights = Safetensors::open(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), config, weights })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `tokenizer.json`, else tiktoken's `tokenizer.model` (here or in `original/`); the
+    /// end-of-turn ids of `generation_config.json` also end generation.
+    pub fn tokenizer(&self) -> Result<Tokenizer, HfError> {
+        let json = self.dir.join("tokenizer.json");
+        let tiktoken = ["tokenizer.model", "original/tokenizer.model"].map(|p| self.dir.join(p));
+        let tokenizer = if json.is_file() {
+            Tokenizer::from_file(&json, None)?
+        } else if let Some(model) = tiktoken.iter().find(|p| p.is_file()) {
+            Tokenizer::from_tiktoken(model)?
+        } else {
+            return Err(HfError::from(TokenizerError::Invalid {
+                origin: self.dir.display().to_string(),
+                what: "no tokenizer.json and no tokenizer.model".into(),
+            }));
+        };
+        let ends = self.end_of_generation_ids()?;
+        Ok(tokenizer.with_end_of_generation(&ends))
+    }
+
+    /// `generation_config.json`'s `eos_token_id`: one id or a list (Llama 3 Instruct lists
+    /// `<|end_of_text|>`, `<|eom_id|>` and `<|eot_id|>`). None without the file.
+    fn end_of_generation_ids(&self) -> Result<Vec<u32>, HfError> {
+        let path = self.dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        let json: Json = read_json(&path)?;
+        let ids = match &json["eos_token_id"] {
+            Json::Null => Vec::new(),
+            Json::Array(list) => list.iter().map(Json::as_u64).collect::<Option<Vec<_>>>().unwrap_or_default(),
+            one => one.as_u64().into_iter().collect(),
+        };
+        let vocab = self.config.llama.vocab_size as u64;
+        match ids.iter().find(|&&id| id >= vocab) {
+            Some(id) => Err(HfError::invalid(&path, format!("eos_token_id {id} is outside the vocabulary of {vocab}"))),
+            None => Ok(ids.into_iter().map(|id| id as u32).collect()),
+        }
+    }
+
+    /// The chat template: `chat_template.jinja` (what current transformers writes), else
+    /// `tokenizer_config.json`'s `chat_template` (a string, or a list whose `default` is used).
+    pub fn chat_template(&self) -> Result<Option<String>, HfError> {
+        let jinja = self.dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            return std::fs::read_to_string(&jinja).map(Some).map_err(|source| HfError::Read { path: jinja, source });
+        }
+        let path = self.dir.join("tokenizer_config.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+            template: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Template {
+            One(String),
+            Named(Vec<Named>),
+        }
+        #[derive(Deserialize)]
+        struct TokenizerConfig {
+            chat_template: Option<Template>,
+        }
+        let config: TokenizerConfig = read_json(&path)?;
+        Ok(match config.chat_template {
+            None => None,
+            Some(Template::One(text)) => Some(text),
+            Some(Template::Named(list)) => list.into_iter().find(|t| t.name == "default").map(|t| t.template),
+        })
+    }
+}
+
+impl TensorFile for HfModel {
+    fn origin(&self) -> &Path {
+        &self.dir
+    }
+
+    fn name(&self, tensor: ModelTensor) -> String {
+        use LayerTensor::*;
+        let (i, part) = match tensor {
+            ModelTensor::TokenEmbedding => return "model.embed_tokens.weight".into(),
+            ModelTensor::Output => return "lm_head.weight".into(),
+            ModelTensor::OutputNorm => return "model.norm.weight".into(),
+            ModelTensor::Layer(i, part) => (i, part),
+        };
+        let suffix = match part {
+            AttentionNorm => "input_layernorm",
+            Q => "self_attn.q_proj",
+            K => "self_attn.k_proj",
+            V => "self_attn.v_proj",
+            AttentionOutput => "self_attn.o_proj",
+            FeedForwardNorm => "post_attention_layernorm",
+            Gate => "mlp.gate_proj",
+            Up => "mlp.up_proj",
+            Down => "mlp.down_proj",
+        };
+        format!("model.layers.{i}.{suffix}.weight")
+    }
+
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), LoadError> {
+        Ok(self.weights.tensor(name, shape)?)
+    }
+
+    fn interleaved_qk(&self) -> bool {
+        false
+    }
+
+    fn tied_output(&self) -> bool {
+        self.config.tied_output
+    }
+
+    fn rope_frequency_factors(&self, _head_dim: usize) -> Result<Option<Vec<f32>>, LoadError> {
+        Ok(self.config.rope_frequency_factors.clone())
+    }
+}
+
+/// `path` parsed as JSON of type `T`.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HfError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HfError::Read { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text).map_err(|source| HfError::Json { path: path.to_path_buf(), source })
+}
