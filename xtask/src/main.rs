@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask setup`, `cargo xtask test`, `cargo xtask compare`,
-//! `cargo xtask serve-bench`, `cargo xtask synth-model`, `cargo xtask gpu-bundle`.
+//! `cargo xtask serve-bench`, `cargo xtask synth-model`, `cargo xtask gpu-bundle`,
+//! `cargo xtask fuzz`.
 
 mod compare;
+mod fuzz;
 mod gpu_bundle;
 mod gpu_torch;
 mod serve_bench;
@@ -53,7 +55,12 @@ enum Task {
     /// pytorch-only against libtorch 2.11 with CUDA graphs; Vulkan loader packages; the PyTorch
     /// anchor script); scripts/gpu_measure.sh runs it there.
     GpuBundle,
-    /// Set up, then run every test of the workspace (both binaries included).
+    /// Fuzz the file readers (GGUF, dequantization, safetensors, shard index, config.json,
+    /// tokenizer.json, tokenizer.model, chat templates) with cargo-fuzz on nightly, seeded from the
+    /// real model files; prints executions and findings per target.
+    Fuzz(fuzz::FuzzArgs),
+    /// Set up, then run every test of the workspace (both binaries included), then a short fuzz
+    /// pass over every reader.
     Test {
         /// Extra arguments for `cargo test`, after `--`
         #[arg(last = true)]
@@ -78,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Task::Compare(args) => compare::run(&root, &args),
         Task::ServeBench(args) => serve_bench::run(&root, &args),
         Task::GpuBundle => gpu_bundle::run(&root),
+        Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::SynthModel { size, dtype, out, tokenizer, seed, layers } => {
             use llama_testkit::synth;
             synth::write(&root, &synth::SynthOptions { size, weights: dtype, out, tokenizer, seed, layers })
@@ -86,7 +94,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             setup::run(&root)?;
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(&root).args(["test", "--workspace"]).args(&cargo_args);
-            run_status(&mut cmd)
+            run_status(&mut cmd)?;
+            fuzz::run(&root, &fuzz::FuzzArgs::short_pass())
         }
     }
 }

@@ -53,6 +53,32 @@ impl std::fmt::Display for TemplateSource {
     }
 }
 
+/// minijinja instructions a render may run: a conversation of thousands of messages takes a
+/// fraction of this; a template that loops without end runs out.
+const RENDER_FUEL: u64 = 2_000_000;
+
+/// Rendered text beyond this is refused: more than any model's context holds (128k tokens are
+/// about 0.5 MB of text).
+const MAX_RENDERED_BYTES: usize = 8 << 20;
+
+/// The render's output, refusing to grow past [`MAX_RENDERED_BYTES`].
+struct BoundedOutput(Vec<u8>);
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.0.resize(MAX_RENDERED_BYTES, 0);
+            return Err(std::io::Error::other("rendered text too long"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A model's chat template with the special-token texts it is rendered with.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
@@ -119,11 +145,22 @@ impl ChatTemplate {
             })?;
             Ok(out)
         });
+        // A template is code from the model file: bound its work and its output, so that a
+        // hostile one fails with an error instead of hanging or filling memory.
+        env.set_fuel(Some(RENDER_FUEL));
         let render_err = |e: minijinja::Error| TemplateError::Render(format!("{e:#}"));
         env.add_template("chat", &self.source).map_err(render_err)?;
         let tmpl = env.get_template("chat").map_err(render_err)?;
         let (bos_token, eos_token) = (&self.bos_token, &self.eos_token);
-        tmpl.render(context! { messages, bos_token, eos_token, add_generation_prompt }).map_err(render_err)
+        let mut out = BoundedOutput(Vec::new());
+        let ctx = context! { messages, bos_token, eos_token, add_generation_prompt };
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.0).map_err(|_| TemplateError::Render("rendered text is not UTF-8".into())),
+            Err(_) if out.0.len() >= MAX_RENDERED_BYTES => Err(TemplateError::Render(format!(
+                "the rendered conversation passed {MAX_RENDERED_BYTES} bytes, more than any context holds"
+            ))),
+            Err(e) => Err(render_err(e)),
+        }
     }
 
     /// Renders and tokenizes, parsing special-token text as llama.cpp does for chat prompts.
@@ -177,5 +214,20 @@ mod tests {
     fn python_string_methods_work() {
         let t = ChatTemplate::new("{{ messages[0]['content'].strip().upper() }}", "", "");
         assert_eq!(t.render(&[Message::new("user", "  hi ")], true).unwrap(), "HI");
+    }
+
+    /// A hostile template fails with an error, neither hanging nor filling memory.
+    #[test]
+    fn renders_are_bounded() {
+        let endless = "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}";
+        let err = ChatTemplate::new(endless, "", "").render(&[], true).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
+        let huge = "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}";
+        let err = ChatTemplate::new(huge, "", "").render(&[], true).unwrap_err().to_string();
+        assert!(err.contains("passed 8388608 bytes"), "{err}");
+        // A long ordinary conversation stays well inside both limits.
+        let many: Vec<Message> = (0..2000).map(|i| Message::new("user", &format!("message {i}"))).collect();
+        let t = ChatTemplate::new(LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>");
+        assert!(t.render(&many, true).unwrap().contains("message 1999"));
     }
 }
