@@ -37,7 +37,7 @@ enum Task {
         /// Output file (never overwritten)
         #[arg(long)]
         out: PathBuf,
-        /// tokenizer.json whose vocabulary goes into the metadata
+        /// tokenizer.json, or Llama 3's tiktoken tokenizer.model, whose vocabulary goes into the metadata
         #[arg(long, default_value = "models/llama-3.2/tokenizer.json")]
         tokenizer: PathBuf,
         #[arg(long, default_value_t = 0)]

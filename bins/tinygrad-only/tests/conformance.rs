@@ -111,3 +111,17 @@ fn noop_device_refuses_prompt_and_chat() {
     llama_testkit::conformance::expect_error(BIN, &["--device", "noop", "--prompt", "hi"], expected);
     llama_testkit::conformance::expect_error(BIN, &["--device", "noop"], expected);
 }
+
+/// `--quantize` on a Hugging Face BF16 checkpoint: int8 and f16 storage still count on (the
+/// counting prompt's greedy margins are wide).
+#[test]
+fn quantize_works_on_a_bf16_hugging_face_folder() {
+    let bf16 = llama_testkit::conformance::hf::hf_dir("smollm2-bf16");
+    let reference = llama_testkit::conformance::reference();
+    let counting = reference.cases.iter().find(|c| c.prompt == "1, 2, 3, 4,").expect("counting case");
+    for quantize in ["int8", "float16"] {
+        let args = ["--quantize", quantize, "--top-logits", "0"];
+        let out = llama_testkit::conformance::greedy_json(BIN, &bf16, &counting.prompt, 6, &args);
+        assert_eq!(out.generated_tokens, counting.generated_tokens[..6], "--quantize {quantize}: {:?}", out.text);
+    }
+}

