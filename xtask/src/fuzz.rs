@@ -63,8 +63,16 @@ pub fn run(root: &Path, args: &FuzzArgs) -> anyhow::Result<()> {
     let seeds_dir = root.join("target/fuzz-seeds");
     write_seeds(root, &seeds_dir)?;
     eprintln!("fuzz: building the targets (nightly, coverage-instrumented, no sanitizer) ...");
-    run_status(Command::new("cargo").current_dir(root).args(["+nightly", "fuzz", "build", "-O", "-s", "none"]))?;
-    let bin_dir = root.join("fuzz/target/x86_64-unknown-linux-gnu/release");
+    // Its own target folder, whatever CARGO_TARGET_DIR says: the instrumented build shares
+    // nothing with the workspace's, and the binaries are then where this task looks.
+    let target_dir = root.join("fuzz/target");
+    run_status(
+        Command::new("cargo")
+            .current_dir(root)
+            .args(["+nightly", "fuzz", "build", "-O", "-s", "none", "--target-dir"])
+            .arg(&target_dir),
+    )?;
+    let bin_dir = target_dir.join("x86_64-unknown-linux-gnu/release");
     let mut outcomes = Vec::new();
     for target in chosen {
         outcomes.push(fuzz_one(root, &bin_dir, &seeds_dir, target, args)?);
