@@ -110,10 +110,15 @@ impl Checkpoint {
             Self::HuggingFace(_) => None,
         };
         if let Some(path) = explicit {
-            if path.extension().is_some_and(|e| e == "model") {
-                return Ok(Tokenizer::from_tiktoken(path)?);
-            }
-            return Ok(Tokenizer::from_file(path, gguf)?);
+            let tokenizer = match path.extension().is_some_and(|e| e == "model") {
+                true => Tokenizer::from_tiktoken(path)?,
+                false => Tokenizer::from_file(path, gguf)?,
+            };
+            // A folder's generation_config.json still says which tokens end a turn.
+            return Ok(match self {
+                Self::HuggingFace(hf) => tokenizer.with_end_of_generation(&hf.end_of_generation_ids()?),
+                Self::Gguf(_) => tokenizer,
+            });
         }
         match self {
             Self::Gguf(gguf) => {

@@ -87,7 +87,7 @@ impl HfModel {
 
     /// `generation_config.json`'s `eos_token_id`: one id or a list (Llama 3 Instruct lists
     /// `<|end_of_text|>`, `<|eom_id|>` and `<|eot_id|>`). None without the file.
-    fn end_of_generation_ids(&self) -> Result<Vec<u32>, HfError> {
+    pub(crate) fn end_of_generation_ids(&self) -> Result<Vec<u32>, HfError> {
         let path = self.dir.join("generation_config.json");
         if !path.is_file() {
             return Ok(Vec::new());
