@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xtask: error: {e:#}");
+            eprintln!("xtask: error: {}", llama_app::run::error_chain(&e));
             ExitCode::FAILURE
         }
     }

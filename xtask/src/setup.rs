@@ -22,10 +22,23 @@ use anyhow::{Context, bail};
 
 use crate::run_status;
 
-/// PyPI packages the tests use, `(name, version)`: llama.cpp's own GGUF reader, which the tests
-/// hold synthetic models to; the official OpenAI client and Selenium, which the server's tests
-/// drive it with.
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("gguf", "0.19.0"), ("openai", "3.63.0"), ("selenium", "4.51.0")];
+/// PyPI packages the tests use, `(name, version, with its dependencies)`: llama.cpp's own GGUF
+/// reader, which the tests hold synthetic models to; the official OpenAI client and Selenium,
+/// which the server's tests drive it with; transformers and what its GGUF import needs, for the
+/// Hugging Face directories the tests load. accelerate goes in without its dependencies, which
+/// name torch: pip would then add torch's own (triton, 600 MB) that a CPU conversion never
+/// imports. sympy, networkx and jinja2 are imports of torch's that the libtorch step leaves out.
+const PYTHON_PACKAGES: &[(&str, &str, bool)] = &[
+    ("gguf", "0.19.0", true),
+    ("openai", "3.63.0", true),
+    ("selenium", "4.51.0", true),
+    ("transformers", "5.25.0", true),
+    ("accelerate", "1.16.0", false),
+    ("psutil", "7.2.2", false),
+    ("sympy", "1.14.0", true),
+    ("networkx", "3.6.1", false),
+    ("jinja2", "3.1.6", true),
+];
 /// libtorch's version, which burn-tch 0.21's torch-sys is written against.
 const TORCH_VERSION: &str = "2.9.0";
 
@@ -66,29 +79,13 @@ const MODEL_FILES: &[WheelFile] = &[
     },
 ];
 
-/// transformers and what its GGUF import needs, for the Hugging Face directories the tests load:
-/// `(name, version, with its dependencies)`. accelerate goes in without its dependencies, which
-/// name torch: pip would then add torch's own (triton, 600 MB) that a CPU conversion never
-/// imports. sympy, networkx and jinja2 are imports of torch's that the libtorch step leaves out.
-const HF_CONVERSION_PACKAGES: &[(&str, &str, bool)] = &[
-    ("transformers", "5.25.0", true),
-    ("accelerate", "1.16.0", false),
-    ("psutil", "7.2.2", false),
-    ("sympy", "1.14.0", true),
-    ("networkx", "3.6.1", false),
-    ("jinja2", "3.1.6", true),
-];
-
 /// What scripts/make_hf_model.py writes under `models/hf/`.
 const HF_DIRECTORIES: &[&str] = &["smollm2-f32", "smollm2-bf16", "smollm2-f32-sharded"];
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
     step("Vulkan driver", vulkan_driver)?;
     step("libtorch (PyPI torch 2.9.0 in .venv)", || libtorch(root))?;
-    for &(name, version) in PYTHON_PACKAGES {
-        step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version, true))?;
-    }
-    for &(name, version, deps) in HF_CONVERSION_PACKAGES {
+    for &(name, version, deps) in PYTHON_PACKAGES {
         step(&format!("PyPI {name}=={version} in .venv"), || python_package(root, name, version, deps))?;
     }
     step("Chromium and ChromeDriver (the web chat's browser test)", browser)?;

@@ -105,31 +105,24 @@ impl Checkpoint {
     /// `explicit` (`--tokenizer`: a tokenizer.json, or tiktoken's tokenizer.model), else the
     /// model's own: a GGUF's `tokenizer.json` beside it or its metadata; a directory's files.
     pub fn tokenizer(&self, explicit: Option<&Path>) -> Result<Tokenizer, CheckpointError> {
-        let gguf = match self {
-            Self::Gguf(gguf) => Some(gguf),
-            Self::HuggingFace(_) => None,
+        let from_path = |path: &Path, gguf: Option<&GgufFile>| match path.extension().is_some_and(|e| e == "model") {
+            true => Tokenizer::from_tiktoken(path),
+            false => Tokenizer::from_file(path, gguf),
         };
-        if let Some(path) = explicit {
-            let tokenizer = match path.extension().is_some_and(|e| e == "model") {
-                true => Tokenizer::from_tiktoken(path)?,
-                false => Tokenizer::from_file(path, gguf)?,
-            };
-            // A folder's generation_config.json still says which tokens end a turn.
-            return Ok(match self {
-                Self::HuggingFace(hf) => tokenizer.with_end_of_generation(&hf.end_of_generation_ids()?),
-                Self::Gguf(_) => tokenizer,
-            });
-        }
-        match self {
-            Self::Gguf(gguf) => {
-                let beside = gguf.path().parent().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file());
-                Ok(match beside {
-                    Some(path) => Tokenizer::from_file(&path, Some(gguf))?,
+        Ok(match (self, explicit) {
+            (Self::Gguf(gguf), Some(path)) => from_path(path, Some(gguf))?,
+            (Self::Gguf(gguf), None) => {
+                match gguf.path().parent().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file()) {
+                    Some(beside) => Tokenizer::from_file(&beside, Some(gguf))?,
                     None => Tokenizer::from_gguf(gguf)?,
-                })
+                }
             }
-            Self::HuggingFace(hf) => Ok(hf.tokenizer()?),
-        }
+            // A folder's generation_config.json still says which tokens end a turn.
+            (Self::HuggingFace(hf), Some(path)) => {
+                from_path(path, None)?.with_end_of_generation(&hf.end_of_generation_ids()?)
+            }
+            (Self::HuggingFace(hf), None) => hf.tokenizer()?,
+        })
     }
 
     /// The chat template the model ships, if any.

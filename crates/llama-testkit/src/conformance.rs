@@ -220,13 +220,15 @@ pub fn write_tiny_model(path: &Path, arch: &str, attn_q_type_id: u32) {
 }
 
 /// Runs `binary` expecting failure: non-zero exit, no panic, and `expected` in stderr.
-pub fn expect_error(binary: &str, args: &[&str], expected: &str) {
+/// Returns the stderr, for further checks.
+pub fn expect_error(binary: &str, args: &[&str], expected: &str) -> String {
     let out = run(binary, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{binary} {args:?} succeeded but should fail with {expected:?}");
     assert_eq!(out.status.code(), Some(1), "{binary} {args:?}: exit {:?}, stderr: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{binary} {args:?} panicked: {stderr}");
     assert!(stderr.contains(expected), "{binary} {args:?}: stderr lacks {expected:?}: {stderr}");
+    stderr
 }
 
 /// Every bad input the foundation issue lists, each with the words its error must contain.
@@ -242,13 +244,11 @@ pub fn check_bad_inputs(binary: &str, scratch: &Path) {
     };
     let check = |args: Vec<String>, expected: &str| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        expect_error(binary, &refs, expected);
+        expect_error(binary, &refs, expected)
     };
 
-    check(one_shot(&p("does-not-exist.gguf"), &[]), "cannot open model file");
+    let stderr = check(one_shot(&p("does-not-exist.gguf"), &[]), "cannot open model file");
     // Each cause said once (a source error printed by its wrapper was once repeated after it).
-    let missing = run(binary, &one_shot(&p("does-not-exist.gguf"), &[]).iter().map(String::as_str).collect::<Vec<_>>());
-    let stderr = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(stderr.matches("os error 2").count(), 1, "a cause said twice: {stderr}");
 
     std::fs::write(p("notes.gguf"), "just some text, not a model\n").unwrap();

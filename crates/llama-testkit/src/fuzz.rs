@@ -67,42 +67,43 @@ pub fn dequant(data: &[u8]) {
 /// A safetensors file (header lengths, JSON directory, offsets, dtypes) as a model directory's
 /// `model.safetensors`, then every tensor the model asks for read from it.
 pub fn safetensors(data: &[u8]) {
-    let dir = scratch().join("safetensors");
-    std::fs::create_dir_all(&dir).expect("dir");
-    put(&dir, "config.json", TINY_CONFIG.as_bytes());
-    put(&dir, "model.safetensors", data);
-    if let Ok(model) = HfModel::open(&dir) {
-        read_every_tensor(&model, &model.config.llama);
-    }
+    let fixed = || vec![("config.json", TINY_CONFIG.as_bytes().to_vec())];
+    hf_folder("safetensors", fixed, ("model.safetensors", data));
 }
 
 /// `model.safetensors.index.json` beside two well-formed shards: names that are not file
 /// names, missing shards, tensors listed where they are not.
 pub fn shard_index(data: &[u8]) {
-    let dir = scratch().join("shards");
-    if !dir.join("config.json").exists() {
-        std::fs::create_dir_all(&dir).expect("dir");
+    let fixed = || {
         let tensors = tiny_tensors();
         let (first, second) = tensors.split_at(5);
-        put(&dir, "model-00001-of-00002.safetensors", &safetensors_file(first));
-        put(&dir, "model-00002-of-00002.safetensors", &safetensors_file(second));
-        put(&dir, "config.json", TINY_CONFIG.as_bytes());
-    }
-    put(&dir, "model.safetensors.index.json", data);
-    if let Ok(model) = HfModel::open(&dir) {
-        read_every_tensor(&model, &model.config.llama);
-    }
+        vec![
+            ("model-00001-of-00002.safetensors", safetensors_file(first)),
+            ("model-00002-of-00002.safetensors", safetensors_file(second)),
+            ("config.json", TINY_CONFIG.as_bytes().to_vec()),
+        ]
+    };
+    hf_folder("shards", fixed, ("model.safetensors.index.json", data));
 }
 
 /// `config.json` (shape, RoPE parameters and scaling, architecture) beside a tiny
 /// `model.safetensors`; a config that passes has its tensors read at the shapes it implies.
 pub fn hf_config(data: &[u8]) {
-    let dir = scratch().join("config");
-    if !dir.join("model.safetensors").exists() {
+    let fixed = || vec![("model.safetensors", safetensors_file(&tiny_tensors()))];
+    hf_folder("config", fixed, ("config.json", data));
+}
+
+/// A Hugging Face folder `name` of `fixed` files (written once, the first time) and one fuzzed
+/// file: opened, then every tensor its config asks for read and its chat template looked up.
+fn hf_folder(name: &str, fixed: impl FnOnce() -> Vec<(&'static str, Vec<u8>)>, (file, data): (&str, &[u8])) {
+    let dir = scratch().join(name);
+    if !dir.exists() {
         std::fs::create_dir_all(&dir).expect("dir");
-        put(&dir, "model.safetensors", &safetensors_file(&tiny_tensors()));
+        for (fixed_name, bytes) in fixed() {
+            put(&dir, fixed_name, &bytes);
+        }
     }
-    put(&dir, "config.json", data);
+    put(&dir, file, data);
     if let Ok(model) = HfModel::open(&dir) {
         read_every_tensor(&model, &model.config.llama);
         let _ = model.chat_template();
