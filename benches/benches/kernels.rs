@@ -6,7 +6,7 @@
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::{DIM, HEAD_DIM, HEADS, KV_HEADS, WEIGHT_SHAPES, bench_warmed, random, read_back};
-use llama_core::kernels::{Composed, Kernels, Pass, Position, Projections, QkvIntoCache, RmsNorm};
+use llama_core::kernels::{Composed, Kernels, Placement, Projections, QkvIntoCache, RmsNorm, Span};
 use llama_core::kv_cache::CachedKv;
 
 fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, k: K, device: &B::Device) {
@@ -18,15 +18,15 @@ fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, 
     let inv_freq = llama_core::rope::inverse_frequencies(HEAD_DIM, 500_000.0, None);
     let tables = llama_core::rope::RopeTables::<B>::new(&inv_freq, 4096, device);
     let qkv = Projections::Stacked(k.random_weight((HEADS + 2 * KV_HEADS) * HEAD_DIM, DIM, 1.0, device));
-    let pass = Pass { at: Position::Host(1000), rope: &tables, heads: HEADS, kv_heads: KV_HEADS };
+    let one_token_at = |position: usize| {
+        let span = Span { slot: 0, start: position, rows: 1 };
+        k.rows(Placement::from_spans(vec![span], &tables, [HEADS, KV_HEADS], device))
+    };
+    let rows = one_token_at(1000);
     let cache = random::<B, 3>([KV_HEADS, 4096, HEAD_DIM], device);
     bench_warmed(&mut group, "qkv_into_cache/1x2048", || {
-        let args = QkvIntoCache {
-            input: norm.of(x.clone()),
-            weight: &qkv,
-            pass: &pass,
-            cache: (cache.clone(), cache.clone()),
-        };
+        let cache = CachedKv { keys: cache.clone(), values: cache.clone() };
+        let args = QkvIntoCache { input: norm.of(x.clone()), weight: &qkv, rows: &rows, cache };
         read_back(k.qkv_into_cache(args).0)
     });
 
@@ -35,12 +35,9 @@ fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, 
     for keys in [128, 1024, 4096] {
         let keys_t = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
         let values = random::<B, 3>([KV_HEADS, keys, HEAD_DIM], device);
+        let rows = one_token_at(keys - 1);
         bench_warmed(&mut group, format!("attention_decode/1query_{keys}keys"), || {
-            read_back(k.attention(
-                q.clone(),
-                CachedKv::whole(keys_t.clone(), values.clone()),
-                &Position::Host(keys - 1),
-            ))
+            read_back(k.attention(q.clone(), CachedKv { keys: keys_t.clone(), values: values.clone() }, &rows))
         });
     }
 

@@ -5,6 +5,7 @@
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llama_benches::bench_warmed;
+use llama_core::batch::Batch;
 use llama_core::config::{LlamaConfig, ModelSize};
 use llama_core::kernels::{Composed, Kernels};
 use llama_core::model::Llama;
@@ -40,17 +41,22 @@ fn bench_backend<B: Backend, K: Kernels<B>>(c: &mut Criterion, framework: &str, 
     let prompt: Vec<u32> = (0..PREFILL as u32).map(|i| (i * 7919) % config.vocab_size as u32).collect();
     let mut group = c.benchmark_group(framework);
     group.sample_size(10);
-    let mut cache = model.new_cache(PREFILL + 2);
+    let mut cache = model.new_cache(PREFILL + 2, 1);
+    let step = |cache: &mut llama_core::kv_cache::KvCache<B>, tokens: &[u32]| {
+        let mut batch = Batch::new(cache);
+        batch.push(0, tokens).expect("room");
+        model.step(&mut batch).expect("a step")
+    };
     bench_warmed(&mut group, format!("prefill_{PREFILL}/{name}"), || {
-        cache.clear();
-        let _ = model.forward(&prompt, &mut cache).expect("prefill").into_data();
+        cache.truncate(0, 0);
+        let _ = step(&mut cache, &prompt).into_data();
     });
-    cache.clear();
-    model.forward(&prompt, &mut cache).expect("prefill");
+    cache.truncate(0, 0);
+    step(&mut cache, &prompt);
     // Each call decodes position 128 again over the same 128 cached tokens.
     bench_warmed(&mut group, format!("decode_step_after_{PREFILL}/{name}"), || {
-        cache.truncate(PREFILL);
-        let _ = model.forward(&[1], &mut cache).expect("decode").into_data();
+        cache.truncate(0, PREFILL);
+        let _ = step(&mut cache, &[1]).into_data();
     });
     group.finish();
 }

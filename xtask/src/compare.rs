@@ -8,13 +8,13 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use llama_app::cli::one_of;
 use llama_core::config::ModelSize;
-use llama_core::load::WeightType;
+use llama_core::random::WeightType;
 use llama_testkit::conformance::{RunOutput, max_logit_delta};
 use llama_testkit::synth::{self, SynthOptions};
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use crate::run_status;
+use crate::process::run_status;
 
 const FRAMEWORKS: [&str; 2] = ["tinygrad-only", "pytorch-only"];
 const AGREEMENT_PROMPT: &str = "The capital of France is";

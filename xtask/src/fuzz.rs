@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::run_status;
+use crate::process::run_status;
 
 /// cargo-fuzz's version, installed from crates.io when missing.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

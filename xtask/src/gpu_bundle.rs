@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::run_status;
+use crate::process::run_status;
 
 /// Debian packages of the Vulkan loader and the GL dispatch libraries NVIDIA's ICD links.
 const GL_PACKAGES: &[&str] = &["libvulkan1", "libegl1", "libglvnd0", "libopengl0", "libgl1", "libglx0", "libgles2"];

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::run_status;
+use crate::process::run_status;
 
 const TORCH: &str = "torch==2.11.0";
 const CUDA_HEADERS: &[&str] = &["nvidia-cuda-runtime==13.0.96", "nvidia-cuda-crt==13.0.88"];

@@ -6,14 +6,15 @@ mod compare;
 mod fuzz;
 mod gpu_bundle;
 mod gpu_torch;
+mod process;
 mod serve_bench;
 mod setup;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use process::{run_status, workspace_root};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "llama-burn-bench project tasks")]
@@ -32,8 +33,8 @@ enum Task {
         #[arg(long, value_parser = llama_app::cli::one_of(&llama_core::config::ModelSize::ALL), default_value = "1B")]
         size: llama_core::config::ModelSize,
         /// Weight storage type
-        #[arg(long, value_parser = llama_app::cli::one_of(&llama_core::load::WeightType::ALL), default_value = "f16")]
-        dtype: llama_core::load::WeightType,
+        #[arg(long, value_parser = llama_app::cli::one_of(&llama_core::random::WeightType::ALL), default_value = "f16")]
+        dtype: llama_core::random::WeightType,
         /// Output file (never overwritten)
         #[arg(long)]
         out: PathBuf,
@@ -98,17 +99,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             fuzz::run(&root, &fuzz::FuzzArgs::short_pass())
         }
     }
-}
-
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
-}
-
-/// Runs a command with inherited output; a non-zero exit is an error naming the command.
-pub fn run_status(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }

@@ -20,7 +20,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::run_status;
+use crate::process::run_status;
 
 /// PyPI packages the tests use, `(name, version, with its dependencies)`: llama.cpp's own GGUF
 /// reader, which the tests hold synthetic models to; the official OpenAI client and Selenium,

@@ -7,6 +7,7 @@
 // the logits readback after it.
 
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -77,5 +78,16 @@ int lbb_cuda_graph_replay(void* handle) {
 }
 
 void lbb_cuda_graph_free(void* handle) { delete static_cast<Graph*>(handle); }
+
+// Bytes libtorch's caching allocator holds on `device` (what torch.cuda.memory_reserved says),
+// or -1 on failure.
+long long lbb_cuda_memory_reserved(int device) {
+  long long bytes = -1;
+  guarded([&] {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    bytes = stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+  });
+  return bytes;
+}
 
 }  // extern "C"

@@ -1,22 +1,23 @@
 //! `--compile` on CUDA: the static decode step captured once as a CUDA graph and replayed for
 //! every later token (feature `cuda-graph`; the C++ side is `cpp/graph_shim.cpp`).
 //!
-//! What PyTorch's CUDA-graph recipe does, on the tensors inside burn-tch: the step's inputs (the
-//! token's embedding and its position) live in fixed device buffers; the first step of a cache
-//! runs eagerly (libtorch sets up cuBLAS and its allocator then); the second is captured, with
-//! the KV cache written in place so the graph's addresses stay the cache's, and every later step
-//! copies its inputs into the buffers and replays. A new cache (another id) is captured afresh.
-//!
-//! Unmeasured: no GPU has run this yet (docs/pytorch.md).
+//! What PyTorch's CUDA-graph recipe does, on the tensors inside burn-tch, wrapping the model's
+//! step from outside as `torch.compile` wraps gpt-fast's `decode_one_token`: the static step's
+//! inputs (the token's id and its position) live in fixed device buffers; the first step of a
+//! cache slot runs eagerly (libtorch sets up cuBLAS and its allocator then); the second is
+//! captured, with the KV cache written in place so the graph's addresses stay the cache's, and
+//! every later step copies its inputs into the buffers and replays. Another cache or slot is
+//! captured afresh.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Mutex;
 
-use burn::tensor::Tensor;
-use burn_tch::TchTensor;
+use burn::tensor::{Int, Tensor};
+use burn_tch::{LibTorchDevice, TchTensor};
+use llama_core::batch::{Batch, FixedInputs, StepError};
+use llama_core::model::Llama;
+use llama_core::scheduler::StepRunner;
 
-use llama_core::kernels::{StaticStep, run_step_eagerly};
-
+use crate::kernels::TchKernels;
 use crate::ops::{Tch, raw, wrap};
 
 unsafe extern "C" {
@@ -25,6 +26,15 @@ unsafe extern "C" {
     fn lbb_cuda_graph_end(graph: *mut c_void) -> c_int;
     fn lbb_cuda_graph_replay(graph: *mut c_void) -> c_int;
     fn lbb_cuda_graph_free(graph: *mut c_void);
+    fn lbb_cuda_memory_reserved(device: c_int) -> i64;
+}
+
+/// Bytes libtorch's CUDA caching allocator holds on `device` (`torch.cuda.memory_reserved`);
+/// nothing on a CPU.
+pub fn memory_reserved(device: &LibTorchDevice) -> Option<u64> {
+    let LibTorchDevice::Cuda(index) = device else { return None };
+    // SAFETY: plain C call; a negative result means the allocator could not say.
+    u64::try_from(unsafe { lbb_cuda_memory_reserved(*index as c_int) }).ok()
 }
 
 fn last_error() -> String {
@@ -35,7 +45,8 @@ fn last_error() -> String {
 /// A captured graph (owned handle of the shim's `Graph`).
 struct CudaGraph(*mut c_void);
 
-// SAFETY: the handle is used under StepGraph's mutex only; CUDA graphs may be replayed from any thread.
+// SAFETY: the handle is owned by one CudaGraphStep, used by one thread at a time; CUDA graphs may
+// be replayed from any thread.
 unsafe impl Send for CudaGraph {}
 
 impl CudaGraph {
@@ -70,101 +81,107 @@ impl Drop for CudaGraph {
 
 struct Captured {
     graph: CudaGraph,
-    cache_id: u64,
-    x: tch::Tensor,
+    /// The cache and slot whose buffers the graph reads and writes.
+    at: (u64, usize),
+    id: tch::Tensor,
     position: tch::Tensor,
     logits: tch::Tensor,
 }
 
 enum State {
     Idle,
-    /// One eager step has run against this cache.
-    Warm(u64),
+    /// One eager step has run against this cache slot.
+    Warm((u64, usize)),
     Captured(Captured),
     /// Capture failed once: every step stays eager (the reason was printed).
     Eager,
 }
 
-/// The captured decode step of one cache at a time.
-pub struct StepGraph(Mutex<State>);
+/// `--compile`'s step on CUDA: the static-shape step of one cache slot at a time captured and
+/// replayed; every other step runs as it is.
+pub struct CudaGraphStep(State);
 
-impl Default for StepGraph {
+impl Default for CudaGraphStep {
     fn default() -> Self {
-        StepGraph(Mutex::new(State::Idle))
+        CudaGraphStep(State::Idle)
     }
 }
 
-fn position_tensor(position: usize, device: tch::Device) -> tch::Tensor {
-    tch::Tensor::from_slice(&[position as i64]).to_device(device)
-}
-
-/// A replay that failed: says why, drops the graph and runs this token's step eagerly, as every
-/// later one. That is correct whatever part of the replay ran: the step only writes this
-/// position's keys and values, the same ones again, and reads them back.
-fn replay_failed(
-    state: &mut State,
-    error: &str,
-    x: tch::Tensor,
-    position: usize,
-    step: &mut StaticStep<Tch>,
-) -> Tensor<Tch, 2> {
-    eprintln!("pytorch-only: --compile: replaying the CUDA graph failed ({error}); decoding eagerly");
-    *state = State::Eager;
-    run_step_eagerly(wrap(x), position, step)
-}
-
-impl StepGraph {
-    /// `Kernels::run_static_step` on a CUDA device.
-    pub fn run(&self, x: Tensor<Tch, 2>, position: usize, cache_id: u64, step: &mut StaticStep<Tch>) -> Tensor<Tch, 2> {
-        let mut state = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let x = raw(x);
-        let device = x.device();
-        match &mut *state {
-            State::Captured(c) if c.cache_id == cache_id => {
-                c.x.copy_(&x);
-                let _ = c.position.fill_(position as i64);
-                match c.graph.replay() {
-                    Ok(()) => wrap(c.logits.copy()),
-                    Err(e) => replay_failed(&mut state, &e, x, position, step),
+impl StepRunner<Tch, TchKernels> for CudaGraphStep {
+    fn run(&mut self, model: &Llama<Tch, TchKernels>, batch: &mut Batch<'_, Tch>) -> Result<Tensor<Tch, 2>, StepError> {
+        let Some(FixedInputs { slot, id, position }) = batch.fixed_inputs() else { return model.step(batch) };
+        if !matches!(id.device(), LibTorchDevice::Cuda(_)) {
+            return model.step(batch);
+        }
+        let at = (batch.cache_id(), slot);
+        match &mut self.0 {
+            State::Captured(c) if c.at == at => {
+                c.id.copy_(&raw_int(id));
+                c.position.copy_(&raw_int(position));
+                match c.graph.replay().map(|()| wrap(c.logits.copy())) {
+                    Ok(logits) => {
+                        batch.mark_written();
+                        Ok(logits)
+                    }
+                    Err(e) => self.fall_back("replaying the CUDA graph failed", &e, model, batch),
                 }
             }
-            State::Warm(id) if *id == cache_id => {
-                let static_x = x.copy();
-                let static_position = position_tensor(position, device);
-                let tch::Device::Cuda(index) = device else { unreachable!("StepGraph runs on CUDA only") };
-                let captured = CudaGraph::capture(index, || {
-                    let position = Tensor::from_primitive(TchTensor::new(static_position.shallow_clone()));
-                    raw(step(wrap(static_x.shallow_clone()), position))
-                });
-                match captured {
-                    Ok((graph, logits)) => {
-                        // Capture only recorded the step: run it for this token.
-                        if let Err(e) = graph.replay() {
-                            return replay_failed(&mut state, &e, x, position, step);
-                        }
-                        let out = wrap(logits.copy());
-                        *state = State::Captured(Captured {
-                            graph,
-                            cache_id,
-                            x: static_x,
-                            position: static_position,
-                            logits,
-                        });
-                        out
-                    }
-                    Err(e) => {
-                        // The step's kernels were recorded into a failed capture and did not run.
-                        eprintln!("pytorch-only: --compile: CUDA graph capture failed ({e}); decoding eagerly");
-                        *state = State::Eager;
-                        run_step_eagerly(wrap(x), position, step)
-                    }
-                }
-            }
-            State::Eager => run_step_eagerly(wrap(x), position, step),
+            State::Warm(warm) if *warm == at => self.capture(at, model, batch, (raw_int(id), raw_int(position))),
+            State::Eager => model.step(batch),
             _ => {
-                *state = State::Warm(cache_id);
-                run_step_eagerly(wrap(x), position, step)
+                self.0 = State::Warm(at);
+                model.step(batch)
             }
         }
+    }
+}
+
+fn raw_int(t: Tensor<Tch, 1, Int>) -> tch::Tensor {
+    t.into_primitive().tensor
+}
+
+impl CudaGraphStep {
+    /// Captures the step of `batch` reading its id and position from buffers of its own, then
+    /// replays it once for this token (capture only records).
+    fn capture(
+        &mut self,
+        at: (u64, usize),
+        model: &Llama<Tch, TchKernels>,
+        batch: &mut Batch<'_, Tch>,
+        (id, position): (tch::Tensor, tch::Tensor),
+    ) -> Result<Tensor<Tch, 2>, StepError> {
+        let (static_id, static_position) = (id.copy(), position.copy());
+        let tch::Device::Cuda(index) = id.device() else { unreachable!("captured on CUDA only") };
+        let as_burn = |t: &tch::Tensor| Tensor::<Tch, 1, Int>::from_primitive(TchTensor::new(t.shallow_clone()));
+        batch.set_fixed_inputs(as_burn(&static_id), as_burn(&static_position));
+        let captured = CudaGraph::capture(index, || model.step(batch).map(raw));
+        match captured {
+            Ok((graph, Ok(logits))) => {
+                if let Err(e) = graph.replay() {
+                    return self.fall_back("replaying the CUDA graph failed", &e, model, batch);
+                }
+                let out = wrap(logits.copy());
+                self.0 = State::Captured(Captured { graph, at, id: static_id, position: static_position, logits });
+                Ok(out)
+            }
+            Ok((_, Err(e))) => Err(e),
+            // The step's kernels were recorded into a failed capture and did not run.
+            Err(e) => self.fall_back("CUDA graph capture failed", &e, model, batch),
+        }
+    }
+
+    /// Says why, and runs this token's step, as every later one, eagerly. That is correct
+    /// whatever part of a replay ran: the step only writes this position's keys and values, the
+    /// same ones again, and reads them back.
+    fn fall_back(
+        &mut self,
+        what: &str,
+        error: &str,
+        model: &Llama<Tch, TchKernels>,
+        batch: &mut Batch<'_, Tch>,
+    ) -> Result<Tensor<Tch, 2>, StepError> {
+        eprintln!("pytorch-only: --compile: {what} ({error}); decoding eagerly");
+        self.0 = State::Eager;
+        model.step(batch)
     }
 }

@@ -7,28 +7,22 @@
 //! their outputs per thread; one token's product is an `embedding_bag` row sum over that layout
 //! (one bag per thread; MKL's batch-1 sgemv runs on one core, in its generic code path on AMD) and
 //! a prompt's is a `bmm` ([`TchWeight`]); and decode attention is a grouped
-//! matmul-softmax-matmul, which beats CPU SDPA at these sizes.
+//! matmul-softmax-matmul, which beats CPU SDPA at these sizes (`attention.rs`).
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Bool, Tensor};
 use burn_tch::{LibTorchDevice, TchTensor};
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{
-    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, StepPosition, TokenIds,
-    composed,
+    Capabilities, Kernels, Normed, Placement, Product, Projections, QkvIntoCache, RawWeight, Rows, TokenIds, composed,
 };
 use llama_core::kv_cache::CachedKv;
-use llama_core::rope::RopeTables;
 
-use crate::ops::{Tch, full_width_rows, grouped_attention, in_place, raw, rms_norm, split_rotated, wrap};
+use crate::ops::{Tch, in_place, raw, rms_norm, split_rotated, wrap};
 use crate::weight::TchWeight;
 
-/// The fused-op provider (see the module docs). With the `cuda-graph` feature it also holds the
-/// captured decode step of `--compile` on CUDA.
-#[derive(Clone, Default)]
-pub struct TchKernels {
-    #[cfg(feature = "cuda-graph")]
-    graph: std::sync::Arc<crate::cuda_graph::StepGraph>,
-}
+/// The fused-op provider (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TchKernels;
 
 /// Whether `device` is an accelerator (CUDA, MPS, Vulkan), where the choices above differ from a CPU's.
 fn off_cpu(device: &LibTorchDevice) -> bool {
@@ -84,11 +78,8 @@ impl Kernels<Tch> for TchKernels {
         weight.linear(x)
     }
 
-    fn attention(&self, q: Tensor<Tch, 3>, kv: CachedKv<Tch>, at: &Position<Tch>) -> Tensor<Tch, 2> {
-        match at {
-            Position::Host(_) => attention(q, kv),
-            Position::Device(step) => attention_at(q, kv, step),
-        }
+    fn attention(&self, q: Tensor<Tch, 3>, kv: CachedKv<Tch>, rows: &Rows<Tch>) -> Tensor<Tch, 2> {
+        crate::attention::attention(q, kv, rows)
     }
 
     /// libtorch's norm, product and out-of-place `+` (the residual add as the step did it before
@@ -106,37 +97,36 @@ impl Kernels<Tch> for TchKernels {
         }
     }
 
+    /// The projection, one rotation for every row's queries and keys, and the cache writes: for
+    /// one sequence into its rows of its slot, for the static step at its device position, and
+    /// for several sequences in one indexed write per tensor.
     fn qkv_into_cache(&self, args: QkvIntoCache<'_, Tch, TchWeight>) -> (Tensor<Tch, 3>, CachedKv<Tch>) {
-        let pass = args.pass;
+        let rows = args.rows;
         let qkv = composed::project(self, args.input, args.weight);
-        let tokens = qkv.dims()[0];
-        let (cache_keys, cache_values) = args.cache;
-        match &pass.at {
-            Position::Host(start) => {
-                let (cos, sin) = full_width_rows(pass.rope, *start, tokens);
-                let (queries, keys, values) = split_rotated(qkv, pass.heads, pass.kv_heads, &cos, &sin);
-                let write = |new: tch::Tensor| {
-                    move |cache: &mut tch::Tensor| {
-                        cache.narrow(1, *start as i64, tokens as i64).copy_(&new.transpose(0, 1))
-                    }
-                };
-                let (keys, values) = (in_place(cache_keys, write(keys)), in_place(cache_values, write(values)));
-                (wrap(queries), CachedKv { keys, values, len: start + tokens })
+        let (cos, sin) = (raw(rows.cos.clone()), raw(rows.sin.clone()));
+        let (queries, keys, values) = split_rotated(qkv, rows.heads, rows.kv_heads, &cos, &sin);
+        let kv_heads = rows.kv_heads as i64;
+        let write = |new: tch::Tensor| {
+            move |cache: &mut tch::Tensor| match (rows.spans.as_slice(), &rows.visible) {
+                ([span], None) => {
+                    let own = cache.narrow(0, span.slot as i64 * kv_heads, kv_heads);
+                    own.narrow(1, span.start as i64, span.rows as i64).copy_(&new.transpose(0, 1));
+                }
+                ([span], Some(_)) => {
+                    let position = rows.positions.clone().into_primitive().tensor;
+                    let mut own = cache.narrow(0, span.slot as i64 * kv_heads, kv_heads);
+                    let _ = own.index_copy_(1, &position, &new.transpose(0, 1));
+                }
+                _ => {
+                    let [slots, positions] = [&rows.slots, &rows.positions].map(|t| t.clone().into_primitive().tensor);
+                    let [capacity, head_dim] = [cache.size()[1], cache.size()[2]];
+                    let mut by_slot = cache.view([-1, kv_heads, capacity, head_dim]);
+                    let _ = by_slot.index_put_(&[Some(slots), None, Some(positions)], &new, false);
+                }
             }
-            Position::Device(step) => {
-                let position = step.position.clone().into_primitive().tensor;
-                let (cos, sin) = (raw(step.cos.clone()), raw(step.sin.clone()));
-                let (queries, keys, values) = split_rotated(qkv, pass.heads, pass.kv_heads, &cos, &sin);
-                let write = |new: tch::Tensor| {
-                    let position = position.shallow_clone();
-                    move |cache: &mut tch::Tensor| {
-                        let _ = cache.index_copy_(1, &position, &new.transpose(0, 1));
-                    }
-                };
-                let (keys, values) = (in_place(cache_keys, write(keys)), in_place(cache_values, write(values)));
-                (wrap(queries), CachedKv::whole(keys, values))
-            }
-        }
+        };
+        let (keys, values) = (in_place(args.cache.keys, write(keys)), in_place(args.cache.values, write(values)));
+        (wrap(queries), CachedKv { keys, values })
     }
 
     /// The default with `narrow` (one call per half) in place of Burn's `slice` (a shape read and
@@ -150,73 +140,25 @@ impl Kernels<Tch> for TchKernels {
         wrap(both.narrow(1, 0, ffn).silu() * both.narrow(1, ffn, ffn))
     }
 
-    /// The full-width table rows `split_rotated` reads, and the visible rows as SDPA's boolean
-    /// mask (true = may attend): index_select, arange and compare once per step, not per layer.
-    fn step_position(
-        &self,
-        tables: &RopeTables<Tch>,
-        position: Tensor<Tch, 1, Int>,
-        capacity: usize,
-    ) -> StepPosition<Tch> {
-        let at = position.clone().into_primitive().tensor;
-        let (cos, sin) = tables.full_width();
-        let visible = tch::Tensor::arange(capacity as i64, (tch::Kind::Int64, at.device())).le_tensor(&at);
-        StepPosition {
-            cos: wrap(raw(cos.clone()).index_select(0, &at)),
-            sin: wrap(raw(sin.clone()).index_select(0, &at)),
-            position,
-            visible: Tensor::from_primitive(TchTensor::new(visible)),
+    /// The full-width table rows `split_rotated` reads, and for the static step the visible
+    /// positions as SDPA's boolean mask (true = may attend): index_select, arange and compare once
+    /// per step, not per layer.
+    fn rows(&self, placement: Placement<'_, Tch>) -> Rows<Tch> {
+        let positions = placement.positions.clone().into_primitive().tensor;
+        let (cos, sin) = placement.rope.full_width();
+        let visible = placement.static_capacity.map(|capacity| {
+            let all = tch::Tensor::arange(capacity as i64, (tch::Kind::Int64, positions.device()));
+            Tensor::<Tch, 2, Bool>::from_primitive(TchTensor::new(all.unsqueeze(0).le_tensor(&positions.unsqueeze(1))))
+        });
+        Rows {
+            cos: wrap(raw(cos.clone()).index_select(0, &positions)),
+            sin: wrap(raw(sin.clone()).index_select(0, &positions)),
+            spans: placement.spans,
+            positions: placement.positions,
+            slots: placement.slots,
+            heads: placement.heads,
+            kv_heads: placement.kv_heads,
+            visible,
         }
     }
-
-    #[cfg(feature = "cuda-graph")]
-    fn run_static_step(
-        &self,
-        x: Tensor<Tch, 2>,
-        position: usize,
-        id: u64,
-        step: &mut llama_core::kernels::StaticStep<Tch>,
-    ) -> Tensor<Tch, 2> {
-        if matches!(x.device(), LibTorchDevice::Cuda(_)) {
-            return self.graph.run(x, position, id, step);
-        }
-        llama_core::kernels::run_step_eagerly(x, position, step)
-    }
-}
-
-/// Causal attention over the cache's first `kv.len` rows: grouped on a CPU for one query, else
-/// SDPA.
-fn attention(q: Tensor<Tch, 3>, kv: CachedKv<Tch>) -> Tensor<Tch, 2> {
-    let (k, v) = kv.visible();
-    let [tokens, heads, head_dim] = q.dims();
-    let keys = k.dims()[1];
-    let (q, k, v) = (raw(q), raw(k), raw(v));
-    if tokens == 1 && k.device() == tch::Device::Cpu {
-        return wrap(grouped_attention(&q, &k, &v, None));
-    }
-    // Query t sits at position keys - tokens + t and sees keys up to it. SDPA's `is_causal`
-    // aligns queries with the first keys, right only when there is no cached prefix.
-    let mask = (tokens > 1 && tokens != keys).then(|| {
-        let first = (keys - tokens) as i64;
-        let positions = tch::Tensor::arange(keys as i64, (tch::Kind::Int64, k.device()));
-        let queries = tch::Tensor::arange_start(first, keys as i64, (tch::Kind::Int64, k.device()));
-        positions.unsqueeze(0).le_tensor(&queries.unsqueeze(1)) // true = may attend
-    });
-    let is_causal = tokens > 1 && tokens == keys;
-    let q = q.transpose(0, 1); // [heads, tokens, head_dim]
-    let out = tch::Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, is_causal, None, true);
-    wrap(out.transpose(0, 1).reshape([tokens as i64, (heads * head_dim) as i64]))
-}
-
-/// One query at the static step's device position over the whole cache, masked.
-fn attention_at(q: Tensor<Tch, 3>, kv: CachedKv<Tch>, step: &StepPosition<Tch>) -> Tensor<Tch, 2> {
-    let [_, heads, head_dim] = q.dims();
-    let (q, k, v) = (raw(q), raw(kv.keys), raw(kv.values));
-    let visible = step.visible.clone().into_primitive().tensor;
-    if k.device() == tch::Device::Cpu {
-        return wrap(grouped_attention(&q, &k, &v, Some(&visible)));
-    }
-    let q = q.transpose(0, 1); // [heads, 1, head_dim]
-    let out = tch::Tensor::scaled_dot_product_attention(&q, &k, &v, Some(visible.unsqueeze(0)), 0.0, false, None, true);
-    wrap(out.reshape([1, (heads * head_dim) as i64]))
 }

@@ -3,7 +3,6 @@
 
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_tch::{LibTorch, TchTensor};
-use llama_core::rope::RopeTables;
 
 pub type Tch = LibTorch<f32>;
 
@@ -61,10 +60,9 @@ pub fn grouped_attention(
     let kv_heads = k.size()[0];
     let q = q.reshape([kv_heads, heads / kv_heads, head_dim]);
     // `baddbmm` rather than `matmul` and a product: one call where `matmul` adds its own
-    // reshapes around the same `bmm` (about 1.5 µs a call here) and the scale is a second op
-    // (1% of a token, measured in docs/benchmarks/2026-11-27-cpu-decode-time-split.md). At
-    // beta 0 its input is ignored, NaN included (documented), but must broadcast to the scores'
-    // shape: a view of `q` does.
+    // reshapes around the same `bmm` and the scale is a second op
+    // (docs/benchmarks/2026-11-27-cpu-decode-time-split.md). At beta 0 its input is ignored, NaN
+    // included (documented), but must broadcast to the scores' shape: a view of `q` does.
     let ignored = q.narrow(2, 0, 1);
     let scores = ignored.baddbmm(&q, &k.transpose(1, 2), 0.0, 1.0 / (head_dim as f64).sqrt());
     let scores = match visible {
@@ -94,15 +92,8 @@ pub fn split_rotated(
     (queries, keys, values)
 }
 
-/// The full-width `(cos, cos)`, `(−sin, sin)` rows of positions `start .. start + len` (views).
-pub fn full_width_rows(tables: &RopeTables<Tch>, start: usize, len: usize) -> (tch::Tensor, tch::Tensor) {
-    let (cos, sin) = tables.full_width();
-    let rows = |t: &Tensor<Tch, 2>| raw(t.clone()).narrow(0, start as i64, len as i64);
-    (rows(cos), rows(sin))
-}
-
 /// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with full-width `cos`, `sin`
-/// `[tokens, head_dim]` ([`RopeTables::full_width`]): `x·cos + (x₂, x₁)·sin`, where `roll` by half
+/// `[tokens, head_dim]` (`RopeTables::full_width`): `x·cos + (x₂, x₁)·sin`, where `roll` by half
 /// a head swaps the halves. Three ATen calls where the half-by-half form takes seven.
 pub fn rotate(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> tch::Tensor {
     let half = x.size()[2] / 2;

@@ -4,7 +4,8 @@
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use burn_tch::LibTorchDevice;
 use llama_core::dequant::{self, DequantError};
-use llama_core::kernels::{RawWeight, transpose};
+use llama_core::kernels::RawWeight;
+use llama_core::kernels::composed::transpose;
 
 use crate::ops::{Tch, raw, wrap};
 

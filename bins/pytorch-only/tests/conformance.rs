@@ -21,7 +21,7 @@ fn composed_kernels_match_naive_loops_on_libtorch() {
 fn fused_libtorch_kernels_match_naive_loops() {
     pytorch_only::enter_inference_mode();
     llama_testkit::kernel_checks::check_all::<pytorch_only::Tch, _>(
-        &pytorch_only::TchKernels::default(),
+        &pytorch_only::TchKernels,
         &burn_tch::LibTorchDevice::Cpu,
     );
 }

@@ -1,11 +1,12 @@
-//! Per-kernel timings behind docs/kernels.md: each kernel at SmolLM2-135M's shapes, 40 calls
-//! queued and one readback, as a markdown table (ms per call, GB/s of what it reads), plus the
-//! host's memory copy speed for scale. Uses the CPU-driver thread layout (lavapipe).
+//! Per-kernel timings behind docs/kernels.md: each kernel at SmolLM2-135M's shapes, for ROWS
+//! input rows (one decoded token, or one of each of ROWS sequences a server steps together), 40
+//! calls queued and one readback, as a markdown table (ms per call, GB/s of what it reads), plus
+//! the host's memory copy speed for scale. Uses the CPU-driver thread layout (lavapipe).
 //!
-//! `cargo run --release -p tinygrad-only --example kernel_timings`
+//! `cargo run --release -p tinygrad-only --example kernel_timings -- [ROWS]`
 use burn::tensor::{Distribution, Tensor};
 use llama_core::dequant::GgmlType;
-use llama_core::kernels::{Kernels, Pass, Position, Product, Projections, QkvIntoCache, RawWeight, RmsNorm, TokenIds};
+use llama_core::kernels::{Kernels, Placement, Product, Projections, QkvIntoCache, RawWeight, RmsNorm, Span, TokenIds};
 use llama_core::kv_cache::CachedKv;
 use std::time::Instant;
 use tinygrad_only::{Wgpu, WgpuKernels};
@@ -27,6 +28,9 @@ fn time(name: &str, bytes: f64, mut f: impl FnMut() -> Tensor<Wgpu, 2>) {
 }
 
 fn q_bytes(rows: usize, cols: usize, ty: GgmlType) -> Vec<u8> {
+    if ty == GgmlType::F32 {
+        return (0..rows * cols).flat_map(|i| ((i % 13) as f32 * 0.01 - 0.06).to_le_bytes()).collect();
+    }
     if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
         // Patterned super-blocks with a small f16 d (and Q4_K's dmin).
         let mut out: Vec<u8> = (0..rows * cols / 256 * ty.block_bytes()).map(|i| ((i * 7) % 251) as u8).collect();
@@ -54,6 +58,7 @@ fn q_bytes(rows: usize, cols: usize, ty: GgmlType) -> Vec<u8> {
 }
 
 fn main() {
+    let rows: usize = std::env::args().nth(1).map_or(1, |r| r.parse().expect("ROWS is a number"));
     let device = burn_wgpu::WgpuDevice::default();
     let k = WgpuKernels::cpu_driver();
     // host memcpy bandwidth (read + write)
@@ -68,7 +73,7 @@ fn main() {
     let s = t.elapsed().as_secs_f64() / 5.0;
     println!("host memcpy: {:.1} GB/s (read+write)", 2.0 * (256u64 << 20) as f64 / s / 1e9);
     drop(dst);
-    println!("| kernel | MB read | ms | GB/s |");
+    println!("{rows} row(s)\n\n| kernel | MB read | ms | GB/s |");
     let load = |name: &str, rows: usize, cols: usize, ty: GgmlType| {
         let bytes = q_bytes(rows, cols, ty);
         (
@@ -76,8 +81,8 @@ fn main() {
             bytes.len() as f64,
         )
     };
-    let x = Tensor::<Wgpu, 2>::random([1, 576], Distribution::Normal(0.0, 1.0), &device);
-    let x1536 = Tensor::<Wgpu, 2>::random([1, 1536], Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<Wgpu, 2>::random([rows, 576], Distribution::Normal(0.0, 1.0), &device);
+    let x1536 = Tensor::<Wgpu, 2>::random([rows, 1536], Distribution::Normal(0.0, 1.0), &device);
     let (qkv, b) = load("qkv", 960, 576, GgmlType::Q4_1);
     time("linear qkv 960×576 Q4_1", b, || k.linear(x.clone(), &qkv));
     let qkv_bytes = b;
@@ -92,29 +97,34 @@ fn main() {
     time("swiglu_product 2×1536×576 Q4_1", b1 + b2, || k.swiglu_product(norm.of(x.clone()), &gate_up));
     let (d, b) = load("d", 576, 1536, GgmlType::Q4_1);
     time("linear down 576×1536 Q4_1", b, || k.linear(x1536.clone(), &d));
-    for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
         let (d, b) = load("d", 576, 1536, ty);
         time(&format!("linear down 576×1536 {}", ty.name()), b, || k.linear(x1536.clone(), &d));
     }
-    let (head, b) = load("head", 49152, 576, GgmlType::Q8_0);
-    time("linear head 49152×576 Q8_0", b, || k.linear(x.clone(), &head));
+    for ty in [GgmlType::F32, GgmlType::Q8_0] {
+        let (head, b) = load("head", 49152, 576, ty);
+        time(&format!("linear head 49152×576 {}", ty.name()), b, || k.linear(x.clone(), &head));
+    }
+    let (head, _) = load("head", 49152, 576, GgmlType::Q8_0);
     time("embed 1 row Q8_0", 612.0, || k.embed(&head, TokenIds::Host(&[123], &device)));
     let inv = llama_core::rope::inverse_frequencies(64, 100000.0, None);
     let tables = llama_core::rope::RopeTables::<Wgpu>::new(&inv, 512, &device);
-    let cache = Tensor::<Wgpu, 3>::zeros([3, 512, 64], &device);
-    let pass = Pass { at: Position::Host(200), rope: &tables, heads: 9, kv_heads: 3 };
+    let cache = Tensor::<Wgpu, 3>::zeros([3 * rows, 512, 64], &device);
     let qkv = Projections::Stacked(qkv);
-    time("qkv_into_cache, one token, 960×576 Q4_1", qkv_bytes, || {
-        let input = norm.of(x.clone());
-        let (q, _) =
-            k.qkv_into_cache(QkvIntoCache { input, weight: &qkv, pass: &pass, cache: (cache.clone(), cache.clone()) });
-        q.reshape([1, 576])
-    });
-    for keys in [256usize, 2048] {
-        let q = Tensor::<Wgpu, 3>::random([1, 9, 64], Distribution::Normal(0.0, 1.0), &device);
-        let kk = Tensor::<Wgpu, 3>::random([3, keys, 64], Distribution::Normal(0.0, 1.0), &device);
-        time(&format!("attention 1 query, {keys} keys"), (2 * 3 * keys * 64 * 4) as f64, || {
-            k.attention(q.clone(), CachedKv::whole(kk.clone(), kk.clone()), &Position::Host(keys - 1))
+    for keys in [200usize, 511] {
+        // Each row a sequence of its own, in its own slot, at `keys - 1`.
+        let spans: Vec<Span> = (0..rows).map(|slot| Span { slot, start: keys - 1, rows: 1 }).collect();
+        let at = k.rows(Placement::from_spans(spans, &tables, [9, 3], &device));
+        time(&format!("qkv_into_cache 960×576 Q4_1 at {keys}"), qkv_bytes, || {
+            let input = norm.of(x.clone());
+            let cache = CachedKv { keys: cache.clone(), values: cache.clone() };
+            let (q, _) = k.qkv_into_cache(QkvIntoCache { input, weight: &qkv, rows: &at, cache });
+            q.reshape([rows, 576])
+        });
+        let q = Tensor::<Wgpu, 3>::random([rows, 9, 64], Distribution::Normal(0.0, 1.0), &device);
+        let kk = Tensor::<Wgpu, 3>::random([3 * rows, 512, 64], Distribution::Normal(0.0, 1.0), &device);
+        time(&format!("attention, {keys} keys a row"), (2 * 3 * rows * keys * 64 * 4) as f64, || {
+            k.attention(q.clone(), CachedKv { keys: kk.clone(), values: kk.clone() }, &at)
         });
     }
 }

@@ -5,14 +5,13 @@
 //! stream thread (`DSU-…`, cubecl's "upstream" device thread) turns them into launches, and
 //! cubecl's server thread (`DSD-…`) hands those to wgpu. lavapipe runs the shaders inside
 //! `vkQueueSubmit`, so the server thread blocks there while a batch runs; the queues behind it
-//! fill, and cubecl's producers then spin-wait (about half a million `spin_loop` turns before
-//! they yield) for a free slot. On a GPU that costs nothing the GPU needs. On a CPU driver the
-//! two spinning threads take cores from the shader threads: perf on the 2-core CI machine counted
-//! about 40% of all samples in cubecl's spin loops, and the shaders got under half the CPU.
+//! fill, and cubecl's producers then spin-wait for a free slot before they yield. On a GPU that
+//! costs nothing the GPU needs. On a CPU driver the two spinning threads take cores from the
+//! shader threads, which then get under half the CPU.
 //!
-//! Nice 19 on the two spinning threads leaves them the CPU the shaders do not want. Decode of the
-//! default model went from 4.50–4.62 to 6.59–7.11 tok/s there, in three paired rounds
-//! (docs/benchmarks/2026-11-28-cpu-feeder-priority.md).
+//! Nice 19 on the two spinning threads leaves them the CPU the shaders do not want, and decode
+//! is faster for it (docs/benchmarks/2026-11-28-cpu-feeder-priority.md has the profile and the
+//! paired rounds).
 //! The server thread keeps its priority: it sleeps while it waits, and its work is on the path.
 
 use std::io;

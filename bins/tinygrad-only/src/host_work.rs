@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use llama_app::HostWork;
+use llama_app::framework::HostWork;
 use tracing::subscriber::Interest;
 use tracing::{Metadata, Subscriber, span};
 use tracing_subscriber::filter::LevelFilter;

@@ -3,27 +3,16 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail};
 use burn::tensor::backend::Backend as _;
 use burn_wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi};
-use llama_app::cli::{Args, Quantize};
-use llama_app::{Framework, HostWork};
+use llama_app::cli::{BackendOptions, FloatType, Quantize};
+use llama_app::framework::{Framework, HostWork, Opened, apply_dtype};
 use tinygrad_only::kernels::Quantize as Storage;
 use tinygrad_only::{Wgpu, WgpuKernels, host_threads, host_work, noop};
 
-#[derive(Default)]
-struct TinygradOnly {
-    adapter: Mutex<Option<String>>,
-    /// The adapter is a CPU Vulkan driver (lavapipe): the kernels pick thread layouts for it.
-    on_cpu: AtomicBool,
-    /// `--device noop`: wgpu's backend that runs no shader (src/noop.rs).
-    noop: AtomicBool,
-    /// `--quantize`: how float weights are stored.
-    quantize: Mutex<Option<Storage>>,
-}
+struct TinygradOnly;
 
 impl Framework for TinygradOnly {
     type Backend = Wgpu;
@@ -37,61 +26,30 @@ impl Framework for TinygradOnly {
         "burn-wgpu 0.21 (fusion, autotune) + our CubeCL kernels"
     }
 
-    fn device(&self, spec: &str) -> anyhow::Result<WgpuDevice> {
-        if spec == noop::DEVICE_NAME {
-            let (device, setup) = noop::create()?;
-            // noop calls itself a CPU device; it stands in for a GPU, so the GPU layout is kept.
-            self.describe(&setup, "no shader runs; GPU kernel layout, NVIDIA limits");
-            self.noop.store(true, Ordering::Relaxed);
-            return Ok(device);
+    fn open(&self, options: &BackendOptions) -> anyhow::Result<Opened<Self>> {
+        if options.compile {
+            bail!("--compile is not supported by tinygrad-only: it is pytorch-only's option");
         }
-        let index = |rest: &str| rest.parse::<usize>().map_err(|_| anyhow!("unknown --device `{spec}`"));
-        let device = match spec {
-            "auto" => WgpuDevice::DefaultDevice,
-            "cpu" => WgpuDevice::Cpu,
-            "gpu" => WgpuDevice::DiscreteGpu(0),
-            _ => match spec.strip_prefix("gpu:") {
-                Some(rest) => WgpuDevice::DiscreteGpu(index(rest)?),
-                None => bail!("unknown --device `{spec}`: use auto, cpu, gpu, gpu:N or noop"),
-            },
+        let (device, setup, kind) = device(&options.device, options.measuring)?;
+        let (dtype, note) = apply_dtype::<Wgpu>(&device, options, (FloatType::F16, None))?;
+        let kernels = match kind {
+            Kind::Gpu => WgpuKernels::gpu(),
+            Kind::CpuDriver => WgpuKernels::cpu_driver(),
+            // It stands in for a GPU, so the GPU layout is kept; it runs nothing, so there is no
+            // device time to hide behind a pipelined read, and its poll returns at once.
+            Kind::Noop => WgpuKernels::gpu().without_pipelining(),
         };
-        // wgpu panics when no adapter matches; turn that into an error the user can act on.
-        let quiet = panic::take_hook();
-        panic::set_hook(Box::new(|_| {}));
-        let setup = panic::catch_unwind(AssertUnwindSafe(|| {
-            burn_wgpu::init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
-        }));
-        panic::set_hook(quiet);
-        let setup = setup.map_err(|_| {
-            anyhow!("no wgpu adapter for --device {spec}: install a Vulkan driver (`cargo xtask setup` installs Mesa's software one) or pick another device")
-        })?;
-        self.describe(&setup, "");
-        let on_cpu = setup.adapter.get_info().device_type == wgpu::DeviceType::Cpu;
-        self.on_cpu.store(on_cpu, Ordering::Relaxed);
-        if on_cpu {
-            // A sync starts the device's threads, so they can be found; it makes no tensor, which
-            // would fix the device's dtype before `--dtype` is applied.
-            Wgpu::sync(&device).map_err(|err| anyhow!("the wgpu device failed its first sync: {err:?}"))?;
-            match host_threads::yield_cores_to_driver() {
-                Ok(0) => tracing::debug!("no burn-fusion stream thread found: only this thread yields to the driver"),
-                Ok(found) => tracing::debug!("{found} stream thread(s) and this one lowered to nice 19"),
-                Err(err) => tracing::warn!("could not lower the host threads' priority ({err}): decode may be slower"),
-            }
-        }
-        Ok(device)
-    }
-
-    fn device_info(&self, device: &WgpuDevice) -> String {
-        self.adapter.lock().expect("adapter lock").clone().unwrap_or_else(|| format!("{device:?}"))
-    }
-
-    fn set_quantize(&self, quantize: Option<Quantize>) -> anyhow::Result<()> {
-        *self.quantize.lock().expect("quantize lock") = quantize.map(|q| match q {
+        let storage = options.quantize.map(|q| match q {
             Quantize::Int8 => Storage::Int8,
             Quantize::Nf4 => Storage::Nf4,
             Quantize::Float16 => Storage::Float16,
         });
-        Ok(())
+        let note_on_noop = if kind == Kind::Noop { "no shader runs; GPU kernel layout, NVIDIA limits" } else { "" };
+        let mut opened = Opened::new(device, dtype, kernels.with_quantize(storage), describe(&setup, note_on_noop));
+        opened.notes.extend(note);
+        opened.runs_no_kernels = kind == Kind::Noop;
+        opened.memory = device_memory;
+        Ok(opened)
     }
 
     fn kernel_launches(&self) -> Option<u64> {
@@ -106,56 +64,96 @@ impl Framework for TinygradOnly {
     fn tracing_layer(&self) -> Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> {
         Some(Box::new(host_work::layer()))
     }
+}
 
-    fn check_args(&self, args: &Args) -> anyhow::Result<()> {
-        if args.device == noop::DEVICE_NAME && !args.benchmark {
+/// What the adapter is, for the kernels' thread layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gpu,
+    /// A CPU Vulkan driver (lavapipe).
+    CpuDriver,
+    /// wgpu's backend that runs no shader (src/noop.rs).
+    Noop,
+}
+
+/// `--device`: `auto`, `cpu`, `gpu`, `gpu:N`, or `noop` (only where the mode measures).
+fn device(spec: &str, measuring: bool) -> anyhow::Result<(WgpuDevice, WgpuSetup, Kind)> {
+    if spec == noop::DEVICE_NAME {
+        if !measuring {
             bail!(
                 "--device noop runs no shaders, so every output is zero: it serves --benchmark only (the host's share of decode); use another --device for --prompt or chat"
             );
         }
-        Ok(())
+        let (device, setup) = noop::create()?;
+        return Ok((device, setup, Kind::Noop));
     }
-
-    fn runs_no_kernels(&self) -> bool {
-        self.noop.load(Ordering::Relaxed)
+    let index = |rest: &str| rest.parse::<usize>().map_err(|_| anyhow!("unknown --device `{spec}`"));
+    let device = match spec {
+        "auto" => WgpuDevice::DefaultDevice,
+        "cpu" => WgpuDevice::Cpu,
+        "gpu" => WgpuDevice::DiscreteGpu(0),
+        _ => match spec.strip_prefix("gpu:") {
+            Some(rest) => WgpuDevice::DiscreteGpu(index(rest)?),
+            None => bail!("unknown --device `{spec}`: use auto, cpu, gpu, gpu:N or noop"),
+        },
+    };
+    // wgpu panics when no adapter matches; turn that into an error the user can act on.
+    let quiet = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let setup = panic::catch_unwind(AssertUnwindSafe(|| {
+        burn_wgpu::init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+    }));
+    panic::set_hook(quiet);
+    let setup = setup.map_err(|_| {
+        anyhow!("no wgpu adapter for --device {spec}: install a Vulkan driver (`cargo xtask setup` installs Mesa's software one) or pick another device")
+    })?;
+    if setup.adapter.get_info().device_type != wgpu::DeviceType::Cpu {
+        return Ok((device, setup, Kind::Gpu));
     }
-
-    fn kernels(&self) -> WgpuKernels {
-        let kernels = if self.on_cpu.load(Ordering::Relaxed) { WgpuKernels::cpu_driver() } else { WgpuKernels::gpu() };
-        let kernels = if self.runs_no_kernels() { kernels.without_pipelining() } else { kernels };
-        kernels.with_quantize(*self.quantize.lock().expect("quantize lock"))
+    // A sync starts the device's threads, so they can be found; it makes no tensor, which would
+    // fix the device's dtype before `--dtype` is applied.
+    Wgpu::sync(&device).map_err(|err| anyhow!("the wgpu device failed its first sync: {err:?}"))?;
+    match host_threads::yield_cores_to_driver() {
+        Ok(0) => tracing::debug!("no burn-fusion stream thread found: only this thread yields to the driver"),
+        Ok(found) => tracing::debug!("{found} stream thread(s) and this one lowered to nice 19"),
+        Err(err) => tracing::warn!("could not lower the host threads' priority ({err}): decode may be slower"),
     }
+    Ok((device, setup, Kind::CpuDriver))
 }
 
-impl TinygradOnly {
-    /// Keeps the adapter's description (name, backend, type, driver) for `device_info`, and logs
-    /// the device's compute limits.
-    fn describe(&self, setup: &WgpuSetup, note: &str) {
-        let info = setup.adapter.get_info();
-        let mut text = format!(
-            "{} ({:?}, {:?}, driver {} {})",
-            info.name, info.backend, info.device_type, info.driver, info.driver_info
-        );
-        if !note.is_empty() {
-            text = format!("{text}: {note}");
-        }
-        // The device's limits: the adapter's own where cubecl made the device, ours on noop.
-        let l = setup.device.limits();
-        tracing::info!(
-            "device limits: workgroup storage {} B, invocations {}, size {}x{}x{}, workgroups per dimension {}, storage binding {} B, buffer {} B, uniform/storage offset alignment {}/{}",
-            l.max_compute_workgroup_storage_size,
-            l.max_compute_invocations_per_workgroup,
-            l.max_compute_workgroup_size_x,
-            l.max_compute_workgroup_size_y,
-            l.max_compute_workgroup_size_z,
-            l.max_compute_workgroups_per_dimension,
-            l.max_storage_buffer_binding_size,
-            l.max_buffer_size,
-            l.min_uniform_buffer_offset_alignment,
-            l.min_storage_buffer_offset_alignment
-        );
-        *self.adapter.lock().expect("adapter lock") = Some(text);
+/// The adapter in one line (name, backend, type, driver), after logging the device's compute
+/// limits.
+fn describe(setup: &WgpuSetup, note: &str) -> String {
+    let info = setup.adapter.get_info();
+    let mut text = format!(
+        "{} ({:?}, {:?}, driver {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    );
+    if !note.is_empty() {
+        text = format!("{text}: {note}");
     }
+    // The device's limits: the adapter's own where cubecl made the device, ours on noop.
+    let l = setup.device.limits();
+    tracing::info!(
+        "device limits: workgroup storage {} B, invocations {}, size {}x{}x{}, workgroups per dimension {}, storage binding {} B, buffer {} B, uniform/storage offset alignment {}/{}",
+        l.max_compute_workgroup_storage_size,
+        l.max_compute_invocations_per_workgroup,
+        l.max_compute_workgroup_size_x,
+        l.max_compute_workgroup_size_y,
+        l.max_compute_workgroup_size_z,
+        l.max_compute_workgroups_per_dimension,
+        l.max_storage_buffer_binding_size,
+        l.max_buffer_size,
+        l.min_uniform_buffer_offset_alignment,
+        l.min_storage_buffer_offset_alignment
+    );
+    text
+}
+
+/// The bytes cubecl's memory pools hold on the device.
+fn device_memory(device: &WgpuDevice) -> Option<u64> {
+    let client = <burn_wgpu::WgpuRuntime as cubecl::Runtime>::client(device);
+    client.memory_usage().ok().map(|usage| usage.bytes_reserved)
 }
 
 fn main() -> ExitCode {
@@ -165,5 +163,5 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded here, at the very start of main.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
-    llama_app::main(TinygradOnly::default())
+    llama_app::run::main(TinygradOnly)
 }

@@ -6,8 +6,9 @@ use clap::Parser;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use llama_core::config::ModelSize;
-use llama_core::load::WeightType;
+use llama_core::random::WeightType;
 use llama_core::sampling::SamplingParams;
+use llama_core::scheduler::SchedulerOptions;
 
 /// The model `cargo xtask setup` fetches, used when `--model` is not given.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -206,6 +207,15 @@ pub enum FloatType {
 }
 
 impl FloatType {
+    /// As `--dtype` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatType::F32 => "f32",
+            FloatType::F16 => "f16",
+            FloatType::Bf16 => "bf16",
+        }
+    }
+
     pub fn dtype(self) -> burn::tensor::DType {
         match self {
             FloatType::F32 => burn::tensor::DType::F32,
@@ -257,6 +267,59 @@ impl Args {
             presence_penalty: self.presence_penalty,
         }
     }
+
+    /// What the flags ask of the framework's device.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            device: self.device.clone(),
+            dtype: self.dtype,
+            half: self.half,
+            quantize: self.quantize,
+            compile: self.compile,
+            measuring: self.benchmark,
+        }
+    }
+
+    /// One slot of `context` positions, run as the flags say (the one-shot, chat and benchmark
+    /// modes).
+    pub fn single_slot(&self, context: usize) -> SchedulerOptions {
+        SchedulerOptions { pipeline: !self.no_pipeline, compile: self.compile, ..SchedulerOptions::single(context) }
+    }
+
+    /// Which mode the flags pick: `--serve` serves HTTP, `--benchmark` measures, `--prompt`
+    /// answers once, and anything else opens a chat.
+    pub fn mode(&self) -> Mode<'_> {
+        match (&self.serve, self.benchmark, &self.prompt) {
+            (Some(addr), _, _) => Mode::Serve(addr),
+            (None, true, _) => Mode::Benchmark,
+            (None, false, Some(prompt)) => Mode::OneShot(prompt),
+            (None, false, None) => Mode::Chat,
+        }
+    }
+}
+
+/// What the flags ask of a framework's device.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// `--device`, as typed.
+    pub device: String,
+    /// `--dtype`; `--half` asks for the framework's half type instead.
+    pub dtype: FloatType,
+    pub half: bool,
+    pub quantize: Option<Quantize>,
+    /// `--compile`: a sequence decoding alone runs the static-shape step, captured where the
+    /// framework can.
+    pub compile: bool,
+    /// The mode only measures speed (`--benchmark`): a device that runs no kernels may serve it.
+    pub measuring: bool,
+}
+
+/// What the binary does with its model.
+pub enum Mode<'a> {
+    Serve(&'a str),
+    Benchmark,
+    OneShot(&'a str),
+    Chat,
 }
 
 /// A flag that takes one of `values`, by their names (listed in `--help` and in the error for

@@ -1,21 +1,65 @@
-//! What a framework binary provides: its backend type, its fast-path provider, how it reads
-//! `--device` and describes the device, and what it can count. Everything else (loading,
-//! tokenizing, the chat template, generation, output) lives once in llama-core and the rest of
-//! this crate, so adding a framework is one small bin crate.
+//! What a framework binary provides: its backend type, its fast-path provider, and one call that
+//! opens a device from the flags ([`Framework::open`]) and returns everything later calls need
+//! ([`Opened`]), so that no binary keeps state to remember what was set. Everything else
+//! (loading, tokenizing, the chat template, the engine, output) lives once in llama-core and the
+//! rest of this crate, so adding a framework is one small bin crate.
 
 use anyhow::bail;
 use burn::tensor::backend::Backend;
 use llama_core::kernels::Kernels;
 use llama_core::model::Llama;
+use llama_core::scheduler::{Eager, StepRunner};
 use serde::Serialize;
 
-use crate::cli::{Args, FloatType, Quantize};
+use crate::cli::{BackendOptions, FloatType, Quantize};
 
 pub type Device<F> = burn::tensor::Device<<F as Framework>::Backend>;
 
+/// A framework's device, opened as the flags say, and what runs on it.
+pub struct Opened<F: Framework> {
+    pub device: Device<F>,
+    /// The float dtype in use (`--half` may have fallen back).
+    pub dtype: FloatType,
+    /// The provider, set up for this device and `--quantize`.
+    pub kernels: F::Kernels,
+    /// One line about the device (adapter, driver, threads).
+    pub description: String,
+    /// What the flags' fallbacks did, said once on stderr (`--half` as bf16, `--compile` on a CPU).
+    pub notes: Vec<String>,
+    /// The device runs no kernels at all (a host-cost measuring device): its outputs are zeros
+    /// and its decode time is the host's alone.
+    pub runs_no_kernels: bool,
+    /// How a step runs: captured and replayed where `--compile` can, else as it is.
+    pub runner: Box<dyn StepRunner<F::Backend, F::Kernels>>,
+    /// Device memory in use, where the backend can tell.
+    pub memory: fn(&Device<F>) -> Option<u64>,
+}
+
+impl<F: Framework> Opened<F> {
+    /// A device with every step run as it is, no notes, memory not reported: what a framework
+    /// then adjusts.
+    pub fn new(device: Device<F>, dtype: FloatType, kernels: F::Kernels, description: String) -> Self {
+        Self {
+            device,
+            dtype,
+            kernels,
+            description,
+            notes: Vec::new(),
+            runs_no_kernels: false,
+            runner: Box::new(Eager),
+            memory: |_| None,
+        }
+    }
+
+    /// The step runner, for one scheduler (later ones run each step as it is).
+    pub fn take_runner(&mut self) -> Box<dyn StepRunner<F::Backend, F::Kernels>> {
+        std::mem::replace(&mut self.runner, Box::new(Eager))
+    }
+}
+
 pub trait Framework: Sized {
     type Backend: Backend;
-    type Kernels: Kernels<Self::Backend>;
+    type Kernels: Kernels<Self::Backend> + Clone + 'static;
 
     /// The binary's name, as users type it.
     fn name(&self) -> &'static str;
@@ -23,32 +67,10 @@ pub trait Framework: Sized {
     /// The framework stack in words, e.g. "burn-wgpu 0.21 (fusion, autotune)".
     fn stack(&self) -> &'static str;
 
-    /// Parses `--device`; an unknown or unavailable device is an error that says which are valid.
-    fn device(&self, spec: &str) -> anyhow::Result<Device<Self>>;
-
-    /// One line about the device the model runs on (adapter, driver, threads).
-    fn device_info(&self, device: &Device<Self>) -> String;
-
-    /// The fast-path provider this binary runs the model with.
-    fn kernels(&self) -> Self::Kernels;
-
-    /// Takes `--quantize`; frameworks that cannot store weights that way refuse it.
-    fn set_quantize(&self, quantize: Option<Quantize>) -> anyhow::Result<()> {
-        match quantize {
-            None => Ok(()),
-            Some(q) => bail!("--quantize {q:?} is not supported by {}: it is tinygrad-only's option", self.name()),
-        }
-    }
-
-    /// The dtype `--half` means on `device`, and why when it is not f16.
-    fn half_dtype(&self, _device: &Device<Self>) -> (FloatType, Option<&'static str>) {
-        (FloatType::F16, None)
-    }
-
-    /// Takes `--compile`: says what it does on `device` (printed once on stderr), or refuses.
-    fn compile_note(&self, _device: &Device<Self>) -> anyhow::Result<String> {
-        bail!("--compile is not supported by {}: it is pytorch-only's option", self.name())
-    }
+    /// Opens the device `options.device` names (an unknown or unavailable one is an error that
+    /// says which are valid), with the dtype, weight storage and step the options ask for (or
+    /// an error naming the flag it cannot serve).
+    fn open(&self, options: &BackendOptions) -> anyhow::Result<Opened<Self>>;
 
     /// Our own kernel launches so far in this process, where the framework counts them.
     fn kernel_launches(&self) -> Option<u64> {
@@ -65,31 +87,42 @@ pub trait Framework: Sized {
     fn tracing_layer(&self) -> Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> {
         None
     }
-
-    /// Refuses flag combinations the framework cannot serve; called before any mode starts.
-    fn check_args(&self, _args: &Args) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Whether the device runs no kernels at all (a host-cost measuring device): its outputs are
-    /// zeros and its decode time is the host's alone.
-    fn runs_no_kernels(&self) -> bool {
-        false
-    }
-
-    /// Device memory in use, where the framework can tell.
-    fn device_memory_bytes(&self, _device: &Device<Self>) -> Option<u64> {
-        None
-    }
-
-    /// Called once before exit: wait for outstanding device work.
-    fn cleanup(&self, device: &Device<Self>) {
-        let _ = Self::Backend::sync(device);
-    }
 }
 
 /// The model as a framework instantiates it.
 pub type FrameworkLlama<F> = Llama<<F as Framework>::Backend, <F as Framework>::Kernels>;
+
+/// Sets `device`'s float dtype from the options, before any tensor exists on it (Burn fixes a
+/// device's dtype at its first tensor). `--half` takes `half`, the framework's half type for the
+/// device (with why, when it is not f16), falling back to bf16 where that fails. Returns the
+/// dtype in use and, when `--half` did not give f16, a note saying why.
+pub fn apply_dtype<B: Backend>(
+    device: &B::Device,
+    options: &BackendOptions,
+    half: (FloatType, Option<&str>),
+) -> anyhow::Result<(FloatType, Option<String>)> {
+    let int = <burn::tensor::ops::IntElem<B> as burn::tensor::Element>::dtype();
+    let set = |t: FloatType| burn::tensor::set_default_dtypes::<B>(device, t.dtype(), int);
+    let (wanted, why) = if options.half { half } else { (options.dtype, None) };
+    match set(wanted) {
+        Ok(()) => Ok((wanted, why.map(|why| format!("--half: using {}: {why}", wanted.name())))),
+        Err(e) if options.half => {
+            set(FloatType::Bf16).map_err(|e2| {
+                anyhow::anyhow!("--half: neither {wanted:?} ({e}) nor bf16 ({e2}) works on this device")
+            })?;
+            Ok((FloatType::Bf16, Some(format!("f16 is not supported on this device ({e}); using bf16"))))
+        }
+        Err(e) => bail!("--dtype {wanted:?}: {e}"),
+    }
+}
+
+/// Refuses `--quantize` for a framework that cannot store weights that way.
+pub fn refuse_quantize(name: &str, quantize: Option<Quantize>) -> anyhow::Result<()> {
+    match quantize {
+        None => Ok(()),
+        Some(q) => bail!("--quantize {q:?} is not supported by {name}: it is tinygrad-only's option"),
+    }
+}
 
 /// What the host asked of the device over some work: the counts behind a decode step's host
 /// cost. `T` is `u64` for counts, `f64` for averages per step.

@@ -14,9 +14,12 @@ use crate::cli::Args;
 use crate::framework::Framework;
 use crate::setup;
 use crate::terminal;
-use llama_core::chat::{ChatError, ChatSession, TurnStats};
-use llama_core::generation::{GenerationParams, StopReason};
+use burn::tensor::backend::Backend;
+use llama_core::chat::{ChatError, ChatSession, ChatSettings, TurnStats};
+use llama_core::kernels::Kernels;
 use llama_core::sampling::Sampler;
+use llama_core::scheduler::Scheduler;
+use llama_core::sequence::FinishReason;
 
 const HELP: &str = "/reset forgets the conversation, /stats shows the last reply's speed, /exit or Ctrl-D quits; \
 Ctrl-C stops a reply";
@@ -24,34 +27,44 @@ Ctrl-C stops a reply";
 pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
     let file = setup::open_model_file(args)?;
     let template = setup::chat_template(args, &file)?;
-    let (device, dtype, device_info) = setup::prepare_device(fw, args)?;
-    let (model, load_s) = setup::timed_load::<F>(&device, || setup::load_model(fw, &file, &device))?;
+    let mut opened = setup::open_backend(fw, args)?;
+    let (model, load_s) = setup::load(&opened, &file)?;
     let interactive = std::io::stdin().is_terminal();
     let interrupt = install_ctrl_c_handler()?;
     let seed = args.seed.unwrap_or_else(setup::fresh_seed);
-    let params = GenerationParams {
+    let settings = ChatSettings {
+        template,
+        system: args.system.clone(),
+        sampler: Sampler::new(args.sampling(), seed),
+        max_tokens: args.max_tokens,
         ignore_eos: args.ignore_eos,
-        interrupt: Some(interrupt.requested.clone()),
-        decode: model.decode_step(args.compile),
-        pipeline: !args.no_pipeline,
-        ..GenerationParams::new(args.max_tokens)
     };
-    let sampler = Sampler::new(args.sampling(), seed);
-    let mut chat =
-        ChatSession::new(&model, &file.tokenizer, template, args.system.clone(), file.context, sampler, params);
+    let runner = opened.take_runner();
+    let scheduler = Scheduler::new(&model, Some(&file.tokenizer), runner, args.single_slot(file.context));
+    let mut chat = ChatSession::new(scheduler, &file.tokenizer, settings);
     if interactive || args.verbose {
         eprintln!(
-            "{} · {} · {device_info} · {:?}\n{} loaded in {load_s:.1} s; {}-token context; seed {seed}; {}\n{HELP}",
+            "{} · {} · {} · {:?}\n{} loaded in {load_s:.1} s; {}-token context; seed {seed}; {}\n{HELP}",
             fw.name(),
             fw.stack(),
-            dtype,
+            opened.description,
+            opened.dtype,
             file.path.display(),
             file.context,
             chat.template_origin(),
         );
     }
+    converse(&mut chat, &mut Input::new(interactive), &interrupt)?;
+    setup::finish(&opened);
+    Ok(())
+}
 
-    let mut input = Input::new(interactive);
+/// Reads lines until the end of input or `/exit`: commands, or messages to reply to.
+fn converse<B: Backend, K: Kernels<B>>(
+    chat: &mut ChatSession<'_, B, K>,
+    input: &mut Input,
+    interrupt: &Interrupt,
+) -> anyhow::Result<()> {
     let mut last: Option<TurnStats> = None;
     let mut turn = 0;
     while let Some(line) = input.read_line()? {
@@ -62,40 +75,30 @@ pub fn run<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<()> {
             "/reset" => {
                 chat.reset();
                 eprintln!("[conversation cleared]");
-                continue;
             }
-            "/stats" => {
-                match &last {
-                    Some(s) => eprintln!("{}", stats_detail(s, chat.cached_tokens(), chat.context())),
-                    None => eprintln!("[no reply yet]"),
+            "/stats" => match &last {
+                Some(s) => eprintln!("{}", stats_detail(s, chat.cached_tokens(), chat.context())),
+                None => eprintln!("[no reply yet]"),
+            },
+            "/help" => eprintln!("{HELP}"),
+            _ if line.starts_with('/') && !line.contains(' ') => eprintln!("[unknown command {line}] {HELP}"),
+            message => {
+                interrupt.start_reply();
+                let result = chat.reply(message, terminal::print_streamed, &|| interrupt.requested());
+                interrupt.end_reply();
+                match result {
+                    Ok(stats) => {
+                        println!();
+                        turn += 1;
+                        eprintln!("{}", stats_line(turn, &stats, chat.context()));
+                        last = Some(stats);
+                    }
+                    Err(e @ ChatError::TooLong { .. }) => eprintln!("[{e}]"),
+                    Err(e) => return Err(e.into()),
                 }
-                continue;
             }
-            "/help" => {
-                eprintln!("{HELP}");
-                continue;
-            }
-            _ if line.starts_with('/') && !line.contains(' ') => {
-                eprintln!("[unknown command {line}] {HELP}");
-                continue;
-            }
-            _ => {}
-        }
-        interrupt.start_reply();
-        let result = chat.reply(line, terminal::print_streamed);
-        interrupt.end_reply();
-        match result {
-            Ok(stats) => {
-                println!();
-                turn += 1;
-                eprintln!("{}", stats_line(turn, &stats, chat.context()));
-                last = Some(stats);
-            }
-            Err(e @ ChatError::TooLong { .. }) => eprintln!("[{e}]"),
-            Err(e) => return Err(e.into()),
         }
     }
-    fw.cleanup(&device);
     Ok(())
 }
 
@@ -109,11 +112,11 @@ fn stats_line(turn: usize, s: &TurnStats, context: usize) -> String {
         s.time_to_first_token_s * 1e3,
         s.decode_tok_s
     );
-    match s.stop_reason {
-        StopReason::EndOfGeneration => {}
-        StopReason::MaxTokens => line.push_str("; stopped at --max-tokens"),
-        StopReason::Interrupted => line.push_str("; interrupted"),
-        StopReason::ContextFull => line.push_str(&format!(
+    match s.finish_reason {
+        FinishReason::EndOfGeneration | FinishReason::StopString => {}
+        FinishReason::MaxTokens => line.push_str("; stopped at --max-tokens"),
+        FinishReason::Cancelled => line.push_str("; interrupted"),
+        FinishReason::ContextFull => line.push_str(&format!(
             "; the {context}-token context is full, so the reply was cut: /reset starts over, or the oldest turns will be dropped"
         )),
     }
@@ -133,7 +136,7 @@ fn stats_detail(s: &TurnStats, cached: usize, context: usize) -> String {
         s.prefilled_tokens,
         s.prompt_tokens,
         s.decode_tok_s,
-        s.stop_reason,
+        s.finish_reason,
     )
 }
 
@@ -152,6 +155,10 @@ impl Interrupt {
 
     fn end_reply(&self) {
         self.replying.store(false, Ordering::SeqCst);
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
     }
 }
 

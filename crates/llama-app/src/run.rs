@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::Args;
+use crate::cli::{Args, Mode};
 use crate::framework::Framework;
 
 /// Parses the command line, runs, and turns any error into a message and exit code 1.
@@ -41,19 +41,13 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// `--serve` serves HTTP, `--benchmark` measures, `--prompt` answers once, and anything else
-/// opens a chat.
+/// The mode the flags pick ([`Args::mode`]).
 fn run<F: Framework>(fw: &F, args: Args) -> anyhow::Result<()> {
-    fw.check_args(&args)?;
-    fw.set_quantize(args.quantize)?;
-    if let Some(addr) = &args.serve {
-        crate::serve::run(fw, &args, addr)
-    } else if args.benchmark {
-        crate::benchmark::run(fw, &args)
-    } else if let Some(prompt) = &args.prompt {
-        crate::one_shot::run(fw, &args, prompt)
-    } else {
-        crate::interactive::run(fw, &args)
+    match args.mode() {
+        Mode::Serve(addr) => crate::serve::run(fw, &args, addr),
+        Mode::Benchmark => crate::benchmark::run(fw, &args),
+        Mode::OneShot(prompt) => crate::one_shot::run(fw, &args, prompt),
+        Mode::Chat => crate::interactive::run(fw, &args),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Set-up shared by every mode: open the model file and its tokenizer, prepare the device with
-//! the dtype the flags ask for, load the weights.
+//! Set-up shared by every mode, in the order its types impose: open the model file and its
+//! tokenizer ([`ModelFile`]), open the framework's device as the flags say ([`Opened`]), load
+//! the weights onto it.
 
 use std::time::Instant;
 
@@ -12,8 +13,8 @@ use llama_core::model::Llama;
 use llama_core::tokenizer::Tokenizer;
 use serde_json::json;
 
-use crate::cli::{Args, FloatType};
-use crate::framework::{Device, Framework, FrameworkLlama};
+use crate::cli::Args;
+use crate::framework::{Device, Framework, FrameworkLlama, Opened};
 
 /// The KV cache length used when `--ctx-size` is not given (capped at the model's own).
 pub const DEFAULT_CONTEXT: usize = 4096;
@@ -58,44 +59,23 @@ pub fn open_model_file(args: &Args) -> anyhow::Result<ModelFile> {
     Ok(ModelFile { path, checkpoint, config, tokenizer: std::sync::Arc::new(tokenizer), context })
 }
 
-/// The device from `--device` with the dtype from `--dtype`/`--half` applied (a fallback is said
-/// on stderr), and a line describing it.
-pub fn prepare_device<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<(Device<F>, FloatType, String)> {
-    let device = fw.device(&args.device)?;
-    let (dtype, note) = apply_dtype(fw, &device, args)?;
-    if let Some(note) = &note {
+/// The framework's device, opened as the flags say; what its fallbacks did is said on stderr.
+pub fn open_backend<F: Framework>(fw: &F, args: &Args) -> anyhow::Result<Opened<F>> {
+    let opened = fw.open(&args.backend_options())?;
+    for note in &opened.notes {
         eprintln!("{}: {note}", fw.name());
     }
-    if args.compile {
-        eprintln!("{}: --compile: {}", fw.name(), fw.compile_note(&device)?);
-    }
-    let info = fw.device_info(&device);
-    tracing::info!("{} on {info}", fw.stack());
-    Ok((device, dtype, info))
+    tracing::info!("{} on {}", fw.stack(), opened.description);
+    Ok(opened)
 }
 
-/// Sets the device's float dtype from `--dtype`/`--half`, before any tensor exists on it (Burn
-/// fixes a device's dtype at its first tensor). `--half` takes the framework's half type for the
-/// device, falling back to bf16 where f16 is unsupported. Returns the dtype in use and, when
-/// `--half` did not give f16, a note saying why.
-pub fn apply_dtype<F: Framework>(
-    fw: &F,
-    device: &Device<F>,
-    args: &Args,
-) -> anyhow::Result<(FloatType, Option<String>)> {
-    let int = <burn::tensor::ops::IntElem<F::Backend> as burn::tensor::Element>::dtype();
-    let set = |t: FloatType| burn::tensor::set_default_dtypes::<F::Backend>(device, t.dtype(), int);
-    let (wanted, why) = if args.half { fw.half_dtype(device) } else { (args.dtype, None) };
-    match set(wanted) {
-        Ok(()) => Ok((wanted, why.map(|why| format!("--half: using {}: {why}", format!("{wanted:?}").to_lowercase())))),
-        Err(e) if args.half => {
-            set(FloatType::Bf16).map_err(|e2| {
-                anyhow::anyhow!("--half: neither {wanted:?} ({e}) nor bf16 ({e2}) works on this device")
-            })?;
-            Ok((FloatType::Bf16, Some(format!("f16 is not supported on this device ({e}); using bf16"))))
-        }
-        Err(e) => bail!("--dtype {wanted:?}: {e}"),
-    }
+/// Loads the model file's weights onto the opened device and waits until they are there;
+/// returns the model with the seconds that took.
+pub fn load<F: Framework>(opened: &Opened<F>, file: &ModelFile) -> anyhow::Result<(FrameworkLlama<F>, f64)> {
+    timed_load::<F>(&opened.device, || {
+        let kernels = opened.kernels.clone();
+        Ok(Llama::from_tensors(file.checkpoint.tensors(), file.config.clone(), kernels, file.context, &opened.device)?)
+    })
 }
 
 /// Builds the model with `build` and waits until its weights are on the device; returns it with
@@ -110,14 +90,14 @@ pub fn timed_load<F: Framework>(
     Ok((model, start.elapsed().as_secs_f64()))
 }
 
+/// Waits for outstanding device work before exit.
+pub fn finish<F: Framework>(opened: &Opened<F>) {
+    let _ = F::Backend::sync(&opened.device);
+}
+
 /// A seed from the clock, for runs without `--seed`.
 pub fn fresh_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Loads the model file's weights onto `device` with the framework's provider.
-pub fn load_model<F: Framework>(fw: &F, file: &ModelFile, device: &Device<F>) -> anyhow::Result<FrameworkLlama<F>> {
-    Ok(Llama::from_tensors(file.checkpoint.tensors(), file.config.clone(), fw.kernels(), file.context, device)?)
 }
 
 /// The chat template: `--chat-template`, else the model's own, else Llama 3's.

@@ -10,11 +10,10 @@ use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::chat_template::{ChatTemplate, Message, TemplateError};
-use crate::generation::{self, GenerationParams, StopReason};
 use crate::kernels::Kernels;
-use crate::kv_cache::KvCache;
-use crate::model::{Llama, ModelError};
 use crate::sampling::Sampler;
+use crate::scheduler::{AdmitError, GenerateError, Scheduler};
+use crate::sequence::{FinishReason, Request, rate};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +21,7 @@ pub enum ChatError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Generate(#[from] GenerateError),
     #[error(
         "this message makes a prompt of {tokens} tokens, which leaves no room for a reply in the {capacity}-token context: shorten it, or raise --ctx-size"
     )]
@@ -39,7 +38,7 @@ pub struct TurnStats {
     /// How many were prefilled this turn (`prompt_tokens - reused_tokens`).
     pub prefilled_tokens: usize,
     pub generated_tokens: usize,
-    pub stop_reason: StopReason,
+    pub finish_reason: FinishReason,
     /// Older turns dropped before this one to make room in the context.
     pub dropped_turns: usize,
     pub time_to_first_token_s: f64,
@@ -47,32 +46,45 @@ pub struct TurnStats {
     pub decode_tok_s: f64,
 }
 
+/// How a chat replies: its template and system message, its sampler (kept across turns), and
+/// each reply's limits.
+pub struct ChatSettings {
+    pub template: ChatTemplate,
+    pub system: Option<String>,
+    pub sampler: Sampler,
+    /// Most tokens per reply.
+    pub max_tokens: usize,
+    pub ignore_eos: bool,
+}
+
+/// A conversation run as requests of a one-slot [`Scheduler`], whose slot keeps the cache
+/// between turns.
 pub struct ChatSession<'m, B: Backend, K: Kernels<B>> {
-    model: &'m Llama<B, K>,
+    scheduler: Scheduler<'m, B, K>,
     tokenizer: &'m Tokenizer,
     template: ChatTemplate,
     system: Option<String>,
     /// User and assistant messages, oldest first.
     turns: Vec<Message>,
-    cache: KvCache<B>,
-    /// The ids whose keys and values the cache holds, in order.
-    cached: Vec<u32>,
-    sampler: Sampler,
-    params: GenerationParams,
+    /// `None` only while a reply runs (the request holds it).
+    sampler: Option<Sampler>,
+    max_tokens: usize,
+    ignore_eos: bool,
 }
 
 impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
-    pub fn new(
-        model: &'m Llama<B, K>,
-        tokenizer: &'m Tokenizer,
-        template: ChatTemplate,
-        system: Option<String>,
-        context: usize,
-        sampler: Sampler,
-        params: GenerationParams,
-    ) -> Self {
-        let cache = model.new_cache(context);
-        Self { model, tokenizer, template, system, turns: Vec::new(), cache, cached: Vec::new(), sampler, params }
+    pub fn new(scheduler: Scheduler<'m, B, K>, tokenizer: &'m Tokenizer, settings: ChatSettings) -> Self {
+        let ChatSettings { template, system, sampler, max_tokens, ignore_eos } = settings;
+        Self {
+            scheduler,
+            tokenizer,
+            template,
+            system,
+            turns: Vec::new(),
+            sampler: Some(sampler),
+            max_tokens,
+            ignore_eos,
+        }
     }
 
     pub fn template_origin(&self) -> crate::chat_template::TemplateSource {
@@ -81,59 +93,64 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
 
     /// Tokens currently held in the KV cache.
     pub fn cached_tokens(&self) -> usize {
-        self.cache.len()
+        self.scheduler.cached_tokens(0)
     }
 
     pub fn context(&self) -> usize {
-        self.cache.capacity()
+        self.scheduler.context()
     }
 
     /// Forgets the conversation (the system message stays) and empties the cache.
     pub fn reset(&mut self) {
         self.turns.clear();
-        self.cache.clear();
-        self.cached.clear();
-        self.sampler.clear_history();
+        self.scheduler.forget(0);
+        if let Some(sampler) = &mut self.sampler {
+            sampler.clear_history();
+        }
     }
 
     /// Adds the user's message, generates the assistant's reply (streamed through `on_text`) and
     /// adds it too; an interrupted or cut-off reply is kept as far as it went. Older turns are
     /// dropped, and counted in the stats, when the conversation would not leave room for a reply;
-    /// a message refused as too long changes nothing.
-    pub fn reply(&mut self, user: &str, on_text: impl FnMut(&str)) -> Result<TurnStats, ChatError> {
+    /// a message refused as too long changes nothing. `interrupted` is asked between tokens.
+    pub fn reply(
+        &mut self,
+        user: &str,
+        on_text: impl FnMut(&str),
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<TurnStats, ChatError> {
         let mut turns = self.turns.clone();
         turns.push(Message::new("user", user));
         let (prompt, dropped_turns) = self.fit_prompt(&mut turns)?;
         self.turns = turns;
-        let reused = common_prefix(&self.cached, &prompt).min(prompt.len() - 1);
-        self.cache.truncate(reused);
-        self.cached.truncate(reused);
-        let new_tokens = &prompt[reused..];
-        let generation = generation::generate(
-            self.model,
-            &mut self.cache,
-            Some(self.tokenizer),
-            new_tokens,
-            &self.params,
-            &mut self.sampler,
-            on_text,
-        )?;
-        self.cached.extend_from_slice(new_tokens);
-        self.cached.extend_from_slice(&generation.generated_tokens);
-        // The last sampled token is in the cache only if a later step consumed it.
-        self.cached.truncate(self.cache.len());
-        self.turns.push(Message::new("assistant", &generation.text));
-        let t = &generation.timings;
+        let sampler = self.sampler.take().expect("a sampler between replies");
+        let request = Request { ignore_eos: self.ignore_eos, ..Request::new(prompt, self.max_tokens, sampler.clone()) };
+        let finished = match self.scheduler.generate(request, on_text, interrupted) {
+            Ok(finished) => finished,
+            Err(e) => {
+                self.sampler = Some(sampler);
+                return Err(match e {
+                    GenerateError::Admit(AdmitError::TooLong { tokens, capacity }) => {
+                        ChatError::TooLong { tokens, capacity }
+                    }
+                    e => e.into(),
+                });
+            }
+        };
+        self.sampler = Some(finished.sampler.clone());
+        self.turns.push(Message::new("assistant", &finished.text));
+        let t = &finished.timings;
+        let prefilled = finished.prompt_tokens - finished.reused_tokens;
         Ok(TurnStats {
-            prompt_tokens: prompt.len(),
-            reused_tokens: reused,
-            prefilled_tokens: new_tokens.len(),
-            generated_tokens: generation.generated_tokens.len(),
-            stop_reason: generation.stop_reason,
+            prompt_tokens: finished.prompt_tokens,
+            reused_tokens: finished.reused_tokens,
+            prefilled_tokens: prefilled,
+            generated_tokens: finished.tokens.len(),
+            finish_reason: finished.reason,
             dropped_turns,
             time_to_first_token_s: t.time_to_first_token_s,
-            prefill_tok_s: generation::rate(new_tokens.len(), t.prefill_s),
-            decode_tok_s: generation::rate(t.decode_step_s.len(), t.decode_s),
+            prefill_tok_s: rate(prefilled, t.prefill_s),
+            decode_tok_s: rate(t.decode_step_s.len(), t.decode_s),
         })
     }
 
@@ -141,8 +158,8 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
     /// user/assistant pairs from `turns` while it leaves less room than a reply may take
     /// (`--max-tokens`, at most half the context). Returns how many messages were dropped.
     fn fit_prompt(&self, turns: &mut Vec<Message>) -> Result<(Vec<u32>, usize), ChatError> {
-        let capacity = self.cache.capacity();
-        let reserve = self.params.max_tokens.clamp(1, (capacity / 2).max(1));
+        let capacity = self.scheduler.context();
+        let reserve = self.max_tokens.clamp(1, (capacity / 2).max(1));
         let mut dropped = 0;
         loop {
             let messages: Vec<Message> =
@@ -166,22 +183,5 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
             turns.drain(..pair);
             dropped += pair;
         }
-    }
-}
-
-/// How many leading ids `a` and `b` share.
-pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::common_prefix;
-
-    #[test]
-    fn common_prefix_counts_matching_leading_ids() {
-        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
-        assert_eq!(common_prefix(&[], &[1]), 0);
-        assert_eq!(common_prefix(&[1, 2], &[1, 2, 3]), 2);
     }
 }

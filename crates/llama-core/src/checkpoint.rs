@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{ConfigError, LlamaConfig};
 use crate::gguf::{GgufError, GgufFile, Value};
 use crate::hf::{HfError, HfModel};
-use crate::load::TensorFile;
+use crate::tensor_file::TensorFile;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]

@@ -11,15 +11,13 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+mod blocks;
 mod kquants;
 mod legacy;
 
-pub use legacy::{quantize_q4_0, quantize_q8_0};
+use blocks::QK_K;
 
-/// Elements per K-quant super-block (ggml's `QK_K`).
-const QK_K: usize = 256;
-/// Elements per block of the legacy formats Q4_0 .. Q8_0 (ggml's `QK4_0`, `QK8_0`, ...).
-const QK_LEGACY: usize = 32;
+pub use legacy::{quantize_q4_0, quantize_q8_0};
 
 /// Tensors at least this large are split over threads; below it spawning costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 20;
@@ -233,25 +231,6 @@ fn dequantize_into_with_threads(
         }
     });
     Ok(())
-}
-
-/// Pairs each `BLOCK_BYTES`-byte block with its `BLOCK_ELEMENTS` outputs as fixed-size arrays,
-/// so the per-format loops index without bounds checks.
-fn whole_blocks<'a, const BLOCK_BYTES: usize, const BLOCK_ELEMENTS: usize>(
-    bytes: &'a [u8],
-    out: &'a mut [f32],
-) -> impl Iterator<Item = (&'a [u8; BLOCK_BYTES], &'a mut [f32; BLOCK_ELEMENTS])> {
-    debug_assert_eq!(bytes.len() / BLOCK_BYTES, out.len() / BLOCK_ELEMENTS);
-    bytes
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_ELEMENTS))
-        .map(|(block, y)| (block.try_into().expect("exact chunk"), y.try_into().expect("exact chunk")))
-}
-
-/// The little-endian f16 at `offset`, widened to f32 (exact; NaNs stay NaN).
-#[inline(always)]
-fn f16_at(bytes: &[u8], offset: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([bytes[offset], bytes[offset + 1]])).to_f32()
 }
 
 fn dequantize_row_f32(bytes: &[u8], out: &mut [f32]) {

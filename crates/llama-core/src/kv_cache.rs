@@ -1,4 +1,8 @@
-//! Per-layer key/value cache, allocated once at the context length in use and written in place.
+//! The key/value cache: for every layer one block of `slots` sequences' keys and values,
+//! allocated once at the context length in use and written in place. A sequence owns one slot;
+//! one-shot generation, a chat and the benchmark use one, a server one per request it decodes at
+//! once, so a step of several sequences reads and writes one tensor per layer, not one per
+//! sequence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,70 +17,63 @@ pub struct ContextFull {
     pub capacity: usize,
 }
 
-/// One layer's keys and values as attention reads them: whole `[kv_heads, capacity, head_dim]`
-/// tensors, of which the first `len` positions are written. Handing attention the whole cache
-/// and a length, rather than views cut to the length, lets a provider read the rows in place
-/// without recording a slice per tensor per layer.
+/// One layer's keys and values for every slot, `[slots · kv_heads, capacity, head_dim]` each:
+/// slot `s`'s KV head `h` is row block `s · kv_heads + h`. Attention is handed the whole block
+/// (and the step's rows say which slot and positions each query reads), so that a provider may
+/// read the rows in place rather than record a slice per tensor per layer.
 pub struct CachedKv<B: Backend> {
     pub keys: Tensor<B, 3>,
     pub values: Tensor<B, 3>,
-    pub len: usize,
 }
 
 impl<B: Backend> CachedKv<B> {
-    /// Keys and values `[kv_heads, keys, head_dim]` whose every position is visible.
-    pub fn whole(keys: Tensor<B, 3>, values: Tensor<B, 3>) -> Self {
-        let len = keys.dims()[1];
-        Self { keys, values, len }
-    }
-
-    /// A layer's whole cache `(keys, values)` with `new_keys`, `new_values`
-    /// `[kv_heads, tokens, head_dim]` written at positions `start ..`, visible up to them.
-    pub fn written(
-        (keys, values): (Tensor<B, 3>, Tensor<B, 3>),
-        start: usize,
-        new_keys: Tensor<B, 3>,
-        new_values: Tensor<B, 3>,
-    ) -> Self {
+    /// `new_keys`, `new_values` `[kv_heads, tokens, head_dim]` written into slot `slot` at
+    /// positions `start ..`.
+    pub fn written(self, slot: usize, start: usize, new_keys: Tensor<B, 3>, new_values: Tensor<B, 3>) -> Self {
         let [kv_heads, tokens, head_dim] = new_keys.dims();
-        let slot = [0..kv_heads, start..start + tokens, 0..head_dim];
-        let keys = keys.slice_assign(slot.clone(), new_keys);
-        Self { keys, values: values.slice_assign(slot, new_values), len: start + tokens }
+        let at = [slot * kv_heads..(slot + 1) * kv_heads, start..start + tokens, 0..head_dim];
+        Self { keys: self.keys.slice_assign(at.clone(), new_keys), values: self.values.slice_assign(at, new_values) }
     }
 
-    /// The visible keys and values, `[kv_heads, len, head_dim]`.
-    pub fn visible(self) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let [kv_heads, capacity, head_dim] = self.keys.dims();
-        if self.len == capacity {
-            return (self.keys, self.values);
-        }
-        let visible = [0..kv_heads, 0..self.len, 0..head_dim];
-        (self.keys.slice(visible.clone()), self.values.slice(visible))
+    /// Slot `slot`'s first `len` positions, `[kv_heads, len, head_dim]` each.
+    pub fn slot(&self, slot: usize, kv_heads: usize, len: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let head_dim = self.keys.dims()[2];
+        let at = [slot * kv_heads..(slot + 1) * kv_heads, 0..len, 0..head_dim];
+        (self.keys.clone().slice(at.clone()), self.values.clone().slice(at))
     }
 }
 
 struct LayerKv<B: Backend> {
-    // `Option` so `append` can move the tensor out: Burn writes a slice in place only when it
-    // holds the sole reference, and a `clone()` here would force a full copy every token.
+    // `Option` so `take` can move the tensor out: Burn writes a slice in place only when it holds
+    // the sole reference, and a `clone()` here would force a full copy every token.
     keys: Option<Tensor<B, 3>>,
     values: Option<Tensor<B, 3>>,
 }
 
+/// The cache of `slots` sequences, each with its own length.
 pub struct KvCache<B: Backend> {
-    /// Unique in the process: a captured decode step is tied to one cache's buffers.
+    /// Unique in the process: a captured step is tied to one cache's buffers.
     id: u64,
     layers: Vec<LayerKv<B>>,
+    kv_heads: usize,
     capacity: usize,
-    len: usize,
+    /// Tokens cached per slot (= the position of the slot's next token).
+    lens: Vec<usize>,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// `[kv_heads, capacity, head_dim]` keys and values for each of `n_layers` layers.
-    pub fn new(n_layers: usize, kv_heads: usize, head_dim: usize, capacity: usize, device: &B::Device) -> Self {
-        let zeros = || Some(Tensor::zeros([kv_heads, capacity, head_dim], device));
+    /// `slots` sequences of `capacity` positions for `n_layers` layers of `kv_heads` heads.
+    pub fn new(
+        n_layers: usize,
+        [kv_heads, head_dim]: [usize; 2],
+        capacity: usize,
+        slots: usize,
+        device: &B::Device,
+    ) -> Self {
+        let zeros = || Some(Tensor::zeros([slots * kv_heads, capacity, head_dim], device));
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let layers = (0..n_layers).map(|_| LayerKv { keys: zeros(), values: zeros() }).collect();
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), layers, capacity, len: 0 }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), layers, kv_heads, capacity, lens: vec![0; slots] }
     }
 
     /// This cache's process-unique id.
@@ -84,51 +81,42 @@ impl<B: Backend> KvCache<B> {
         self.id
     }
 
-    /// Tokens already cached (= position of the next token).
-    pub fn len(&self) -> usize {
-        self.len
+    pub fn slots(&self) -> usize {
+        self.lens.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
     }
 
+    /// Tokens slot `slot` holds (= the position of its next token).
+    pub fn len(&self, slot: usize) -> usize {
+        self.lens[slot]
+    }
+
+    /// Positions per slot.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Forgets every cached token; the memory stays allocated.
-    pub fn clear(&mut self) {
-        self.truncate(0);
+    /// Keeps slot `slot`'s first `len` tokens (a shared prefix) and forgets the rest; the
+    /// memory stays allocated.
+    pub fn truncate(&mut self, slot: usize, len: usize) {
+        self.lens[slot] = self.lens[slot].min(len);
     }
 
-    /// Keeps the first `len` cached tokens (a shared prefix) and forgets the rest.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    /// Fails before any work if `new_tokens` more would overflow the cache.
-    pub fn check_room(&self, new_tokens: usize) -> Result<(), ContextFull> {
-        let needed = self.len + new_tokens;
+    /// Fails before any work if `new_tokens` more would overflow slot `slot`.
+    pub fn check_room(&self, slot: usize, new_tokens: usize) -> Result<(), ContextFull> {
+        let needed = self.lens[slot] + new_tokens;
         if needed > self.capacity { Err(ContextFull { needed, capacity: self.capacity }) } else { Ok(()) }
     }
 
-    /// Writes `keys`/`values` `[kv_heads, tokens, head_dim]` for layer `layer` at the current
-    /// position and returns every cached key and value including them.
-    /// [`Self::advance`] moves the position once all layers are written.
-    pub fn append(&mut self, layer: usize, keys: Tensor<B, 3>, values: Tensor<B, 3>) -> CachedKv<B> {
-        let end = self.len + keys.dims()[1];
-        assert!(end <= self.capacity, "check_room must be called before append");
-        let written = CachedKv::written(self.take(layer), self.len, keys, values);
-        self.keep(layer, written)
-    }
-
-    /// Layer `layer`'s whole `[kv_heads, capacity, head_dim]` keys and values, moved out so a
-    /// kernel may write them in place (Burn writes in place only into a tensor it holds the sole
-    /// reference to); give them back with [`Self::keep`].
-    pub fn take(&mut self, layer: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// Layer `layer`'s whole keys and values, moved out so a kernel may write them in place;
+    /// give them back with [`Self::keep`].
+    pub fn take(&mut self, layer: usize) -> CachedKv<B> {
         let entry = &mut self.layers[layer];
-        (entry.keys.take().expect("cache tensor present"), entry.values.take().expect("cache tensor present"))
+        let missing = "a layer's cache is given back before the next is taken";
+        CachedKv { keys: entry.keys.take().expect(missing), values: entry.values.take().expect(missing) }
     }
 
     /// Stores layer `layer`'s written cache and passes it on (to attention).
@@ -139,7 +127,8 @@ impl<B: Backend> KvCache<B> {
         kv
     }
 
-    pub fn advance(&mut self, tokens: usize) {
-        self.len += tokens;
+    /// Slot `slot` now holds `tokens` more.
+    pub fn advance(&mut self, slot: usize, tokens: usize) {
+        self.lens[slot] += tokens;
     }
 }

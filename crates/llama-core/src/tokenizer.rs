@@ -9,17 +9,15 @@
 
 mod gguf_vocab;
 mod json;
+pub mod parts;
 mod pretokenize;
-mod stream;
+pub mod stream;
 mod tiktoken;
 
 use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::gguf::GgufError;
-
-pub use gguf_vocab::TokenizerParts;
-pub use stream::StreamDecoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {

@@ -11,9 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use llama_core::gguf::writer::GgufWriter;
 use llama_core::gguf::{GgufFile, Value};
-use llama_core::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerParts};
+use llama_core::tokenizer::parts::TokenizerParts;
+use llama_core::tokenizer::stream::StreamDecoder;
+use llama_core::tokenizer::{Tokenizer, TokenizerError};
+use llama_testkit::gguf_writer::GgufWriter;
 use serde_json::Value as Json;
 
 fn repo_root() -> PathBuf {

@@ -11,7 +11,7 @@ use llama_core::config::LlamaConfig;
 use llama_core::dequant::{GgmlType, dequantize};
 use llama_core::gguf::GgufFile;
 use llama_core::hf::HfModel;
-use llama_core::load::{LayerTensor, ModelTensor, TensorFile};
+use llama_core::tensor_file::{LayerTensor, ModelTensor, TensorFile};
 use llama_core::tokenizer::Tokenizer;
 
 /// A target's body: one input, run through a reader and what its result offers.
@@ -304,8 +304,8 @@ pub fn seeds(models: &Path) -> std::io::Result<Vec<(&'static str, String, Vec<u8
 /// The default model cut down to a GGUF of a few kilobytes: its tokenizer's first 300 tokens
 /// (with the merges among them), part of one layer of dim 32 in several tensor types.
 fn small_gguf(path: &Path) -> std::io::Result<Vec<u8>> {
+    use crate::gguf_writer::GgufWriter;
     use llama_core::gguf::Value;
-    use llama_core::gguf::writer::GgufWriter;
     let source = GgufFile::open(path).map_err(std::io::Error::other)?;
     let mut w = GgufWriter::new();
     for (key, value) in source.metadata() {

@@ -4,14 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::gguf_writer::GgufWriter;
 use anyhow::{Context, bail};
 use llama_core::chat_template::LLAMA3_TEMPLATE;
 use llama_core::config::ModelSize;
 use llama_core::dequant::GgmlType;
 use llama_core::gguf::Value;
-use llama_core::gguf::writer::GgufWriter;
-use llama_core::load::{WeightType, normal_values};
-use llama_core::tokenizer::TokenizerParts;
+use llama_core::random::{WeightType, normal_values};
+use llama_core::tokenizer::parts::TokenizerParts;
 
 /// llama.cpp's `general.file_type` (LLAMA_FTYPE_*) for a file of `weights`.
 fn file_type(weights: WeightType) -> u32 {

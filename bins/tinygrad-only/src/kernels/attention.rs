@@ -6,7 +6,9 @@
 //! exp-weighted sum of its values (softmax never leaves shared memory); a second kernel merges
 //! the blocks' partial results with the usual rescaling by `exp(max_block - max_all)`.
 //! Keys and values are read in place through their strides, so the cache view is never copied.
-//! Prefill uses the same kernels with one query row per token and the causal limit per row.
+//! Every query row reads its own position and cache slot from two small device tensors made once
+//! per step, so one launch serves a prompt's rows (each seeing the keys up to its own position),
+//! one decoded token, or a server's step of several sequences, each in its own slot.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -26,27 +28,27 @@ fn attention_split_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
+    positions: &Tensor<i32>,
+    slots: &Tensor<i32>,
     part_out: &mut Tensor<f32>,
     part_max: &mut Tensor<f32>,
     part_sum: &mut Tensor<f32>,
-    keys: u32,
+    kv_heads: u32,
     scale: f32,
     #[define(F)] _dtype: StorageType,
 ) {
-    // q [tokens, heads, head_dim]; k, v [kv_heads, capacity, head_dim] (strided), of which the
-    // first `keys` positions are read.
-    let tokens = q.shape(0);
+    // q [rows, heads, head_dim]; k, v [slots · kv_heads, capacity, head_dim] (strided): row
+    // `token` reads its slot's block, positions 0 ..= its own.
     let heads = q.shape(1);
     let head_dim = q.shape(2);
-    let keys = keys as usize;
     let head = CUBE_POS_X as usize;
     let token = CUBE_POS_Y as usize;
     let split = CUBE_POS_Z as usize;
     let splits = CUBE_COUNT_Z as usize;
-    let kv_head = head / (heads / k.shape(0));
+    let kv_heads = kv_heads as usize;
+    let kv_head = slots[token] as usize * kv_heads + head / (heads / kv_heads);
     let lane = UNIT_POS_X as usize;
-    // The query at row `token` sits at position keys - tokens + token and sees keys up to it.
-    let visible = keys - tokens + token + 1;
+    let visible = positions[token] as usize + 1;
     let first = split * comptime!(SPLIT as usize);
     let end = min(first + comptime!(SPLIT as usize), visible);
 
@@ -152,15 +154,26 @@ fn attention_merge_kernel<F: Float>(
     }
 }
 
-/// Causal GQA of `q` `[tokens, heads, head_dim]` over the first `keys` positions of `k`, `v`
-/// `[kv_heads, capacity, head_dim]` (any strides); returns `[tokens, heads * head_dim]`.
-pub fn attention(q: CubeT, k: CubeT, v: CubeT, keys: usize) -> CubeT {
+/// GQA of `q` `[rows, heads, head_dim]`, each row over its slot of `k`, `v` `[slots · kv_heads,
+/// capacity, head_dim]` (any strides) up to its position: `positions`, `slots` `[rows]` (i32),
+/// `longest` the most positions any row sees. Returns `[rows, heads * head_dim]`.
+pub fn attention(
+    q: CubeT,
+    [k, v]: [CubeT; 2],
+    [positions, slots]: [CubeT; 2],
+    kv_heads: usize,
+    longest: usize,
+) -> CubeT {
     let q_shape = q.meta.shape().clone();
     let (tokens, heads, head_dim) = (q_shape[0], q_shape[1], q_shape[2]);
     assert!(head_dim <= MAX_HEAD_DIM, "head_dim {head_dim} above the attention kernel's {MAX_HEAD_DIM}");
     let capacity = k.meta.shape()[1].min(v.meta.shape()[1]);
-    assert!(tokens <= keys && keys <= capacity, "attention of {tokens} queries over {keys} of {capacity} cached keys");
-    let splits = keys.div_ceil(SPLIT as usize);
+    assert!(longest <= capacity, "attention over {longest} of {capacity} cached positions");
+    assert!(
+        positions.dtype == DType::I32 && slots.dtype == DType::I32 && positions.meta.shape()[0] == tokens,
+        "a row's position and slot are one i32 each"
+    );
+    let splits = longest.div_ceil(SPLIT as usize);
     let (client, device) = (q.client.clone(), q.device.clone());
     let f32_tensor = |shape: Shape| empty_device_contiguous_dtype(client.clone(), device.clone(), shape, DType::F32);
     let part_out = f32_tensor(Shape::new([tokens * heads * splits * head_dim]));
@@ -169,8 +182,10 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT, keys: usize) -> CubeT {
     let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([tokens, heads * head_dim]), q.dtype);
     let dtype = q.dtype;
     count_launch();
-    // SAFETY: keys are read below `visible` (at most `keys`, asserted within both caches) and values below
-    // the split's `count`; the query's shared copy stops at head_dim, asserted ≤ MAX_HEAD_DIM above.
+    // SAFETY: the provider hands in each row's position below its slot's length, within `longest`
+    // (asserted within both caches) and slots within the cache's blocks, so keys are read below
+    // `visible` and values below the split's `count`; the query's shared copy stops at head_dim,
+    // asserted ≤ MAX_HEAD_DIM above.
     unsafe {
         attention_split_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
             &client,
@@ -179,10 +194,12 @@ pub fn attention(q: CubeT, k: CubeT, v: CubeT, keys: usize) -> CubeT {
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
+            positions.into_tensor_arg(),
+            slots.into_tensor_arg(),
             part_out.clone().into_tensor_arg(),
             part_max.clone().into_tensor_arg(),
             part_sum.clone().into_tensor_arg(),
-            keys as u32,
+            kv_heads as u32,
             1.0 / (head_dim as f32).sqrt(),
             dtype.into(),
         )

@@ -23,11 +23,6 @@ impl Layout {
         if is_cpu { Layout { lanes: 8, rows: 16 } } else { Layout { lanes: 32, rows: 4 } }
     }
 
-    /// Whether this is the CPU drivers' layout.
-    pub fn is_cpu(&self) -> bool {
-        self.lanes == Self::for_device(true).lanes
-    }
-
     /// Threads per workgroup.
     pub fn threads(self) -> u32 {
         self.lanes * self.rows
@@ -40,8 +35,12 @@ impl Layout {
     }
 }
 
-/// Most tokens one workgroup multiplies per pass over its rows (prefill).
+/// Most tokens one workgroup of `linear.rs` multiplies per pass over its rows (prefill).
 pub const MAX_TILE: u32 = 8;
+
+/// Most input rows one launch of `matvec.rs` applies each weight row to (a server's step of
+/// several sequences); more run as several launches.
+pub const MAX_ROWS: usize = 16;
 
 /// The run of a weight's rows one launch covers: one chunk of it (`weights.rs`).
 #[derive(CubeLaunch, CubeType)]
@@ -126,7 +125,8 @@ pub fn reduce_and_store<F: Float>(
     let width = comptime!(layout.threads() as usize);
     let slot = UNIT_POS_Y as usize * comptime!(layout.lanes as usize);
     let local_row = local_row(layout);
-    let mut partial = SharedMemory::<f32>::new(comptime!((layout.threads() * MAX_TILE * 2) as usize));
+    let sums = comptime!(if gated { 2 * tile } else { tile });
+    let mut partial = SharedMemory::<f32>::new(comptime!((layout.threads() * sums) as usize));
     reduce_lanes(acc, acc_up, &mut partial, gated, tile, layout);
     if UNIT_POS_X == 0 && local_row < span.rows as usize {
         let row = span.first_row as usize + local_row;

@@ -7,7 +7,7 @@
 //! of tokens, not once per token (`product.rs` sends longer prompts to `prefill.rs`). A
 //! shared-memory tree then adds the lanes' sums (`layout.rs`). `Layout::for_device` picks `lanes`:
 //! 32 on a GPU (a warp per row, neighbouring threads read neighbouring blocks), 8 on a CPU Vulkan
-//! driver (lavapipe's SIMD width), which measured twice as fast there.
+//! driver (lavapipe's SIMD width), the faster there (docs/kernels.md).
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;

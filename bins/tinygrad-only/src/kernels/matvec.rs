@@ -1,9 +1,11 @@
-//! One token times a weight, the decode step's matrix-vector products: which of
-//! `matvec_kernel.rs`'s kernels serves a weight (dense rows, or the 32-weight block formats Q8_0,
-//! Q4_0, Q4_1, int8, nf4), with what arguments, in how many workgroups, with loads as wide as the
-//! data allows.
+//! A few rows times a weight, the decode step's matrix-vector products (one token, or one token
+//! of each of up to [`MAX_ROWS`] sequences a server decodes together, each weight row read once
+//! for all of them): which of `matvec_kernel.rs`'s kernels serves a weight (dense rows, or the
+//! 32-weight block formats Q8_0, Q4_0, Q4_1, int8, nf4), with what arguments, in how many
+//! workgroups, with loads as wide as the data allows.
 //!
-//! Either kernel may fuse what surrounds the product in the model, two launches per layer fewer:
+//! Either kernel may fuse what surrounds the product in the model, two launches per layer fewer
+//! (the norm and RoPE for one row only):
 //! - the RMSNorm of the input: the workgroup's threads first stage `x · norm` in shared memory
 //!   in f32 and sum `x²` together, then every row reads the staged input, and each sum is scaled
 //!   by `1/rms` once at the end. That prologue is paid per workgroup, so it is taken only for
@@ -18,15 +20,15 @@
 //! [`stages_norm`]), `product.rs` runs `norm.rs` first.
 //!
 //! The kernel in `linear.rs` loads a block's quants a word and its inputs a value at a time,
-//! too narrow to stream a GPU's memory (docs/benchmarks/2026-11-27-gpu-h200.md); it still serves
-//! the K-quants and prompts.
+//! too narrow to stream a GPU's memory (docs/kernels.md); it still serves the K-quants and
+//! prompts.
 
 use burn::tensor::Shape;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_wgpu::WgpuRuntime;
 use cubecl::prelude::*;
 
-use super::layout::{ChunkSpanLaunch, Layout, MAX_TILE};
+use super::layout::{ChunkSpanLaunch, Layout, MAX_ROWS};
 use super::matvec_kernel::{
     BlockRowsLaunch, BlockWeightsLaunch, DenseRowsLaunch, InputLaunch, RowEndingLaunch, block_matvec_kernel,
     matvec_kernel,
@@ -65,12 +67,12 @@ fn vector_size(x: &CubeT, weights: &CubeT, cols: usize) -> usize {
 /// the reduction's and `reduce_and_store`'s. Else the norm is a launch of its own.
 pub fn stages_norm(x: &CubeT, weight: &DeviceWeight, layout: Layout) -> bool {
     let threads = layout.threads() as usize;
-    let shared_bytes = 4 * (weight.cols + threads + threads * 2 * MAX_TILE as usize);
+    let shared_bytes = 4 * (weight.cols + threads + threads * 2);
     weight.rows <= MAX_NORMED_ROWS_PER_COL * weight.cols
         && shared_bytes <= x.client.properties().hardware.max_shared_memory_size
 }
 
-/// Whether [`matvec`] takes this weight's one-token products: dense weights and the 32-weight
+/// Whether [`matvec`] takes this weight's products of a few rows: dense weights and the 32-weight
 /// block formats (the K-quants stay with `linear.rs`).
 pub fn handles(weight: &DeviceWeight) -> bool {
     matches!(weight.packing, Packing::Dense | Packing::Bits8 | Packing::Bits4(_))
@@ -105,22 +107,27 @@ fn ending_arg<F: Float>(out: &CubeT, fused: &Fused) -> RowEndingLaunch<F, WgpuRu
     RowEndingLaunch::new(tensor_arg(out), fused.residual.as_ref().map(tensor_arg).into(), rope.into())
 }
 
-/// `x · Wᵀ` for one token `x` `[1, cols]` (contiguous) against a weight [`handles`] accepts;
-/// with `up`, `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, of `rms_norm(x)` (only where
-/// [`stages_norm`]), plus the residual, or rotated into queries `[1, heads, head_dim]` and the
-/// caches (only where [`folds_rope`]). One launch per chunk of rows.
+/// `x · Wᵀ` for `x` `[rows, cols]` (contiguous, at most [`MAX_ROWS`] rows) against a weight
+/// [`handles`] accepts, each weight row read once for all of them; with `up`,
+/// `silu(x · Wᵀ) · (x · Upᵀ)`; with what `fused` names, plus the residual, and for one row of
+/// `rms_norm(x)` (only where [`stages_norm`]), or rotated into queries `[1, heads, head_dim]`
+/// and the caches (only where [`folds_rope`]). One launch per chunk of weight rows.
 pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused: Fused, layout: Layout) -> CubeT {
     /// Block formats: words and inputs per vector (a block is 8 vectors of inputs, 1 or 2 of words).
     const BLOCK_VECTOR: usize = 4;
-    assert!(fused.norm.is_none() || stages_norm(&x, weight, layout), "a norm matvec cannot stage");
+    let rows = x.meta.shape()[0];
+    assert!((1..=MAX_ROWS).contains(&rows), "a matvec takes 1 to {MAX_ROWS} rows, not {rows}");
+    assert!(fused.norm.is_none() || (rows == 1 && stages_norm(&x, weight, layout)), "a norm matvec cannot stage");
+    assert!(fused.rope.is_none() || rows == 1, "RoPE ends a one-row product only");
+    // The rows each workgroup holds sums for: a power of two, so that few variants are compiled.
+    let tile = rows.next_power_of_two() as u32;
     let out_shape = match &fused.rope {
         Some(into) => {
             into.assert_in_bounds();
             let head_dim = into.head_dim();
-            let kv_heads = into.cache_keys.meta.shape()[0];
-            Shape::new([1, weight.rows / head_dim - 2 * kv_heads, head_dim])
+            Shape::new([1, weight.rows / head_dim - 2 * into.kv_heads, head_dim])
         }
-        None => Shape::new([1, weight.rows]),
+        None => Shape::new([rows, weight.rows]),
     };
     let out = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), out_shape, x.dtype);
     // The staging buffer's length in vectors of `vector`: the row when normed, else 1.
@@ -133,10 +140,10 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
             Some(format) => {
                 let weights = BlockWeightsLaunch::new(block_rows(chunk), up.map(|up| block_rows(&up.chunks[i])).into());
                 let scales_dtype = chunk.scales.as_ref().expect("block formats have scales").dtype;
-                // SAFETY: rows past the chunk read its last row (`row_to_read`) and write nothing; a row is
-                // whole blocks of 32, and the norm's weight is as long as the row; with RoPE, rows are read in
-                // pair order within whole heads (`folds_rope`), and the position has a table row and a cache
-                // row (asserted above).
+                // SAFETY: weight rows past the chunk read its last row (`row_to_read`) and write nothing; input
+                // rows past `x`'s are skipped; a row is whole blocks of 32, and the norm's weight is as long as the
+                // row; with RoPE, rows are read in pair order within whole heads (`folds_rope`), and the position
+                // has a table row and a cache row (asserted above).
                 unsafe {
                     block_matvec_kernel::launch_unchecked::<WgpuRuntime>(
                         &x.client,
@@ -149,6 +156,7 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                         span,
                         format,
                         staged_vectors(BLOCK_VECTOR),
+                        tile,
                         layout,
                         [x.dtype.into(), scales_dtype.into()],
                     )
@@ -170,6 +178,7 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
                     ending_arg(&out, &fused),
                     span,
                     staged_vectors(vector),
+                    tile,
                     layout,
                     [x.dtype.into(), chunk.data.dtype.into()],
                 )

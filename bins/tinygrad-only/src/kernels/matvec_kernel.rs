@@ -1,5 +1,8 @@
-//! The kernels of `matvec.rs`: one token times a weight, one launch per chunk of rows, in two
-//! variants by how the weight is stored:
+//! The kernels of `matvec.rs`: a few rows (one token, or a server step's up to 16) times a
+//! weight, one launch per chunk of the weight's rows, in two variants by how the weight is
+//! stored. Each lane loads (and, in a block format, decodes) its share of a weight row once and
+//! applies it to every input row of the launch (a comptime `tile`), so the weight is read once
+//! whatever the rows:
 //!
 //! - dense (f16/f32) rows ([`matvec_kernel`]): the lanes of a row read neighbouring vectors of
 //!   it, so one load instruction of a warp covers one contiguous span of the row;
@@ -17,8 +20,9 @@ use super::layout::{ChunkSpan, Layout, local_row, reduce_and_store, row_to_read}
 use super::rope::{RopeCache, pair_order_row, rotate_and_store_pair};
 use super::weights::{BlockFormat, MODE_NF4, block_min, nf4_level};
 
-/// A one-token product's input as one kernel argument: the row `x` `[1, cols]`, read as vectors
-/// of `N`, and where the product fuses the RMSNorm before it, the norm's weight and `eps`.
+/// A product's input as one kernel argument: the rows `x` `[rows, cols]`, read as vectors of
+/// `N`, and where the product fuses the RMSNorm before it (one row only), the norm's weight and
+/// `eps`.
 #[derive(CubeLaunch, CubeType)]
 pub struct Input<F: Float, N: Size> {
     pub x: Tensor<Vector<F, N>>,
@@ -26,8 +30,8 @@ pub struct Input<F: Float, N: Size> {
     pub eps: f32,
 }
 
-/// Where a one-token product's rows go, as one kernel argument: `out` (`[1, rows]`), to which
-/// the rows are added to `residual` where bound; or with `rope`, rotated into the queries
+/// Where a product's rows go, as one kernel argument: `out` (`[rows, out]`), added to
+/// `residual` (`[rows, out]`) where bound; or, for one row, with `rope`, rotated into the queries
 /// (`out`, `[1, heads, head_dim]`) and the caches ([`rotate_and_store_pair`]).
 #[derive(CubeLaunch, CubeType)]
 pub struct RowEnding<F: Float> {
@@ -58,28 +62,6 @@ pub struct BlockRows<S: Float, N: Size> {
 pub struct BlockWeights<S: Float, N: Size> {
     pub weights: BlockRows<S, N>,
     pub up: ComptimeOption<BlockRows<S, N>>,
-}
-
-/// `Σ_i w[at + i·step] · x_i` for i in 0..4: the four vectors a lane multiplies per pass, all
-/// loaded before the first product.
-#[cube]
-fn four_products<W: Float, N: Size>(
-    w: &Tensor<Vector<W, N>>,
-    at: usize,
-    step: usize,
-    x0: Vector<f32, N>,
-    x1: Vector<f32, N>,
-    x2: Vector<f32, N>,
-    x3: Vector<f32, N>,
-) -> Vector<f32, N> {
-    let w0 = w[at];
-    let w1 = w[at + step];
-    let w2 = w[at + 2 * step];
-    let w3 = w[at + 3 * step];
-    Vector::<f32, N>::cast_from(w0) * x0
-        + Vector::<f32, N>::cast_from(w1) * x1
-        + Vector::<f32, N>::cast_from(w2) * x2
-        + Vector::<f32, N>::cast_from(w3) * x3
 }
 
 /// With a norm weight, stages the workgroup's normed input: `staged[i] = x[i] · norm[i]` in
@@ -150,44 +132,48 @@ fn input_at<F: Float, N: Size>(
     if comptime!(input.norm.is_some()) { staged[at] } else { Vector::<f32, N>::cast_from(input.x[at]) }
 }
 
-/// Adds the row's lanes' sums and stores the row by `ending`, unless the row is past the chunk's
-/// end: the tail both kernels share, [`reduce_and_store`] with a tile of one token (`gated`:
-/// `silu(sum) · sum_up`), or with RoPE, [`rotate_and_store_pair`]. With a residual, the row's
-/// output starts from it.
+/// Adds each row's lanes' sums and stores it by `ending`, unless the weight row is past the
+/// chunk's end: the tail both kernels share, [`reduce_and_store`] for the `tile` input rows
+/// (`gated`: `silu(sum) · sum_up`), or for one row with RoPE, [`rotate_and_store_pair`]. With a
+/// residual, each output starts from it.
 #[cube]
-fn store_row<F: Float>(
-    sum: f32,
-    sum_up: f32,
+fn store_rows<F: Float>(
+    sums: &mut Array<f32>,
+    sums_up: &Array<f32>,
     ending: &mut RowEnding<F>,
     span: &ChunkSpan,
     #[comptime] gated: bool,
+    #[comptime] tile: u32,
     #[comptime] layout: Layout,
 ) {
-    let mut acc = Array::<f32>::new(1usize);
-    let mut acc_up = Array::<f32>::new(1usize);
-    acc[0] = sum;
-    acc_up[0] = sum_up;
     #[comptime]
     if let ComptimeOption::Some(residual) = &ending.residual {
         // The row's first lane alone adds it: the lanes' sums are added up next.
-        let first_lane = UNIT_POS_X == 0;
-        if first_lane {
-            acc[0] += f32::cast_from(residual[span.first_row as usize + row_to_read(local_row(layout), span)]);
+        let (rows, n) = (residual.shape(0), residual.shape(1));
+        let column = span.first_row as usize + row_to_read(local_row(layout), span);
+        if UNIT_POS_X == 0 {
+            #[unroll]
+            for t in 0..tile {
+                if (t as usize) < rows {
+                    sums[t as usize] += f32::cast_from(residual[t as usize * n + column]);
+                }
+            }
         }
     }
     #[comptime]
     match &mut ending.rope {
-        ComptimeOption::Some(rope) => rotate_and_store_pair::<F>(acc[0], &mut ending.out, rope, span, layout),
+        ComptimeOption::Some(rope) => rotate_and_store_pair::<F>(sums[0], &mut ending.out, rope, span, layout),
         ComptimeOption::None => {
-            reduce_and_store::<F>(&acc, &acc_up, &mut ending.out, span, 0usize, gated, 1u32, layout)
+            reduce_and_store::<F>(sums, sums_up, &mut ending.out, span, 0usize, gated, tile, layout)
         }
     }
 }
 
-/// `out[0, first_row + r] = Σ_c x[c] · w[r, c]` over one chunk of rows (or, with `up`,
-/// `silu(x · w_r) · (x · up_r)`), `x` and the weights read as vectors of `N`; with a norm,
-/// of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1) instead of
-/// `x`; ended as `ending` says. What a launch does not fuse is not bound at all.
+/// `out[t, first_row + r] = Σ_c x[t, c] · w[r, c]` over one chunk of weight rows, for the
+/// `tile` input rows `t` (those past `x`'s rows skipped), or with `up`,
+/// `silu(x_t · w_r) · (x_t · up_r)`; `x` and the weights read as vectors of `N`; with a norm (one
+/// row), of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1) instead
+/// of `x`; ended as `ending` says. What a launch does not fuse is not bound at all.
 #[cube(launch_unchecked)]
 pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
     input: &Input<F, N>,
@@ -195,48 +181,100 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
     ending: &mut RowEnding<F>,
     span: &ChunkSpan,
     #[comptime] staged_vectors: u32,
+    #[comptime] tile: u32,
     #[comptime] layout: Layout,
     #[define(F, W)] _dtypes: [StorageType; 2],
 ) {
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
     let scale = stage_normed_input::<F, N>(input, &mut staged, comptime!(layout.threads()));
-    let per_row = input.x.shape(1) / N::value();
+    let (rows, per_row) = (input.x.shape(0), input.x.shape(1) / N::value());
     let start = weight_row::<F>(span, ending, layout) * per_row;
     let step = comptime!(layout.lanes as usize);
-    let mut sum = Vector::<f32, N>::new(f32::new(0.0));
-    let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
+    let gated = comptime!(weights.up.is_some());
+    let mut sums = Array::<Vector<f32, N>>::new(comptime!(tile as usize));
+    let mut sums_up = Array::<Vector<f32, N>>::new(comptime!(tile as usize));
+    #[unroll]
+    for t in 0..tile {
+        sums[t as usize] = Vector::<f32, N>::new(f32::new(0.0));
+        sums_up[t as usize] = Vector::<f32, N>::new(f32::new(0.0));
+    }
     let mut c = UNIT_POS_X as usize;
     // Four vectors per pass, loaded before they are multiplied: each lane keeps four reads in
     // flight rather than waiting out one load's latency per vector.
     while c + 3 * step < per_row {
-        let x0 = input_at::<F, N>(input, &staged, c);
-        let x1 = input_at::<F, N>(input, &staged, c + step);
-        let x2 = input_at::<F, N>(input, &staged, c + 2 * step);
-        let x3 = input_at::<F, N>(input, &staged, c + 3 * step);
-        sum += four_products::<W, N>(&weights.weights, start + c, step, x0, x1, x2, x3);
+        let w = &weights.weights;
+        let (w0, w1, w2, w3) = (
+            widen(w[start + c]),
+            widen(w[start + c + step]),
+            widen(w[start + c + 2 * step]),
+            widen(w[start + c + 3 * step]),
+        );
+        let mut u0 = Vector::<f32, N>::new(f32::new(0.0));
+        let mut u1 = u0;
+        let mut u2 = u0;
+        let mut u3 = u0;
         #[comptime]
         if let ComptimeOption::Some(up) = &weights.up {
-            sum_up += four_products::<W, N>(up, start + c, step, x0, x1, x2, x3);
+            u0 = widen(up[start + c]);
+            u1 = widen(up[start + c + step]);
+            u2 = widen(up[start + c + 2 * step]);
+            u3 = widen(up[start + c + 3 * step]);
+        }
+        #[unroll]
+        for t in 0..tile {
+            if (t as usize) < rows {
+                let at = t as usize * per_row + c;
+                let x0 = input_at::<F, N>(input, &staged, at);
+                let x1 = input_at::<F, N>(input, &staged, at + step);
+                let x2 = input_at::<F, N>(input, &staged, at + 2 * step);
+                let x3 = input_at::<F, N>(input, &staged, at + 3 * step);
+                sums[t as usize] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
+                if comptime!(gated) {
+                    sums_up[t as usize] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3;
+                }
+            }
         }
         c += 4 * step;
     }
     while c < per_row {
-        let xc = input_at::<F, N>(input, &staged, c);
-        sum += Vector::<f32, N>::cast_from(weights.weights[start + c]) * xc;
+        let w = widen(weights.weights[start + c]);
+        let mut u = Vector::<f32, N>::new(f32::new(0.0));
         #[comptime]
         if let ComptimeOption::Some(up) = &weights.up {
-            sum_up += Vector::<f32, N>::cast_from(up[start + c]) * xc;
+            u = widen(up[start + c]);
+        }
+        #[unroll]
+        for t in 0..tile {
+            if (t as usize) < rows {
+                let xc = input_at::<F, N>(input, &staged, t as usize * per_row + c);
+                sums[t as usize] += w * xc;
+                if comptime!(gated) {
+                    sums_up[t as usize] += u * xc;
+                }
+            }
         }
         c += step;
     }
-    let mut total = f32::new(0.0);
-    let mut total_up = f32::new(0.0);
+    let mut totals = Array::<f32>::new(comptime!(tile as usize));
+    let mut totals_up = Array::<f32>::new(comptime!(tile as usize));
     #[unroll]
-    for k in 0..N::value() {
-        total += sum[k];
-        total_up += sum_up[k];
+    for t in 0..tile {
+        let (mut total, mut total_up) = (f32::new(0.0), f32::new(0.0));
+        #[unroll]
+        for k in 0..N::value() {
+            total += sums[t as usize][k];
+            total_up += sums_up[t as usize][k];
+        }
+        totals[t as usize] = total * scale;
+        totals_up[t as usize] = total_up * scale;
     }
-    store_row::<F>(total * scale, total_up * scale, ending, span, comptime!(weights.up.is_some()), layout);
+    store_rows::<F>(&mut totals, &totals_up, ending, span, gated, tile, layout);
+}
+
+/// A weight vector in f32.
+#[cube]
+fn widen<W: Float, N: Size>(w: Vector<W, N>) -> Vector<f32, N> {
+    Vector::<f32, N>::cast_from(w)
 }
 
 /// The value quant `q` stands for before its block's scale and minimum: `q`, or the NF4 level.
@@ -245,24 +283,34 @@ fn level(q: u32, #[comptime] mode: u32) -> f32 {
     if comptime!(mode == MODE_NF4) { nf4_level(q) } else { f32::cast_from(q) }
 }
 
-/// `Σ w·x` over block `block` of a 32-weight format packed as `w` (its quant words read as
-/// vectors of 4 and its inputs as the 8 vectors of 4 from `x_at`), the block's scale and minimum
-/// folded in once. Word `i` of an 8-bit block holds weights `4i .. 4i + 4`; byte `j` of a 4-bit
-/// block holds weight `j` in its low nibble and `j + 16` in its high one (GGUF's order, kept by
-/// `pack.rs`).
+/// Adds `Σ w·x_t` over block `block` of a 32-weight format packed as `w` into `sums[t]` for
+/// each input row `t` of the `tile` (those past `x`'s rows skipped), the block's inputs read from
+/// vector `x_at` of each row (8 vectors of 4): the block's quants are decoded once, a word at a
+/// time, and each word's levels applied to every row, its scale and minimum folded in once per
+/// row: `Σ (d·q + m)·x = d·Σ q·x + m·Σ x`. Word `i` of an 8-bit block holds weights `4i .. 4i + 4`;
+/// byte `j` of a 4-bit block holds weight `j` in its low nibble and `j + 16` in its high one
+/// (GGUF's order, kept by `pack.rs`).
 #[cube]
-fn packed_block_dot<F: Float, S: Float, N: Size>(
+fn packed_block_dots<F: Float, S: Float, N: Size>(
     input: &Input<F, N>,
     staged: &SharedMemory<Vector<f32, N>>,
     x_at: usize,
     w: &BlockRows<S, N>,
     block: usize,
+    sums: &mut Array<f32>,
     #[comptime] format: BlockFormat,
-) -> f32 {
+    #[comptime] tile: u32,
+) {
     let (bits, mode) = comptime!((format.bits, format.mode));
     let word_vectors = comptime!((bits / 4) as usize);
-    let mut qx = f32::new(0.0);
-    let mut sx = f32::new(0.0);
+    let (rows, per_row) = (input.x.shape(0), input.x.shape(1) / N::value());
+    let mut qx = Array::<f32>::new(comptime!(tile as usize));
+    let mut sx = Array::<f32>::new(comptime!(tile as usize));
+    #[unroll]
+    for t in 0..tile {
+        qx[t as usize] = f32::new(0.0);
+        sx[t as usize] = f32::new(0.0);
+    }
     #[unroll]
     for v in 0..word_vectors {
         let words = w.quants[block * word_vectors + v];
@@ -270,38 +318,51 @@ fn packed_block_dot<F: Float, S: Float, N: Size>(
         for k in 0..4usize {
             let word = words[k];
             if comptime!(bits == 8) {
-                let xs = input_at::<F, N>(input, staged, x_at + v * 4 + k);
+                let l0 = level(word & 0xFF, mode);
+                let l1 = level((word >> 8) & 0xFF, mode);
+                let l2 = level((word >> 16) & 0xFF, mode);
+                let l3 = level((word >> 24) & 0xFF, mode);
                 #[unroll]
-                for byte in 0..4usize {
-                    let xe = xs[byte];
-                    qx += level((word >> (byte as u32 * 8)) & 0xFF, mode) * xe;
-                    sx += xe;
+                for t in 0..tile {
+                    if (t as usize) < rows {
+                        let xs = input_at::<F, N>(input, staged, t as usize * per_row + x_at + v * 4 + k);
+                        qx[t as usize] += l0 * xs[0] + l1 * xs[1] + l2 * xs[2] + l3 * xs[3];
+                        sx[t as usize] += xs[0] + xs[1] + xs[2] + xs[3];
+                    }
                 }
             } else {
-                let low = input_at::<F, N>(input, staged, x_at + k);
-                let high = input_at::<F, N>(input, staged, x_at + 4 + k);
+                let (l0, h0) = (level(word & 0xF, mode), level((word >> 4) & 0xF, mode));
+                let (l1, h1) = (level((word >> 8) & 0xF, mode), level((word >> 12) & 0xF, mode));
+                let (l2, h2) = (level((word >> 16) & 0xF, mode), level((word >> 20) & 0xF, mode));
+                let (l3, h3) = (level((word >> 24) & 0xF, mode), level((word >> 28) & 0xF, mode));
                 #[unroll]
-                for byte in 0..4usize {
-                    let (xl, xh) = (low[byte], high[byte]);
-                    qx += level((word >> (byte as u32 * 8)) & 0xF, mode) * xl;
-                    qx += level((word >> (byte as u32 * 8 + 4)) & 0xF, mode) * xh;
-                    sx += xl + xh;
+                for t in 0..tile {
+                    if (t as usize) < rows {
+                        let low = input_at::<F, N>(input, staged, t as usize * per_row + x_at + k);
+                        let high = input_at::<F, N>(input, staged, t as usize * per_row + x_at + 4 + k);
+                        qx[t as usize] += l0 * low[0] + h0 * high[0] + l1 * low[1] + h1 * high[1];
+                        qx[t as usize] += l2 * low[2] + h2 * high[2] + l3 * low[3] + h3 * high[3];
+                        sx[t as usize] += low[0] + high[0] + low[1] + high[1] + low[2] + high[2] + low[3] + high[3];
+                    }
                 }
             }
         }
     }
     let d = f32::cast_from(w.scales[block]);
-    let mut sum = d * qx;
+    let mut m = f32::new(0.0);
     if comptime!(mode != MODE_NF4) {
-        sum += block_min::<S>(&w.mins, block, d, bits) * sx;
+        m = block_min::<S>(&w.mins, block, d, bits);
     }
-    sum
+    #[unroll]
+    for t in 0..tile {
+        sums[t as usize] += d * qx[t as usize] + m * sx[t as usize];
+    }
 }
 
-/// `out[0, first_row + r] = x · w_r` over one chunk of rows of a 32-weight block format (or,
-/// with `up`, `silu(x · w_r) · (x · up_r)`); `x` and the quant words read as vectors of 4 (`N`
-/// is always 4 here: a block is 8 such vectors of inputs and 1 or 2 of words). The input and
-/// the ending as in [`matvec_kernel`].
+/// `out[t, first_row + r] = x_t · w_r` over one chunk of weight rows of a 32-weight block format
+/// for the `tile` input rows (or, with `up`, `silu(x_t · w_r) · (x_t · up_r)`); `x` and the quant
+/// words read as vectors of 4 (`N` is always 4 here: a block is 8 such vectors of inputs and 1
+/// or 2 of words). The input and the ending as in [`matvec_kernel`].
 #[cube(launch_unchecked)]
 pub(super) fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     input: &Input<F, N>,
@@ -310,6 +371,7 @@ pub(super) fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     span: &ChunkSpan,
     #[comptime] format: BlockFormat,
     #[comptime] staged_vectors: u32,
+    #[comptime] tile: u32,
     #[comptime] layout: Layout,
     #[define(F, S)] _dtypes: [StorageType; 2],
 ) {
@@ -317,16 +379,26 @@ pub(super) fn block_matvec_kernel<F: Float, S: Float, N: Size>(
     let scale = stage_normed_input::<F, N>(input, &mut staged, comptime!(layout.threads()));
     let blocks = input.x.shape(1) / 32;
     let first_block = weight_row::<F>(span, ending, layout) * blocks;
-    let mut sum = f32::new(0.0);
-    let mut sum_up = f32::new(0.0);
+    let mut sums = Array::<f32>::new(comptime!(tile as usize));
+    let mut sums_up = Array::<f32>::new(comptime!(tile as usize));
+    #[unroll]
+    for t in 0..tile {
+        sums[t as usize] = f32::new(0.0);
+        sums_up[t as usize] = f32::new(0.0);
+    }
     let mut b = UNIT_POS_X as usize;
     while b < blocks {
-        sum += packed_block_dot::<F, S, N>(input, &staged, b * 8, &weights.weights, first_block + b, format);
+        packed_block_dots::<F, S, N>(input, &staged, b * 8, &weights.weights, first_block + b, &mut sums, format, tile);
         #[comptime]
         if let ComptimeOption::Some(up) = &weights.up {
-            sum_up += packed_block_dot::<F, S, N>(input, &staged, b * 8, up, first_block + b, format);
+            packed_block_dots::<F, S, N>(input, &staged, b * 8, up, first_block + b, &mut sums_up, format, tile);
         }
         b += comptime!(layout.lanes as usize);
     }
-    store_row::<F>(sum * scale, sum_up * scale, ending, span, comptime!(weights.up.is_some()), layout);
+    #[unroll]
+    for t in 0..tile {
+        sums[t as usize] *= scale;
+        sums_up[t as usize] *= scale;
+    }
+    store_rows::<F>(&mut sums, &sums_up, ending, span, comptime!(weights.up.is_some()), tile, layout);
 }

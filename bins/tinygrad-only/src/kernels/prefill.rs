@@ -11,11 +11,12 @@ use burn::tensor::{Shape, ops::FloatTensorOps};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
+use super::layout::MAX_ROWS;
 use super::stream::{Cube, CubeT, count_launch};
 use super::weights::{BlockFormat, Chunk, DeviceWeight, Packed, load_block, tensor_arg};
 
-/// Tokens from which a product takes this path.
-pub const MIN_TOKENS: usize = 16;
+/// Tokens from which a product takes this path: more than `matvec.rs` takes.
+pub const MIN_TOKENS: usize = MAX_ROWS + 1;
 
 /// `out[c, r] = W[r, c]` for one chunk, dequantized (`format`) or dense. One thread per block of
 /// 32 weights of a row.

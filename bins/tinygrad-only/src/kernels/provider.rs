@@ -1,12 +1,15 @@
 //! [`Kernels`] for [`WgpuKernels`]: which kernel serves each operation, and when the composed
-//! reference does instead. One token goes to the matrix-vector kernels, which fuse the norm before
-//! a product and its ending after (the residual add, or RoPE into the KV cache); several tokens
-//! go to the norm kernel and the tiled products.
+//! reference does instead (the static-shape step, which tinygrad-only does not run). One row goes
+//! to the matrix-vector kernels, which fuse the norm before a product and its ending after (the
+//! residual add, or RoPE into the KV cache); up to 16 rows (a server's sequences) to the same
+//! kernels reading each weight row once for all of them, after the norm kernel; more to the
+//! prefill products. RoPE, the cache writes and attention take every row at its own position in
+//! its own cache slot, in one launch each.
 
-use burn::tensor::{DType, Distribution, Tensor};
+use burn::tensor::{DType, Distribution, Int, Tensor};
 use llama_core::dequant::DequantError;
 use llama_core::kernels::{
-    Capabilities, Kernels, Normed, Position, Product, Projections, QkvIntoCache, RawWeight, TokenIds, composed,
+    Capabilities, Kernels, Normed, Placement, Product, Projections, QkvIntoCache, RawWeight, Rows, TokenIds, composed,
 };
 use llama_core::kv_cache::CachedKv;
 
@@ -18,6 +21,7 @@ use super::upload::{
 };
 use super::weights::{Chunk, DeviceWeight, Packing};
 use super::{Device, WgpuKernels, attention, embed, matvec, norm, product, rope};
+use rope::RowPlaces;
 
 fn contiguous(t: CubeT) -> CubeT {
     burn_cubecl::kernel::into_contiguous(t)
@@ -57,8 +61,8 @@ impl WgpuKernels {
         }
     }
 
-    /// `residual + rms_norm(x) · Wᵀ` (with `up`, `rms_norm(x) · Wᵀ` through SwiGLU) for one token
-    /// in one launch per chunk of rows, the norm and the residual each optional.
+    /// `residual + rms_norm(x) · Wᵀ` (with `up`, `rms_norm(x) · Wᵀ` through SwiGLU) for up to 16
+    /// rows in one launch per chunk of weight rows, the norm and the residual each optional.
     fn matvec(
         &self,
         name: &'static str,
@@ -67,7 +71,7 @@ impl WgpuKernels {
     ) -> Tensor<Wgpu, 2> {
         let (weight, up, layout) = (p.weight.clone(), up.cloned(), self.layout);
         let eps = p.norm.map_or(0.0, |n| n.eps as f32);
-        let shape = [1, weight.rows];
+        let shape = [p.x.dims()[0], weight.rows];
         let run = move |x: CubeT, norm: Option<CubeT>, residual: Option<CubeT>| {
             let fused = matvec::Fused { norm: norm.map(|n| (n, eps)), residual: residual.map(contiguous), rope: None };
             product::matvec(contiguous(x), &weight, up.as_ref(), fused, layout)
@@ -172,35 +176,29 @@ impl Kernels<Wgpu> for WgpuKernels {
 
     fn linear(&self, x: Tensor<Wgpu, 2>, weight: &DeviceWeight) -> Tensor<Wgpu, 2> {
         let [tokens, _] = x.dims();
-        if product::row_by_row(tokens, weight, None, self.layout) {
-            return by_rows(x, None, |x, _| self.linear(x, weight));
-        }
         let (weight, layout) = (weight.clone(), self.layout);
         Self::launch("linear", [lazy(x)], [tokens, weight.rows], move |[x]| {
             product::linear(contiguous(x), &weight, None, layout)
         })
     }
 
-    fn attention(&self, q: Tensor<Wgpu, 3>, kv: CachedKv<Wgpu>, at: &Position<Wgpu>) -> Tensor<Wgpu, 2> {
-        if let Position::Device(_) = at {
-            return composed::attention(q, kv, at);
+    fn attention(&self, q: Tensor<Wgpu, 3>, kv: CachedKv<Wgpu>, rows: &Rows<Wgpu>) -> Tensor<Wgpu, 2> {
+        if rows.visible.is_some() {
+            return composed::attention(q, kv, rows);
         }
         let [tokens, heads, head_dim] = q.dims();
-        let len = kv.len;
-        let inputs = [lazy(q), lazy(kv.keys), lazy(kv.values)];
-        Self::launch("attention", inputs, [tokens, heads * head_dim], move |[q, k, v]| {
-            attention::attention(q, k, v, len)
+        let longest = rows.spans.iter().map(|s| s.end()).max().unwrap_or(0);
+        let kv_heads = rows.kv_heads;
+        let inputs = [lazy(q), lazy(kv.keys), lazy(kv.values), int(&rows.positions), int(&rows.slots)];
+        Self::launch("attention", inputs, [tokens, heads * head_dim], move |[q, k, v, positions, slots]| {
+            attention::attention(q, [k, v], [positions, slots], kv_heads, longest)
         })
     }
 
     fn product(&self, p: Product<'_, Wgpu, DeviceWeight>) -> Tensor<Wgpu, 2> {
-        if product::row_by_row(p.x.dims()[0], p.weight, None, self.layout) {
-            let (norm, weight) = (p.norm, p.weight);
-            return by_rows(p.x, p.residual, |x, residual| self.product(Product { x, norm, weight, residual }));
-        }
         match (p.norm, &p.residual) {
             (None, None) => self.linear(p.x, p.weight),
-            _ if product::fuses(p.x.dims()[0], p.weight, None) => self.matvec("product", p, None),
+            _ if product::in_matvec(p.x.dims()[0], p.weight, None) => self.matvec("product", p, None),
             _ => {
                 let x = match p.norm {
                     Some(norm) => self.normed(norm.of(p.x)),
@@ -216,21 +214,21 @@ impl Kernels<Wgpu> for WgpuKernels {
     }
 
     fn qkv_into_cache(&self, args: QkvIntoCache<'_, Wgpu, DeviceWeight>) -> (Tensor<Wgpu, 3>, CachedKv<Wgpu>) {
-        let pass = args.pass;
-        let Position::Host(start) = pass.at else {
+        let rows = args.rows;
+        if rows.visible.is_some() {
             return composed::qkv_into_cache(self, args);
-        };
-        let (heads, kv_heads) = (pass.heads, pass.kv_heads);
-        let (cache_keys, cache_values) = args.cache;
+        }
+        let (heads, kv_heads) = (rows.heads, rows.kv_heads);
+        let CachedKv { keys: cache_keys, values: cache_values } = args.cache;
         let tokens = args.input.x.dims()[0];
         let dtype = args.input.x.dtype();
-        let (cos, sin) = pass.rope.tables();
+        let (cos, sin) = (rows.cos.clone(), rows.sin.clone());
         let cache_shape = cache_keys.shape();
         let outputs = |head_dim: usize| {
             [([tokens, heads, head_dim].into(), dtype), (cache_shape.clone(), dtype), (cache_shape.clone(), dtype)]
         };
-        let [q, keys, values] = match args.weight {
-            Projections::Stacked(weight)
+        let [q, keys, values] = match (args.weight, rows.spans.as_slice()) {
+            (Projections::Stacked(weight), [span])
                 if product::fuses_rope(tokens, weight, weight.rows / (heads + 2 * kv_heads), self.layout) =>
             {
                 // The norm, the Q/K/V product, RoPE and the cache write in one launch per chunk.
@@ -239,18 +237,20 @@ impl Kernels<Wgpu> for WgpuKernels {
                 let inputs = [
                     lazy(args.input.x),
                     lazy(norm.weight.clone()),
-                    lazy(cos.clone()),
-                    lazy(sin.clone()),
+                    lazy(cos),
+                    lazy(sin),
                     lazy(cache_keys),
                     lazy(cache_values),
                 ];
-                let (weight, layout, eps) = (weight.clone(), self.layout, norm.eps as f32);
+                let (weight, layout, eps, span) = (weight.clone(), self.layout, norm.eps as f32, *span);
                 let body = move |[x, norm, cos, sin, cache_keys, cache_values]: [CubeT; 6]| {
                     let (cache_keys, cache_values) = (rope::writable(cache_keys), rope::writable(cache_values));
                     let into = matvec::RopeInto {
                         cos,
                         sin,
-                        position: start,
+                        position: span.start,
+                        slot: span.slot,
+                        kv_heads,
                         cache_keys: cache_keys.clone(),
                         cache_values: cache_values.clone(),
                     };
@@ -259,17 +259,28 @@ impl Kernels<Wgpu> for WgpuKernels {
                 };
                 custom_op("norm_qkv_rope_into_cache", inputs, outputs(head_dim), body)
             }
-            weights => {
+            (weights, spans) => {
                 let qkv = self.project(args.input, weights);
                 let head_dim = qkv.dims()[1] / (heads + 2 * kv_heads);
-                let inputs = [lazy(qkv), lazy(cos.clone()), lazy(sin.clone()), lazy(cache_keys), lazy(cache_values)];
-                custom_op("rope_qkv_into_cache", inputs, outputs(head_dim), move |[qkv, cos, sin, ck, cv]| {
-                    let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, cos, sin, start, ck, cv);
+                let last_position = spans.iter().map(|s| s.end()).max().unwrap_or(1) - 1;
+                let inputs = [
+                    lazy(qkv),
+                    lazy(cos),
+                    lazy(sin),
+                    int(&rows.positions),
+                    int(&rows.slots),
+                    lazy(cache_keys),
+                    lazy(cache_values),
+                ];
+                let body = move |[qkv, cos, sin, positions, slots, ck, cv]: [CubeT; 7]| {
+                    let places = RowPlaces { positions, slots, last_position, kv_heads };
+                    let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, [cos, sin], places, [ck, cv]);
                     [q, ck, cv]
-                })
+                };
+                custom_op("rope_qkv_into_cache", inputs, outputs(head_dim), body)
             }
         };
-        (tensor(q), CachedKv { keys: tensor(keys), values: tensor(values), len: start + tokens })
+        (tensor(q), CachedKv { keys: tensor(keys), values: tensor(values) })
     }
 
     fn swiglu_product(&self, input: Normed<'_, Wgpu>, gate_up: &Projections<DeviceWeight>) -> Tensor<Wgpu, 2> {
@@ -279,12 +290,8 @@ impl Kernels<Wgpu> for WgpuKernels {
         let [gate, up] = parts.as_slice() else {
             panic!("the feed-forward has a gate and an up weight, not {}", parts.len());
         };
-        if product::fuses(input.x.dims()[0], gate, Some(up)) {
+        if product::in_matvec(input.x.dims()[0], gate, Some(up)) {
             return self.matvec("norm_swiglu_product", Product::normed(input, gate), Some(up));
-        }
-        if product::row_by_row(input.x.dims()[0], gate, Some(up), self.layout) {
-            let norm = input.norm;
-            return by_rows(input.x, None, |x, _| self.swiglu_product(norm.of(x), gate_up));
         }
         let h = self.normed(input);
         let [tokens, _] = h.dims();
@@ -293,16 +300,28 @@ impl Kernels<Wgpu> for WgpuKernels {
             product::linear(contiguous(h), &gate, Some(&up), layout)
         })
     }
+
+    /// The whole rotary tables, which the kernels read at each row's position (the static step,
+    /// which takes the composed forms, gets the reference's gathered rows).
+    fn rows(&self, placement: Placement<'_, Wgpu>) -> Rows<Wgpu> {
+        if placement.static_capacity.is_some() {
+            return composed::rows(placement);
+        }
+        let (cos, sin) = placement.rope.tables();
+        Rows {
+            cos: cos.clone(),
+            sin: sin.clone(),
+            spans: placement.spans,
+            positions: placement.positions,
+            slots: placement.slots,
+            heads: placement.heads,
+            kv_heads: placement.kv_heads,
+            visible: None,
+        }
+    }
 }
 
-/// `f` on each row of `x` `[tokens, cols]` (with its row of `residual`), the results stacked
-/// back into `[tokens, out]` ([`product::row_by_row`]).
-fn by_rows(
-    x: Tensor<Wgpu, 2>,
-    residual: Option<Tensor<Wgpu, 2>>,
-    f: impl Fn(Tensor<Wgpu, 2>, Option<Tensor<Wgpu, 2>>) -> Tensor<Wgpu, 2>,
-) -> Tensor<Wgpu, 2> {
-    let row = |t: &Tensor<Wgpu, 2>, i: usize| t.clone().slice([i..i + 1, 0..t.dims()[1]]);
-    let rows = (0..x.dims()[0]).map(|i| f(row(&x, i), residual.as_ref().map(|r| row(r, i))));
-    Tensor::cat(rows.collect(), 0)
+/// An int tensor of [`Wgpu`] as the lazy fusion tensor [`custom_op`] records.
+fn int(t: &Tensor<Wgpu, 1, Int>) -> LazyTensor {
+    t.clone().into_primitive()
 }

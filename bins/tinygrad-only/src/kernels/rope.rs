@@ -1,13 +1,14 @@
 //! Rotary embedding fused with the KV-cache write, reading the position tables in place.
 //!
-//! Composed, RoPE slices the table rows for the positions, splits `x` in halves, does four
+//! Composed, RoPE gathers the table rows for the positions, splits `x` in halves, does four
 //! multiplies and two adds and concatenates: several kernels and a copy, twice (queries and
 //! keys), then two transposes and two slice-assigns into the cache. Here
 //! [`rope_qkv_into_cache`], from the fused Q/K/V projection, has each thread rotate one
-//! `(x[i], x[i + d/2])` pair with `cos`/`sin` read straight from the whole tables at row
-//! `start + token` (no table slice is made), write the rotated queries, and write the rotated
-//! keys and the values straight into the layer's cache at their position (in place: the cache
-//! buffer is handed over, not copied): one launch per layer.
+//! `(x[i], x[i + d/2])` pair with `cos`/`sin` read straight from the whole tables at the row's
+//! position (no table rows are gathered), write the rotated queries, and write the rotated keys
+//! and the values straight into the layer's cache at the row's position in the row's slot (in
+//! place: the cache buffer is handed over, not copied): one launch per layer, whichever
+//! sequences the rows belong to.
 //!
 //! For one token the launch disappears into the Q/K/V product (`matvec.rs` with
 //! [`RopeInto`]): the product's threads take the rows of each head in pair order
@@ -28,23 +29,27 @@ fn rope_qkv_cache_kernel<F: Float>(
     qkv: &Tensor<F>,
     cos: &Tensor<F>,
     sin: &Tensor<F>,
+    positions: &Tensor<i32>,
+    cache_slots: &Tensor<i32>,
     q_out: &mut Tensor<F>,
     cache_k: &mut Tensor<F>,
     cache_v: &mut Tensor<F>,
-    start: u32,
+    kv_heads: u32,
     #[define(F)] _dtype: StorageType,
 ) {
-    // One workgroup per (token, head slot): slots are the query heads, then the key heads, then
-    // the value heads, as the fused projection lays them out in a row of qkv.
+    // One workgroup per (row, head slot): head slots are the query heads, then the key heads,
+    // then the value heads, as the fused projection lays them out in a row of qkv. Row `token`
+    // goes to its position in its cache slot's block.
     let heads = q_out.shape(1);
     let head_dim = q_out.shape(2);
     let half = head_dim / 2;
-    let kv_heads = cache_k.shape(0);
+    let kv_heads = kv_heads as usize;
     let slots = heads + 2 * kv_heads;
     let token = CUBE_POS_X as usize / slots;
     let slot = CUBE_POS_X as usize % slots;
     let src = token * slots * head_dim + slot * head_dim;
-    let position = start as usize + token;
+    let position = positions[token] as usize;
+    let block = cache_slots[token] as usize * kv_heads;
     let table_row = position * half;
     let mut i = UNIT_POS_X as usize;
     while i < half {
@@ -60,12 +65,12 @@ fn rope_qkv_cache_kernel<F: Float>(
                 q_out[dst + i] = first;
                 q_out[dst + i + half] = second;
             } else {
-                let dst = (slot - heads) * cache_k.stride(0) + position * cache_k.stride(1);
+                let dst = (block + slot - heads) * cache_k.stride(0) + position * cache_k.stride(1);
                 cache_k[dst + i * cache_k.stride(2)] = first;
                 cache_k[dst + (i + half) * cache_k.stride(2)] = second;
             }
         } else {
-            let dst = (slot - heads - kv_heads) * cache_v.stride(0) + position * cache_v.stride(1);
+            let dst = (block + slot - heads - kv_heads) * cache_v.stride(0) + position * cache_v.stride(1);
             cache_v[dst + i * cache_v.stride(2)] = a;
             cache_v[dst + (i + half) * cache_v.stride(2)] = b;
         }
@@ -79,25 +84,33 @@ pub(super) fn writable(t: CubeT) -> CubeT {
     if t.can_mut() { t } else { t.copy() }
 }
 
-/// `qkv` `[tokens, (heads + 2·kv_heads)·head_dim]` contiguous → rotated queries
-/// `[tokens, heads, head_dim]`, with rotated keys and the values written into the caches
-/// `[kv_heads, capacity, head_dim]` at positions `start ..`. Returns `(queries, keys, values)`.
+/// Where the rows of a Q/K/V projection go: each row's position and cache slot (`[rows]` i32
+/// each, made once per step), the highest position of any row, and the KV heads per slot.
+pub struct RowPlaces {
+    pub positions: CubeT,
+    pub slots: CubeT,
+    pub last_position: usize,
+    pub kv_heads: usize,
+}
+
+/// `qkv` `[rows, (heads + 2·kv_heads)·head_dim]` contiguous → rotated queries
+/// `[rows, heads, head_dim]`, with each row's rotated keys and its values written into its slot
+/// of the caches `[slots · kv_heads, capacity, head_dim]` at its position. Returns
+/// `(queries, keys, values)`.
 pub fn rope_qkv_into_cache(
     qkv: CubeT,
     heads: usize,
-    cos: CubeT,
-    sin: CubeT,
-    start: usize,
-    cache_k: CubeT,
-    cache_v: CubeT,
+    [cos, sin]: [CubeT; 2],
+    rows: RowPlaces,
+    [cache_k, cache_v]: [CubeT; 2],
 ) -> (CubeT, CubeT, CubeT) {
     let tokens = qkv.meta.shape()[0];
-    let [kv_heads, capacity, head_dim] = [cache_k.meta.shape()[0], cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
+    let [capacity, head_dim] = [cache_k.meta.shape()[1], cache_k.meta.shape()[2]];
     let positions = cos.meta.shape()[0].min(capacity);
     assert!(
-        start + tokens <= positions,
-        "positions {start}..{} past the RoPE tables or the cache ({positions})",
-        start + tokens
+        rows.last_position < positions,
+        "position {} past the RoPE tables or the cache ({positions})",
+        rows.last_position
     );
     let (cache_k, cache_v) = (writable(cache_k), writable(cache_v));
     let q = empty_device_contiguous_dtype(
@@ -109,20 +122,23 @@ pub fn rope_qkv_into_cache(
     let client = qkv.client.clone();
     let dtype = qkv.dtype;
     count_launch();
-    // SAFETY: one workgroup per (token, head slot) of `qkv`; the table rows read and the cache rows written
-    // are below `positions` and the cache's capacity, asserted above.
+    // SAFETY: one workgroup per (row, head slot) of `qkv`; the table rows read and the cache rows written
+    // are at most `last_position`, below the tables' and the cache's length (asserted above), in the
+    // rows' own slots, which the provider takes from the cache's.
     unsafe {
         rope_qkv_cache_kernel::launch_unchecked::<burn_wgpu::WgpuRuntime>(
             &client,
-            CubeCount::Static((tokens * (heads + 2 * kv_heads)) as u32, 1, 1),
+            CubeCount::Static((tokens * (heads + 2 * rows.kv_heads)) as u32, 1, 1),
             CubeDim::new_1d((head_dim as u32 / 2).clamp(1, 64)),
             qkv.into_tensor_arg(),
             cos.into_tensor_arg(),
             sin.into_tensor_arg(),
+            rows.positions.into_tensor_arg(),
+            rows.slots.into_tensor_arg(),
             q.clone().into_tensor_arg(),
             cache_k.clone().into_tensor_arg(),
             cache_v.clone().into_tensor_arg(),
-            start as u32,
+            rows.kv_heads as u32,
             dtype.into(),
         )
     };
@@ -130,8 +146,9 @@ pub fn rope_qkv_into_cache(
 }
 
 /// The tensors a product's RoPE ending reads and writes, as one kernel argument: the
-/// `[positions, head_dim / 2]` tables, and the `[kv_heads, capacity, head_dim]` caches it writes
-/// in place (which is why the kernel takes it `&mut`), at the token's `position`.
+/// `[positions, head_dim / 2]` tables, and the `[slots · kv_heads, capacity, head_dim]` caches
+/// it writes in place (which is why the kernel takes it `&mut`), at the token's `position` in
+/// the slot whose heads begin at row block `block`.
 #[derive(CubeLaunch, CubeType)]
 pub struct RopeCache<F: Float> {
     pub cos: Tensor<F>,
@@ -139,6 +156,8 @@ pub struct RopeCache<F: Float> {
     pub keys: Tensor<F>,
     pub values: Tensor<F>,
     pub position: u32,
+    pub block: u32,
+    pub kv_heads: u32,
 }
 
 /// Where a one-token Q/K/V product puts its rows instead of a `[1, rows]` output: rotated by
@@ -149,7 +168,10 @@ pub struct RopeInto {
     pub cos: CubeT,
     pub sin: CubeT,
     pub position: usize,
-    /// `[kv_heads, capacity, head_dim]`, written in place.
+    /// The cache slot the token's keys and values go to, and its KV heads.
+    pub slot: usize,
+    pub kv_heads: usize,
+    /// `[slots · kv_heads, capacity, head_dim]`, written in place.
     pub cache_keys: CubeT,
     pub cache_values: CubeT,
 }
@@ -159,21 +181,23 @@ impl RopeInto {
         self.cache_keys.meta.shape()[2]
     }
 
-    /// Panics unless `position` has a table row and a cache row.
+    /// Panics unless `position` has a table row and a cache row, and `slot` a block of the cache.
     pub fn assert_in_bounds(&self) {
-        let capacity = self.cache_keys.meta.shape()[1];
+        let [blocks, capacity] = [self.cache_keys.meta.shape()[0], self.cache_keys.meta.shape()[1]];
         let positions = self.cos.meta.shape()[0].min(capacity);
         assert!(
             self.position < positions,
             "position {} past the RoPE tables or the cache ({positions})",
             self.position
         );
+        assert!((self.slot + 1) * self.kv_heads <= blocks, "slot {} past the cache's {blocks} heads", self.slot);
     }
 
     /// The kernel argument [`rotate_and_store_pair`] reads.
     pub fn arg<F: Float>(&self) -> RopeCacheLaunch<F, burn_wgpu::WgpuRuntime> {
         let [cos, sin, keys, values] = [&self.cos, &self.sin, &self.cache_keys, &self.cache_values].map(tensor_arg);
-        RopeCacheLaunch::new(cos, sin, keys, values, self.position as u32)
+        let (block, kv_heads) = ((self.slot * self.kv_heads) as u32, self.kv_heads as u32);
+        RopeCacheLaunch::new(cos, sin, keys, values, self.position as u32, block, kv_heads)
     }
 }
 
@@ -211,7 +235,8 @@ pub(super) fn rotate_and_store_pair<F: Float>(
     if UNIT_POS_X == 0 && local_row < span.rows as usize {
         let own = partial[UNIT_POS_Y as usize * comptime!(lanes as usize)];
         let other = partial[(UNIT_POS_Y ^ 1) as usize * comptime!(lanes as usize)];
-        let (heads, kv_heads, head_dim) = (out.shape(1), into.keys.shape(0), into.keys.shape(2));
+        let (heads, kv_heads, head_dim) = (out.shape(1), into.kv_heads as usize, into.keys.shape(2));
+        let block = into.block as usize;
         let half = head_dim / 2;
         let row = span.first_row as usize + local_row;
         let slot = row / head_dim;
@@ -231,12 +256,13 @@ pub(super) fn rotate_and_store_pair<F: Float>(
                 out[slot * head_dim + dim] = F::cast_from(rotated);
             } else {
                 let keys = &mut into.keys;
-                let dst = (slot - heads) * keys.stride(0) + at * keys.stride(1) + dim * keys.stride(2);
+                let dst = (block + slot - heads) * keys.stride(0) + at * keys.stride(1) + dim * keys.stride(2);
                 keys[dst] = F::cast_from(rotated);
             }
         } else {
             let values = &mut into.values;
-            let dst = (slot - heads - kv_heads) * values.stride(0) + at * values.stride(1) + dim * values.stride(2);
+            let dst =
+                (block + slot - heads - kv_heads) * values.stride(0) + at * values.stride(1) + dim * values.stride(2);
             values[dst] = F::cast_from(own);
         }
     }

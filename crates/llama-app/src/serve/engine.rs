@@ -1,5 +1,5 @@
 //! The engine: the one thread that owns the model. It takes requests from the HTTP side through
-//! a channel, queues them for the slots, runs [`Slots::step`] while any slot is busy, and sends
+//! a channel, queues them for the slots, runs [`Scheduler::step`] while any slot is busy, and sends
 //! each request's text back through that request's own channel. A request whose channel has
 //! closed (its client went away) is stopped before the next step.
 
@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use llama_core::kernels::Kernels;
-use llama_core::slots::{Event, Request, Slots};
+use llama_core::scheduler::Scheduler;
+use llama_core::sequence::{Event, Request};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::api::ApiError;
@@ -35,7 +36,11 @@ pub enum Reply {
 }
 
 /// Serves `messages` until [`Message::Shutdown`] or until every sender is gone.
-pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Receiver<Message>, metrics: &Metrics) {
+pub fn run<B: Backend, K: Kernels<B>>(
+    scheduler: &mut Scheduler<'_, B, K>,
+    messages: &Receiver<Message>,
+    metrics: &Metrics,
+) {
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut running: HashMap<u64, UnboundedSender<Reply>> = HashMap::new();
     loop {
@@ -60,12 +65,12 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
                 }
             }
         }
-        drop_departed(slots, &mut running, &mut queue, metrics);
-        while slots.has_free_slot()
+        drop_departed(scheduler, &mut running, &mut queue, metrics);
+        while scheduler.has_free_slot()
             && let Some(job) = queue.pop_front()
         {
             let prompt_tokens = job.request.prompt.len();
-            match slots.admit(job.id, job.request) {
+            match scheduler.admit(job.id, job.request) {
                 Ok(reused) => {
                     Metrics::add(&metrics.prompt_tokens, (prompt_tokens - reused) as u64);
                     running.insert(job.id, job.replies);
@@ -76,13 +81,14 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
             }
         }
         Metrics::set(&metrics.queue_depth, queue.len() as u64);
-        Metrics::set(&metrics.active_slots, slots.active() as u64);
+        Metrics::set(&metrics.active_slots, scheduler.active() as u64);
         if running.is_empty() {
             continue;
         }
         let start = Instant::now();
-        match slots.step() {
-            Ok((events, stats)) => {
+        match scheduler.step() {
+            Ok(report) => {
+                let (events, stats) = (report.events, report.stats);
                 let took = start.elapsed();
                 tracing::debug!(
                     decoded = stats.decoded,
@@ -102,18 +108,18 @@ pub fn run<B: Backend, K: Kernels<B>>(slots: &mut Slots<'_, B, K>, messages: &Re
             Err(e) => {
                 tracing::error!("a step failed: {e}");
                 for (id, replies) in running.drain() {
-                    slots.cancel(id);
+                    scheduler.cancel(id);
                     let _ = replies.send(Reply::Failed(ApiError::internal(format!("generation failed: {e}"))));
                 }
             }
         }
-        Metrics::set(&metrics.active_slots, slots.active() as u64);
+        Metrics::set(&metrics.active_slots, scheduler.active() as u64);
     }
 }
 
 /// Stops the requests whose clients went away, running or waiting.
 fn drop_departed<B: Backend, K: Kernels<B>>(
-    slots: &mut Slots<'_, B, K>,
+    scheduler: &mut Scheduler<'_, B, K>,
     running: &mut HashMap<u64, UnboundedSender<Reply>>,
     queue: &mut VecDeque<Job>,
     metrics: &Metrics,
@@ -121,7 +127,7 @@ fn drop_departed<B: Backend, K: Kernels<B>>(
     running.retain(|&id, replies| {
         let gone = replies.is_closed();
         if gone {
-            slots.cancel(id);
+            scheduler.cancel(id);
             Metrics::add(&metrics.disconnects, 1);
         }
         !gone

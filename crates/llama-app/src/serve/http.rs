@@ -19,12 +19,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use llama_core::sampling::Sampler;
-use llama_core::slots::{Event, Finished, Request as Generation};
+use llama_core::sequence::{Event, Finished, Request as Generation};
 use llama_core::stop::StopStrings;
 
 use super::api::{ApiError, Completion, CompletionBody, Input, parse_json};
 use super::engine::{Job, Message, Reply};
-use super::{Shared, Ticket};
+use super::shared::{Shared, Ticket, unix_time};
 
 /// Largest request body accepted (413 past it).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -145,11 +145,13 @@ async fn complete(s: Arc<Shared>, body: Result<Bytes, BytesRejection>, chat: boo
     let ticket = Ticket::take(&s)?;
     let (replies, mut receiver) = mpsc::unbounded_channel();
     let request = Generation {
-        prompt: prompt.clone(),
-        max_tokens: completion.max_tokens,
-        sampler: Sampler::new(completion.sampling.clone(), completion.seed.unwrap_or_else(crate::setup::fresh_seed)),
         stop: StopStrings::new(completion.stop.clone()),
         ignore_eos: completion.ignore_eos,
+        ..Generation::new(
+            prompt.clone(),
+            completion.max_tokens,
+            Sampler::new(completion.sampling.clone(), completion.seed.unwrap_or_else(crate::setup::fresh_seed)),
+        )
     };
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     if s.engine.send(Message::Generate(Job { id, request, replies })).is_err() {
@@ -254,7 +256,7 @@ struct Shape {
 impl Shape {
     fn new(s: &Shared, chat: bool, id: u64, prompt_tokens: usize) -> Self {
         let id = if chat { format!("chatcmpl-{id}") } else { format!("cmpl-{id}") };
-        Self { chat, id, created: super::unix_time(), model: s.model_id.clone(), prompt_tokens }
+        Self { chat, id, created: unix_time(), model: s.model_id.clone(), prompt_tokens }
     }
 
     fn object(&self, chunk: bool) -> &'static str {
@@ -270,16 +272,16 @@ impl Shape {
     }
 
     fn usage(&self, finished: &Finished) -> Value {
-        let (prompt, completion) = (self.prompt_tokens, finished.completion_tokens);
+        let (prompt, completion) = (self.prompt_tokens, finished.tokens.len());
         json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
     }
 
     /// The whole reply, not streamed.
     fn whole(&self, text: &str, finished: &Finished) -> Value {
         let choice = if self.chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finished.reason, "logprobs": null})
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finished.reason.openai(), "logprobs": null})
         } else {
-            json!({"index": 0, "text": text, "finish_reason": finished.reason, "logprobs": null})
+            json!({"index": 0, "text": text, "finish_reason": finished.reason.openai(), "logprobs": null})
         };
         let mut whole = self.envelope(false, json!([choice]));
         whole["usage"] = self.usage(finished);
@@ -289,7 +291,7 @@ impl Shape {
     /// One streamed piece (`text`), or the last chunk, which carries the finish reason. A chat's
     /// first chunk (`Some("")`) opens the assistant's message.
     fn chunk(&self, text: Option<&str>, finished: Option<&Finished>) -> Value {
-        let reason = finished.map(|f| f.reason);
+        let reason = finished.map(|f| f.reason.openai());
         let choice = if self.chat {
             let delta = match text {
                 Some("") => json!({"role": "assistant", "content": ""}),

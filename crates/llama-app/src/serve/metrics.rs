@@ -48,7 +48,7 @@ impl Metrics {
         let steps = self.steps.lock().expect("metrics lock");
         let recent = steps.iter().filter(|(at, ..)| now.duration_since(*at) <= RATE_WINDOW);
         let (tokens, time) = recent.fold((0, Duration::ZERO), |(n, t), (_, k, d)| (n + k, t + *d));
-        llama_core::generation::rate(tokens as usize, time.as_secs_f64())
+        llama_core::sequence::rate(tokens as usize, time.as_secs_f64())
     }
 
     /// Prometheus text exposition format 0.0.4.

@@ -8,7 +8,7 @@
 //! reassociated. Within each super-block ggml walks the output in 128-element halves; the
 //! loops below keep that shape so the bit-plane indexing reads like the C.
 
-use super::{QK_K, f16_at, whole_blocks};
+use super::blocks::{QK_K, f16_at, whole_blocks};
 
 /// `block_q2_K`: scales[16] | qs[64] | d: f16 | dmin: f16  (84 bytes).
 ///

@@ -7,7 +7,11 @@
 
 use half::f16;
 
-use super::{GgmlType, QK_LEGACY, f16_at, whole_blocks};
+use super::blocks::{QK_LEGACY, f16_at, whole_blocks};
+
+/// Bytes of a Q8_0 block (an f16 scale, 32 quants) and of a Q4_0 block (an f16 scale, 16 bytes of nibbles).
+const Q8_0_BLOCK_BYTES: usize = 34;
+const Q4_0_BLOCK_BYTES: usize = 18;
 
 /// `block_q4_0`: d: f16 | qs[16]. value = (q - 8) * d.
 pub(super) fn dequantize_row_q4_0(bytes: &[u8], out: &mut [f32]) {
@@ -93,7 +97,7 @@ fn c_max(a: f32, b: f32) -> f32 {
 /// If `src.len()` is not a multiple of 32.
 pub fn quantize_q8_0(src: &[f32]) -> Vec<u8> {
     assert!(src.len().is_multiple_of(QK_LEGACY), "Q8_0 needs a multiple of 32 elements, got {}", src.len());
-    let mut out = Vec::with_capacity(src.len() / QK_LEGACY * GgmlType::Q8_0.block_bytes());
+    let mut out = Vec::with_capacity(src.len() / QK_LEGACY * Q8_0_BLOCK_BYTES);
     for x in src.chunks_exact(QK_LEGACY) {
         let amax = x.iter().fold(0.0f32, |amax, &v| c_max(amax, v.abs()));
         let d = amax / 127.0;
@@ -113,7 +117,7 @@ pub fn quantize_q8_0(src: &[f32]) -> Vec<u8> {
 /// If `src.len()` is not a multiple of 32.
 pub fn quantize_q4_0(src: &[f32]) -> Vec<u8> {
     assert!(src.len().is_multiple_of(QK_LEGACY), "Q4_0 needs a multiple of 32 elements, got {}", src.len());
-    let mut out = Vec::with_capacity(src.len() / QK_LEGACY * GgmlType::Q4_0.block_bytes());
+    let mut out = Vec::with_capacity(src.len() / QK_LEGACY * Q4_0_BLOCK_BYTES);
     for x in src.chunks_exact(QK_LEGACY) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in x {

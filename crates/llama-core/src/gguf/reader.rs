@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{GgufError, Result, Value};
+use super::types::{GgufError, Result, Value};
 
 /// Cursor over the header with bounds-checked reads.
 pub(super) struct Reader<'a> {

@@ -5,6 +5,7 @@
 //! `original/` (`params.json`, `consolidated.*.pth`, tiktoken's `tokenizer.model`).
 
 mod config;
+mod error;
 mod safetensors;
 
 use std::path::{Path, PathBuf};
@@ -14,37 +15,13 @@ use serde_json::Value as Json;
 
 use config::HfConfig;
 pub use config::HfModelConfig;
+pub use error::HfError;
+use error::read_json;
 use safetensors::Safetensors;
 
 use crate::dequant::GgmlType;
-use crate::load::{LayerTensor, LoadError, ModelTensor, TensorFile};
+use crate::tensor_file::{LayerTensor, ModelTensor, TensorFile, TensorFileError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum HfError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
-    #[error("{path}: {what}")]
-    Invalid { path: PathBuf, what: String },
-    #[error("{dir} has no model.safetensors and no model.safetensors.index.json")]
-    NoWeights { dir: PathBuf },
-    #[error("shard {path}{listed} is missing")]
-    MissingShard { path: PathBuf, listed: String },
-    #[error("{path}: not a valid safetensors file: {what}")]
-    BadSafetensors { path: PathBuf, what: String },
-    #[error("tensor `{name}` is missing from {files}")]
-    MissingTensor { files: String, name: String },
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-}
-
-impl HfError {
-    fn invalid(path: &Path, what: impl Into<String>) -> Self {
-        Self::Invalid { path: path.to_path_buf(), what: what.into() }
-    }
-}
 
 /// An opened Hugging Face model directory: its config checked, its shards mapped.
 pub struct HfModel {
@@ -167,8 +144,8 @@ impl TensorFile for HfModel {
         format!("model.layers.{i}.{suffix}.weight")
     }
 
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), LoadError> {
-        Ok(self.weights.tensor(name, shape)?)
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), TensorFileError> {
+        self.weights.tensor(name, shape).map_err(|e| TensorFileError(Box::new(e)))
     }
 
     fn interleaved_qk(&self) -> bool {
@@ -179,13 +156,7 @@ impl TensorFile for HfModel {
         self.config.tied_output
     }
 
-    fn rope_frequency_factors(&self, _head_dim: usize) -> Result<Option<Vec<f32>>, LoadError> {
+    fn rope_frequency_factors(&self, _head_dim: usize) -> Result<Option<Vec<f32>>, TensorFileError> {
         Ok(self.config.rope_frequency_factors.clone())
     }
-}
-
-/// `path` parsed as JSON of type `T`.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HfError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HfError::Read { path: path.to_path_buf(), source })?;
-    serde_json::from_str(&text).map_err(|source| HfError::Json { path: path.to_path_buf(), source })
 }

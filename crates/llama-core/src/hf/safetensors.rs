@@ -14,7 +14,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use super::HfError;
+use super::error::{HfError, read_json};
 use crate::dequant::GgmlType;
 
 pub(crate) const SINGLE_FILE: &str = "model.safetensors";
@@ -46,7 +46,7 @@ impl Safetensors {
     pub fn open(dir: &Path) -> Result<Self, HfError> {
         let index_path = dir.join(INDEX_FILE);
         let (shard_names, expected): (Vec<String>, Option<BTreeMap<String, String>>) = if index_path.is_file() {
-            let index: Index = super::read_json(&index_path)?;
+            let index: Index = read_json(&index_path)?;
             let mut names: Vec<String> = index.weight_map.values().cloned().collect();
             names.sort();
             names.dedup();

@@ -1,12 +1,11 @@
-//! The reference forms of the seam's operations, each a plain composition of Burn tensor ops.
-//! They are the trait's defaults, and a provider that fuses only some cases calls them for the
-//! rest.
+//! The reference forms of the seam's operations, each a plain composition of Burn tensor ops:
+//! [`super::Composed`] is made of them, and a provider that fuses only some cases calls them for
+//! the rest.
 
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData, activation, backend::Backend};
 
-use super::{Kernels, Normed, Pass, Position, Product, Projections, QkvIntoCache, StaticStep, StepPosition};
+use super::seam::{Kernels, Normed, Placement, Product, Projections, QkvIntoCache, Rows};
 use crate::kv_cache::CachedKv;
-use crate::rope::RopeTables;
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension.
 pub fn rms_norm<B: Backend>(input: Normed<'_, B>) -> Tensor<B, 2> {
@@ -34,7 +33,7 @@ pub fn product<B: Backend, K: Kernels<B> + ?Sized>(k: &K, p: Product<'_, B, K::W
     }
 }
 
-/// `norm(x) · Wᵀ` for every part of `weights`, side by side: `[tokens, Σ rows]`.
+/// `norm(x) · Wᵀ` for every part of `weights`, side by side: `[rows, Σ out]`.
 pub fn project<B: Backend, K: Kernels<B> + ?Sized>(
     k: &K,
     input: Normed<'_, B>,
@@ -55,46 +54,62 @@ pub fn qkv_into_cache<B: Backend, K: Kernels<B> + ?Sized>(
     args: QkvIntoCache<'_, B, K::Weight>,
 ) -> (Tensor<B, 3>, CachedKv<B>) {
     let qkv = project(k, args.input, args.weight);
-    rope_into_cache(qkv, args.pass, args.cache)
+    rope_into_cache(qkv, args.rows, args.cache)
 }
 
-/// From one `[tokens, (heads + 2·kv_heads)·head_dim]` Q/K/V projection: rotates the queries and
-/// keys for the pass's positions, writes keys and values into `cache` there, and returns the
-/// queries `[tokens, heads, head_dim]` and the cache.
+/// From one `[rows, (heads + 2·kv_heads)·head_dim]` Q/K/V projection: rotates the queries and
+/// keys at each row's position (`rows.cos`, `rows.sin`, half width), writes each row's keys and
+/// values into its slot of `cache` there, and returns the queries `[rows, heads, head_dim]` and
+/// the cache.
 pub fn rope_into_cache<B: Backend>(
     qkv: Tensor<B, 2>,
-    pass: &Pass<'_, B>,
-    (keys, values): (Tensor<B, 3>, Tensor<B, 3>),
+    rows: &Rows<B>,
+    mut cache: CachedKv<B>,
 ) -> (Tensor<B, 3>, CachedKv<B>) {
-    let (kv_heads, at) = (pass.kv_heads, &pass.at);
-    let (cos, sin) = match at {
-        Position::Host(start) => pass.rope.range(*start, qkv.dims()[0]),
-        Position::Device(step) => (step.cos.clone(), step.sin.clone()),
-    };
-    let (q, new_keys, new_values) = rotate_qkv(qkv, pass.heads, kv_heads, cos, sin);
-    let (new_keys, new_values) = (new_keys.swap_dims(0, 1), new_values.swap_dims(0, 1));
+    let (cos, sin) = (rows.cos.clone(), rows.sin.clone());
+    let (q, keys, values) = rotate_qkv(qkv, rows.heads, rows.kv_heads, cos, sin);
     let head_dim = q.dims()[2];
-    let [_, capacity, _] = keys.dims();
-    let kv = match at {
-        Position::Host(start) => CachedKv::written((keys, values), *start, new_keys, new_values),
-        Position::Device(step) => {
-            // Without a host position there is no slice to assign: blend the new row in where the
-            // position matches (every cache row is read and written, O(capacity), fine for a
-            // reference).
-            let row = Tensor::<B, 1, Int>::arange(0..capacity as i64, &keys.device())
-                .equal(step.position.clone().expand([capacity]));
-            let shape = [kv_heads, capacity, head_dim];
-            let row = row.reshape([1, capacity, 1]).expand(shape);
-            let keys = keys.mask_where(row.clone(), new_keys.expand(shape));
-            CachedKv::whole(keys, values.mask_where(row, new_values.expand(shape)))
-        }
-    };
-    (q, kv)
+    for (span, first) in rows.spans_from() {
+        let at = [first..first + span.rows, 0..rows.kv_heads, 0..head_dim];
+        let own = |t: &Tensor<B, 3>| t.clone().slice(at.clone()).swap_dims(0, 1); // [kv_heads, rows, head_dim]
+        let (new_keys, new_values) = (own(&keys), own(&values));
+        cache = match &rows.visible {
+            None => cache.written(span.slot, span.start, new_keys, new_values),
+            Some(_) => {
+                let position = rows.positions.clone().narrow(0, first, 1);
+                blend_at_position(cache, span.slot, position, new_keys, new_values)
+            }
+        };
+    }
+    (q, cache)
 }
 
-/// One `[tokens, (heads + 2·kv_heads)·head_dim]` Q/K/V projection split into queries
-/// `[tokens, heads, head_dim]`, keys and values `[tokens, kv_heads, head_dim]`, the queries and
-/// keys rotated by the `cos`, `sin` rows `[tokens, head_dim / 2]` of their positions.
+/// The static step's cache write without a host position: the new row `[kv_heads, 1, head_dim]`
+/// blended into slot `slot` where the positions match `position` `[1]` (every row of the slot is
+/// read and written, O(capacity): fine for a reference).
+fn blend_at_position<B: Backend>(
+    cache: CachedKv<B>,
+    slot: usize,
+    position: Tensor<B, 1, Int>,
+    new_keys: Tensor<B, 3>,
+    new_values: Tensor<B, 3>,
+) -> CachedKv<B> {
+    let [kv_heads, _, head_dim] = new_keys.dims();
+    let capacity = cache.keys.dims()[1];
+    let at = [slot * kv_heads..(slot + 1) * kv_heads, 0..capacity, 0..head_dim];
+    let positions = Tensor::<B, 1, Int>::arange(0..capacity as i64, &position.device());
+    let shape = [kv_heads, capacity, head_dim];
+    let row = positions.equal(position.expand([capacity])).reshape([1, capacity, 1]).expand(shape);
+    let blend = |all: Tensor<B, 3>, new: Tensor<B, 3>| {
+        let own = all.clone().slice(at.clone()).mask_where(row.clone(), new.expand(shape));
+        all.slice_assign(at.clone(), own)
+    };
+    CachedKv { keys: blend(cache.keys, new_keys), values: blend(cache.values, new_values) }
+}
+
+/// One `[rows, (heads + 2·kv_heads)·head_dim]` Q/K/V projection split into queries
+/// `[rows, heads, head_dim]`, keys and values `[rows, kv_heads, head_dim]`, the queries and
+/// keys rotated by the `cos`, `sin` rows `[rows, head_dim / 2]` of their positions.
 pub fn rotate_qkv<B: Backend>(
     qkv: Tensor<B, 2>,
     heads: usize,
@@ -111,10 +126,37 @@ pub fn rotate_qkv<B: Backend>(
     (q, k, part(heads + kv_heads, kv_heads))
 }
 
-/// [`Kernels::attention`] (see there).
-pub fn attention<B: Backend>(q: Tensor<B, 3>, kv: CachedKv<B>, at: &Position<B>) -> Tensor<B, 2> {
+/// [`Kernels::attention`] (see there): each span over its own slot.
+pub fn attention<B: Backend>(q: Tensor<B, 3>, kv: CachedKv<B>, rows: &Rows<B>) -> Tensor<B, 2> {
+    let [_, heads, head_dim] = q.dims();
+    let attended = rows.spans_from().map(|(span, first)| {
+        let q = q.clone().slice([first..first + span.rows, 0..heads, 0..head_dim]);
+        match &rows.visible {
+            None => {
+                let (k, v) = kv.slot(span.slot, rows.kv_heads, span.end());
+                let hidden = (span.rows > 1).then(|| causal_mask::<B>(span.rows, span.end(), &q.device()));
+                grouped_attention(q, k, v, hidden)
+            }
+            Some(visible) => {
+                let capacity = visible.dims()[1];
+                let (k, v) = kv.slot(span.slot, rows.kv_heads, capacity);
+                let hidden = visible.clone().slice([first..first + span.rows, 0..capacity]).bool_not();
+                grouped_attention(q, k, v, Some(hidden))
+            }
+        }
+    });
+    Tensor::cat(attended.collect(), 0)
+}
+
+/// `q` `[tokens, heads, head_dim]` over `k`, `v` `[kv_heads, keys, head_dim]`, with `hidden`
+/// `[tokens, keys]` (true: may not attend) where some keys are out of a query's sight.
+fn grouped_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    hidden: Option<Tensor<B, 2, Bool>>,
+) -> Tensor<B, 2> {
     let [tokens, heads, head_dim] = q.dims();
-    let (k, v) = kv.visible();
     let [kv_heads, keys, _] = k.dims();
     let group = heads / kv_heads;
     // Query head h reads KV head h / group (llama.cpp and HF's repeat_kv agree). Grouping the
@@ -122,14 +164,12 @@ pub fn attention<B: Backend>(q: Tensor<B, 3>, kv: CachedKv<B>, at: &Position<B>)
     // the work without materialising repeated keys.
     let q = q.swap_dims(0, 1).reshape([kv_heads, group * tokens, head_dim]);
     let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (head_dim as f64).sqrt());
-    let hidden = match at {
-        Position::Device(step) => Some(step.visible.clone().bool_not().reshape([1, 1, keys])),
-        // A single query at the newest position may see every key.
-        Position::Host(_) if tokens == 1 => None,
-        Position::Host(_) => Some(causal_mask::<B>(group, tokens, keys, &scores.device()).unsqueeze::<3>()),
-    };
     let scores = match hidden {
-        Some(mask) => scores.mask_fill(mask.expand([kv_heads, group * tokens, keys]), f32::NEG_INFINITY),
+        // Rows of `scores` are (query head in the group, token): the mask repeats per head.
+        Some(mask) => {
+            let mask = mask.unsqueeze::<3>().expand([group, tokens, keys]).reshape([1, group * tokens, keys]);
+            scores.mask_fill(mask.expand([kv_heads, group * tokens, keys]), f32::NEG_INFINITY)
+        }
         None => scores,
     };
     let out = activation::softmax(scores, 2).matmul(v); // [kv_heads, group * tokens, head_dim]
@@ -148,29 +188,29 @@ pub fn swiglu_product<B: Backend, K: Kernels<B> + ?Sized>(
     activation::silu(both.clone().slice([0..tokens, 0..ffn])) * both.slice([0..tokens, ffn..width])
 }
 
-/// [`Kernels::step_position`]: the half-width rotary rows at `position` and the visible rows.
-pub fn step_position<B: Backend>(
-    tables: &RopeTables<B>,
-    position: Tensor<B, 1, Int>,
-    capacity: usize,
-) -> StepPosition<B> {
-    let (cos, sin) = tables.tables();
-    let device = position.device();
-    let visible =
-        Tensor::<B, 1, Int>::arange(0..capacity as i64, &device).lower_equal(position.clone().expand([capacity]));
-    StepPosition {
-        cos: cos.clone().select(0, position.clone()),
-        sin: sin.clone().select(0, position.clone()),
-        position,
+/// [`Kernels::rows`]: the half-width rotary rows at each position and, for the static step,
+/// the visible positions.
+pub fn rows<B: Backend>(placement: Placement<'_, B>) -> Rows<B> {
+    let (cos, sin) = placement.rope.tables();
+    let positions = placement.positions;
+    let visible = placement.static_capacity.map(|capacity| visible_positions(positions.clone(), capacity));
+    Rows {
+        cos: cos.clone().select(0, positions.clone()),
+        sin: sin.clone().select(0, positions.clone()),
+        spans: placement.spans,
+        positions,
+        slots: placement.slots,
+        heads: placement.heads,
+        kv_heads: placement.kv_heads,
         visible,
     }
 }
 
-/// The static decode step run as it is: the position put on `x`'s device, then `step` called
-/// ([`Kernels::run_static_step`]'s default, and what a capturing provider does when it cannot).
-pub fn run_step_eagerly<B: Backend>(x: Tensor<B, 2>, position: usize, step: &mut StaticStep<B>) -> Tensor<B, 2> {
-    let position = Tensor::<B, 1, Int>::from_data(TensorData::from([position as i64]), &x.device());
-    step(x, position)
+/// `[rows, capacity]`: true for the positions at or before each row's position `[rows]`.
+pub fn visible_positions<B: Backend>(positions: Tensor<B, 1, Int>, capacity: usize) -> Tensor<B, 2, Bool> {
+    let rows = positions.dims()[0];
+    let all = Tensor::<B, 1, Int>::arange(0..capacity as i64, &positions.device()).reshape([1, capacity]);
+    all.expand([rows, capacity]).lower_equal(positions.reshape([rows, 1]).expand([rows, capacity]))
 }
 
 /// Half-split rotary embedding of `x` `[tokens, heads, head_dim]` with the `cos`, `sin` rows
@@ -203,15 +243,10 @@ pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// `[group * tokens, keys]`: `true` where query row `(g, t)` must not see key `s`: the queries
-/// are the last `tokens` of `keys` positions, so query `t` sees keys `0 ..= keys - tokens + t`.
-fn causal_mask<B: Backend>(group: usize, tokens: usize, keys: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+/// `[tokens, keys]`: `true` where query `t` must not see key `s`: the queries are the last
+/// `tokens` of `keys` positions, so query `t` sees keys `0 ..= keys - tokens + t`.
+fn causal_mask<B: Backend>(tokens: usize, keys: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
     let first_query_pos = keys - tokens;
-    let mask: Vec<bool> = (0..group * tokens)
-        .flat_map(|row| {
-            let visible = first_query_pos + row % tokens;
-            (0..keys).map(move |s| s > visible)
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(mask, [group * tokens, keys]), device)
+    let mask: Vec<bool> = (0..tokens).flat_map(|t| (0..keys).map(move |s| s > first_query_pos + t)).collect();
+    Tensor::from_data(TensorData::new(mask, [tokens, keys]), device)
 }

@@ -1,9 +1,12 @@
-//! [`Composed`]: the reference provider, dense f32 weights and every fused operation left to
-//! its plain composition.
+//! [`Composed`]: the reference provider, dense f32 weights and every operation its plain
+//! composition.
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
 
-use super::{Capabilities, Kernels, Position, RawWeight, TokenIds, composed};
+use super::composed;
+use super::seam::{
+    Capabilities, Kernels, Normed, Placement, Product, Projections, QkvIntoCache, RawWeight, Rows, TokenIds,
+};
 use crate::dequant::{self, DequantError};
 use crate::kv_cache::CachedKv;
 
@@ -83,8 +86,24 @@ impl<B: Backend> Kernels<B> for Composed {
         }
     }
 
-    fn attention(&self, q: Tensor<B, 3>, kv: CachedKv<B>, at: &Position<B>) -> Tensor<B, 2> {
-        composed::attention(q, kv, at)
+    fn attention(&self, q: Tensor<B, 3>, kv: CachedKv<B>, rows: &Rows<B>) -> Tensor<B, 2> {
+        composed::attention(q, kv, rows)
+    }
+
+    fn product(&self, p: Product<'_, B, DenseWeight<B>>) -> Tensor<B, 2> {
+        composed::product(self, p)
+    }
+
+    fn qkv_into_cache(&self, args: QkvIntoCache<'_, B, DenseWeight<B>>) -> (Tensor<B, 3>, CachedKv<B>) {
+        composed::qkv_into_cache(self, args)
+    }
+
+    fn swiglu_product(&self, input: Normed<'_, B>, gate_up: &Projections<DenseWeight<B>>) -> Tensor<B, 2> {
+        composed::swiglu_product(self, input, gate_up)
+    }
+
+    fn rows(&self, placement: Placement<'_, B>) -> Rows<B> {
+        composed::rows(placement)
     }
 }
 

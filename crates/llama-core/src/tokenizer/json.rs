@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::gguf_vocab::{gguf_token_id, if_present};
+use super::parts::TokenizerParts;
 use super::{Entry, Result, SpecialIds, TokenKind, Tokenizer, TokenizerError, invalid, pretokenize};
 use crate::gguf::{GgufFile, Value};
 
@@ -167,7 +168,7 @@ impl Template {
     }
 }
 
-impl super::TokenizerParts {
+impl TokenizerParts {
     /// A tokenizer.json's vocabulary as GGUF metadata carries it (what llama.cpp's converter
     /// writes: added tokens typed control if special, user-defined otherwise), keeping the
     /// first `vocab_size` ids. `pre` names the pre-tokenizer family (e.g. "llama-bpe").

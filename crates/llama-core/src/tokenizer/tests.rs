@@ -3,7 +3,9 @@
 
 use super::gguf_vocab::split_merge;
 use super::json::Template;
+use super::parts::TokenizerParts;
 use super::pretokenize::BYTE_TO_CHAR;
+use super::stream::StreamDecoder;
 use super::*;
 
 const H: u32 = 256; // "Ġh"

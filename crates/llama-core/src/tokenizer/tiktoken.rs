@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use super::parts::TokenizerParts;
 use super::pretokenize::BYTE_TO_CHAR;
-use super::{Result, TokenKind, Tokenizer, TokenizerError, TokenizerParts, invalid};
+use super::{Result, TokenKind, Tokenizer, TokenizerError, invalid};
 
 /// Longer lines are refused before they are held in memory. Llama 3's longest line is 178
 /// bytes; 1024 leaves room for tokens of over 700 bytes.

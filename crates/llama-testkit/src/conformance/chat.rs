@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::default_model;
+use super::harness::default_model;
 
 /// One `[turn N: prefilled P new prompt tokens (R reused from the cache), G tokens generated; …]`.
 #[derive(Debug, Clone)]

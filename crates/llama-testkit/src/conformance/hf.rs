@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{assert_like_llamacpp, expect_error, greedy_json, max_logit_delta, reference, run};
+use super::checks::assert_like_llamacpp;
+use super::harness::{default_model, expect_error, greedy_json, max_logit_delta, reference, run};
 use llama_app::cli::models_dir;
 
 /// Largest |Δlogit| accepted between the BF16 directory and llama.cpp on the F32 weights, at the
@@ -236,7 +237,7 @@ pub fn check_bad_directories(binary: &str, scratch: &Path) {
     let _ = std::fs::remove_dir_all(&ggufs);
     std::fs::create_dir_all(&ggufs).unwrap();
     for name in ["a.gguf", "b.gguf"] {
-        std::os::unix::fs::symlink(super::default_model(), ggufs.join(name)).unwrap();
+        std::os::unix::fs::symlink(default_model(), ggufs.join(name)).unwrap();
     }
     check(&ggufs, "holds several GGUF files (a.gguf, b.gguf)");
     std::fs::remove_file(ggufs.join("b.gguf")).unwrap();

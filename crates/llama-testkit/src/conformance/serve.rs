@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{default_model, run};
+use super::harness::{default_model, run};
 
 /// The context the conformance server runs with: small, so a prompt over it is quick to make.
 const CONTEXT: usize = 512;

@@ -1,13 +1,16 @@
-//! Attention's input side (`qkv_into_cache`) and attention itself, at host positions and at the
-//! static step's device position, and the KV cache.
+//! Attention's input side (`qkv_into_cache`) and attention itself, for one sequence's rows and
+//! for several sequences' at once (each at its own positions in its own cache slot), at host
+//! positions and in the static step, and the KV cache.
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use llama_core::kernels::{Kernels, Pass, Position, Projections, QkvIntoCache, RawWeight, RmsNorm};
+use burn::tensor::backend::Backend;
+use llama_core::kernels::{Kernels, Placement, Projections, QkvIntoCache, RawWeight, RmsNorm, Rows, Span};
 use llama_core::kv_cache::CachedKv;
 use llama_core::rope::{RopeTables, inverse_frequencies};
 
 use super::products::LINEAR_TYPES;
-use super::{ABS, REL, as_f32, assert_close, download, naive_linear, naive_rms_norm, random, upload, weight_bytes};
+use super::support::{
+    ABS, REL, as_f32, assert_close, download, naive_linear, naive_rms_norm, random, upload, weight_bytes,
+};
 
 /// Rotation of a `head_dim` vector at `position`, in f64 from the f32 angle.
 fn rotate(x: &[f64], position: usize, inv_freq: &[f32]) -> Vec<f64> {
@@ -22,14 +25,32 @@ fn rotate(x: &[f64], position: usize, inv_freq: &[f32]) -> Vec<f64> {
     out
 }
 
+/// Each row's (slot, position), in row order.
+fn row_places(spans: &[Span]) -> Vec<(usize, usize)> {
+    spans.iter().flat_map(|s| (s.start..s.end()).map(move |p| (s.slot, p))).collect()
+}
+
+/// The provider's rows for `spans` (the static step's where `fixed`), made as the model makes
+/// them.
+pub(super) fn rows_for<B: Backend, K: Kernels<B>>(
+    k: &K,
+    rope: &RopeTables<B>,
+    spans: &[Span],
+    heads: [usize; 2],
+    fixed: Option<usize>,
+    device: &B::Device,
+) -> Rows<B> {
+    k.rows(Placement { static_capacity: fixed, ..Placement::from_spans(spans.to_vec(), rope, heads, device) })
+}
+
 /// The attention heads and the cache a Q/K/V check writes into.
 struct QkvCase {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
-    /// The first token's position.
-    start: usize,
+    slots: usize,
+    spans: Vec<Span>,
 }
 
 impl QkvCase {
@@ -38,25 +59,24 @@ impl QkvCase {
     }
 
     fn cache_shape(&self) -> [usize; 3] {
-        [self.kv_heads, self.capacity, self.head_dim]
+        [self.slots * self.kv_heads, self.capacity, self.head_dim]
     }
 
-    /// `(queries, keys, values)` expected from the projection `qkv` `[tokens, width]`: queries
-    /// rotated, keys rotated and values written over `old_keys`/`old_values` at `start ..`, the
-    /// rest of the cache kept.
+    /// `(queries, keys, values)` expected from the projection `qkv` `[rows, width]`: queries
+    /// rotated, each row's keys rotated and values written over `old_keys`/`old_values` at its
+    /// slot and position, the rest of the cache kept.
     fn expected(&self, qkv: &[f64], inv_freq: &[f32], old: [&[f32]; 2]) -> [Vec<f64>; 3] {
         let (width, head_dim) = (self.width(), self.head_dim);
-        let head = |t: usize, slot: usize| &qkv[t * width + slot * head_dim..][..head_dim];
+        let head = |t: usize, h: usize| &qkv[t * width + h * head_dim..][..head_dim];
         let mut q = Vec::new();
         let mut keys: Vec<f64> = old[0].iter().map(|&v| v as f64).collect();
         let mut values: Vec<f64> = old[1].iter().map(|&v| v as f64).collect();
-        for t in 0..qkv.len() / width {
-            let position = self.start + t;
+        for (t, (slot, position)) in row_places(&self.spans).into_iter().enumerate() {
             for h in 0..self.heads {
                 q.extend(rotate(head(t, h), position, inv_freq));
             }
             for h in 0..self.kv_heads {
-                let at = (h * self.capacity + position) * head_dim;
+                let at = ((slot * self.kv_heads + h) * self.capacity + position) * head_dim;
                 keys[at..at + head_dim].copy_from_slice(&rotate(head(t, self.heads + h), position, inv_freq));
                 values[at..at + head_dim].copy_from_slice(head(t, self.heads + self.kv_heads + h));
             }
@@ -65,16 +85,31 @@ impl QkvCase {
     }
 }
 
-/// `qkv_into_cache` for every weight format, stacked and as three weights, one token (the decode
-/// step, which a provider may fuse) and three, in the head width of Llama 3 and SmolLM2 (64) and
-/// a narrow one, at the first position and further in; one token also at a device position.
+/// The Q/K/V cases: one sequence decoding (in the head width of Llama 3 and SmolLM2, 64, and a
+/// narrow one, at the first position and further in, in slot 0 and a later one), one prefilling,
+/// and three sequences of a server's step at once (two decoding, one prefilling a chunk); with
+/// whether the static step takes it too (one row).
+fn qkv_cases() -> Vec<(usize, Vec<Span>)> {
+    let span = |slot, start, rows| Span { slot, start, rows };
+    vec![
+        (64, vec![span(0, 0, 1)]),
+        (64, vec![span(1, 7, 1)]),
+        (8, vec![span(0, 5, 1)]),
+        (64, vec![span(2, 3, 3)]),
+        (64, vec![span(1, 9, 1), span(0, 2, 1), span(2, 4, 5)]),
+        (8, vec![span(2, 0, 1), span(0, 11, 1)]),
+    ]
+}
+
+/// `qkv_into_cache` for every weight format, stacked and as three weights, for every case of
+/// [`qkv_cases`]; the one-row cases also as the static step.
 pub fn check_qkv_into_cache<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let cols = 256;
     let norm_weight = random(cols, 40);
     let norm = RmsNorm { weight: upload::<B, 1>(&norm_weight, [cols], device), eps: 1e-5 };
     for ty in LINEAR_TYPES {
-        for (head_dim, start, tokens) in [(64, 0, 1), (64, 7, 1), (8, 5, 1), (64, 3, 3)] {
-            let case = QkvCase { heads: 4, kv_heads: 2, head_dim, capacity: 12, start };
+        for (head_dim, spans) in qkv_cases() {
+            let case = QkvCase { heads: 4, kv_heads: 2, head_dim, capacity: 12, slots: 3, spans };
             let rows = case.width();
             let bytes = weight_bytes(ty, rows * cols, 41);
             let w = llama_core::dequant::dequantize(ty, &bytes, rows * cols).expect("dequantize test weight");
@@ -98,28 +133,26 @@ pub fn check_qkv_into_cache<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device
             ];
             let inv_freq = inverse_frequencies(head_dim, 10_000.0, None);
             let rope = RopeTables::<B>::new(&inv_freq, case.capacity, device);
-            let mut positions = vec![Position::Host(start)];
+            let tokens = row_places(&case.spans).len();
+            let heads = [case.heads, case.kv_heads];
+            let mut placements = vec![("host", rows_for(k, &rope, &case.spans, heads, None, device))];
             if tokens == 1 {
-                let position = Tensor::<B, 1, Int>::from_data(TensorData::from([start as i64]), device);
-                positions.push(Position::Device(k.step_position(&rope, position, case.capacity)));
+                placements.push(("static", rows_for(k, &rope, &case.spans, heads, Some(case.capacity), device)));
             }
             let x = random(tokens * cols, 42);
-            let old = [43, 44].map(|seed| random(case.kv_heads * case.capacity * head_dim, seed));
+            let old = [43, 44].map(|seed| random(case.slots * case.kv_heads * case.capacity * head_dim, seed));
             let h = as_f32(&naive_rms_norm(&x, &norm_weight, norm.eps));
             let expected = case.expected(&naive_linear(&h, &w, tokens, rows, cols), &inv_freq, [&old[0], &old[1]]);
-            for ((form, weight), at) in forms.iter().flat_map(|f| positions.iter().map(move |at| (f, at))) {
-                let place = if matches!(at, Position::Host(_)) { "host" } else { "device" };
+            for ((form, weight), (place, rows)) in forms.iter().flat_map(|f| placements.iter().map(move |p| (f, p))) {
                 let what = |part: &str| {
-                    format!(
-                        "qkv_into_cache {part} {form} {ty:?} head_dim={head_dim} {place} start={start} tokens={tokens}"
-                    )
+                    format!("qkv_into_cache {part} {form} {ty:?} head_dim={head_dim} {place} spans={:?}", case.spans)
                 };
-                let pass = Pass { at: at.clone(), rope: &rope, heads: case.heads, kv_heads: case.kv_heads };
-                let cache = (upload(&old[0], case.cache_shape(), device), upload(&old[1], case.cache_shape(), device));
+                let cache = CachedKv {
+                    keys: upload(&old[0], case.cache_shape(), device),
+                    values: upload(&old[1], case.cache_shape(), device),
+                };
                 let input = norm.of(upload(&x, [tokens, cols], device));
-                let (q, kv) = k.qkv_into_cache(QkvIntoCache { input, weight, pass: &pass, cache });
-                let len = if place == "host" { start + tokens } else { case.capacity };
-                assert_eq!(kv.len, len, "{}", what("visible rows"));
+                let (q, kv) = k.qkv_into_cache(QkvIntoCache { input, weight, rows, cache });
                 let got = [q, kv.keys, kv.values].map(download);
                 for ((part, got), expected) in ["queries", "keys", "values"].into_iter().zip(&got).zip(&expected) {
                     assert_close(&what(part), got, expected, ABS * 10.0, REL * 10.0);
@@ -172,68 +205,141 @@ pub fn naive_attention(q: &[f32], k: &[f32], v: &[f32], shape: AttentionShape) -
     out
 }
 
-/// Prefill (several queries, causal) and decode (one query over every key) shapes, over the
-/// whole cache and over the first rows of a longer one, whose later rows hold values that must
-/// not be read; one query also at a device position (the static step's masked whole cache).
+/// An attention check's cache: `slots` slots of `capacity` positions, each slot's first `len`
+/// written with random values and the rest with a large one that must never be read.
+struct AttentionCache {
+    kv_heads: usize,
+    capacity: usize,
+    head_dim: usize,
+    /// `[slots · kv_heads, capacity, head_dim]` each.
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+impl AttentionCache {
+    fn new(slots: usize, [kv_heads, capacity, head_dim]: [usize; 3], lens: &[usize], seed: u64) -> Self {
+        let mut keys = random(slots * kv_heads * capacity * head_dim, seed);
+        let mut values = random(keys.len(), seed + 1);
+        for (slot, &len) in lens.iter().enumerate() {
+            for h in 0..kv_heads {
+                let block = (slot * kv_heads + h) * capacity;
+                for p in len..capacity {
+                    keys[(block + p) * head_dim..][..head_dim].fill(1e4);
+                    values[(block + p) * head_dim..][..head_dim].fill(1e4);
+                }
+            }
+        }
+        Self { kv_heads, capacity, head_dim, keys, values }
+    }
+
+    /// Slot `slot`'s first `len` positions, `[kv_heads, len, head_dim]` each.
+    fn slot(&self, slot: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let take = |all: &[f32]| {
+            (0..self.kv_heads)
+                .flat_map(|h| {
+                    let block = ((slot * self.kv_heads + h) * self.capacity) * self.head_dim;
+                    all[block..block + len * self.head_dim].to_vec()
+                })
+                .collect()
+        };
+        (take(&self.keys), take(&self.values))
+    }
+
+    fn upload<B: Backend>(&self, slots: usize, device: &B::Device) -> CachedKv<B> {
+        let shape = [slots * self.kv_heads, self.capacity, self.head_dim];
+        CachedKv { keys: upload(&self.keys, shape, device), values: upload(&self.values, shape, device) }
+    }
+}
+
+/// Each span's naive attention over its own slot, in row order.
+fn naive_spans(q: &[f32], cache: &AttentionCache, spans: &[Span], heads: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut first = 0;
+    for span in spans {
+        let width = heads * cache.head_dim;
+        let q_span = &q[first * width..(first + span.rows) * width];
+        let (k, v) = cache.slot(span.slot, span.end());
+        let shape = AttentionShape {
+            tokens: span.rows,
+            heads,
+            kv_heads: cache.kv_heads,
+            keys: span.end(),
+            head_dim: cache.head_dim,
+        };
+        out.extend(naive_attention(q_span, &k, &v, shape));
+        first += span.rows;
+    }
+    out
+}
+
+/// Prefill (several queries, causal) and decode (one query over every key) shapes of one
+/// sequence, in a cache whose later rows hold values that must not be read; several sequences'
+/// rows at once over their own slots; one query also in the static step (masked whole cache).
 pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let (heads, kv_heads) = (6, 2);
+    let span = |slot, start, rows| Span { slot, start, rows };
     // The longer ones span several key blocks of a split-KV kernel (merged by a second kernel);
     // head_dim 128 gives each of a 64-thread workgroup's threads two output dimensions. Not 520
     // or 600 keys: there Burn's composed ops on wgpu are wrong (docs/correctness.md).
-    let cases =
-        [(5, 5, 16), (3, 9, 16), (1, 12, 16), (1, 150, 16), (4, 133, 16), (1, 1100, 16), (3, 560, 128), (1, 70, 128)];
-    for (tokens, keys, head_dim) in cases {
-        let what = |how: &str| format!("attention {how} tokens={tokens} keys={keys}");
-        let shape = AttentionShape { tokens, heads, kv_heads, keys, head_dim };
+    let mut cases: Vec<(Vec<Span>, usize)> =
+        [(5, 5, 16), (3, 9, 16), (1, 12, 16), (1, 150, 16), (4, 133, 16), (1, 1100, 16), (3, 560, 128), (1, 70, 128)]
+            .into_iter()
+            .map(|(tokens, keys, head_dim)| (vec![span(0, keys - tokens, tokens)], head_dim))
+            .collect();
+    cases.push((vec![span(2, 40, 1), span(0, 7, 1), span(1, 0, 1)], 64));
+    cases.push((vec![span(1, 99, 1), span(2, 3, 1), span(0, 60, 4)], 16));
+    for (spans, head_dim) in cases {
+        let what = |how: &str| format!("attention {how} spans={spans:?} head_dim={head_dim}");
+        let slots = spans.iter().map(|s| s.slot + 1).max().unwrap_or(1);
+        let capacity = spans.iter().map(Span::end).max().unwrap_or(1) + 7;
+        let mut lens = vec![0; slots];
+        for s in &spans {
+            lens[s.slot] = s.end();
+        }
+        let cache = AttentionCache::new(slots, [kv_heads, capacity, head_dim], &lens, 9);
+        let tokens = row_places(&spans).len();
         let q = random(tokens * heads * head_dim, 8);
-        let kk = random(kv_heads * keys * head_dim, 9);
-        let v = random(kv_heads * keys * head_dim, 10);
-        let expected = naive_attention(&q, &kk, &v, shape);
+        let expected = naive_spans(&q, &cache, &spans, heads);
         let q = upload::<B, 3>(&q, [tokens, heads, head_dim], device);
-        let at = Position::Host(keys - tokens);
-        let whole = |values: &[f32]| upload::<B, 3>(values, [kv_heads, keys, head_dim], device);
-        let got = download(k.attention(q.clone(), CachedKv::whole(whole(&kk), whole(&v)), &at));
-        assert_close(&what("over the whole cache"), &got, &expected, ABS, REL);
-
-        let capacity = keys + 7;
-        let in_cache = |values: &[f32]| {
-            Tensor::<B, 3>::full([kv_heads, capacity, head_dim], 1e4, device)
-                .slice_assign([0..kv_heads, 0..keys, 0..head_dim], whole(values))
-        };
-        let kv = CachedKv { keys: in_cache(&kk), values: in_cache(&v), len: keys };
-        assert_close(
-            &what("over a cache's first rows"),
-            &download(k.attention(q.clone(), kv, &at)),
-            &expected,
-            ABS,
-            REL,
-        );
+        let rope = RopeTables::<B>::new(&inverse_frequencies(head_dim, 10_000.0, None), capacity, device);
+        let rows = rows_for(k, &rope, &spans, [heads, kv_heads], None, device);
+        let got = download(k.attention(q.clone(), cache.upload(slots, device), &rows));
+        assert_close(&what("over each slot's first rows"), &got, &expected, ABS, REL);
         if tokens == 1 {
-            let rope = RopeTables::<B>::new(&inverse_frequencies(head_dim, 10_000.0, None), capacity, device);
-            let position = Tensor::<B, 1, Int>::from_data(TensorData::from([(keys - 1) as i64]), device);
-            let at = Position::Device(k.step_position(&rope, position, capacity));
-            let kv = CachedKv::whole(in_cache(&kk), in_cache(&v));
-            assert_close(&what("at a device position"), &download(k.attention(q, kv, &at)), &expected, ABS, REL);
+            let rows = rows_for(k, &rope, &spans, [heads, kv_heads], Some(capacity), device);
+            let got = download(k.attention(q, cache.upload(slots, device), &rows));
+            assert_close(&what("in the static step"), &got, &expected, ABS, REL);
         }
     }
 }
 
-/// Appending to the cache in steps returns exactly what was written, in order.
+/// Writing each slot of the cache in steps returns exactly what was written, in order, and
+/// leaves the other slots as they were; lengths, room and truncation are per slot.
 pub fn check_kv_cache<B: Backend>(device: &B::Device) {
-    let (kv_heads, head_dim, capacity) = (2, 4, 16);
-    let mut cache = llama_core::kv_cache::KvCache::<B>::new(1, kv_heads, head_dim, capacity, device);
-    let mut written: Vec<Vec<f32>> = vec![Vec::new(); kv_heads];
-    for (step, tokens) in [3usize, 1, 1, 2].into_iter().enumerate() {
+    let (kv_heads, head_dim, capacity, slots) = (2, 4, 16, 3);
+    let mut cache = llama_core::kv_cache::KvCache::<B>::new(1, [kv_heads, head_dim], capacity, slots, device);
+    let mut written: Vec<Vec<Vec<f32>>> = vec![vec![Vec::new(); kv_heads]; slots];
+    for (step, (slot, tokens)) in [(0, 3usize), (2, 1), (0, 1), (1, 2), (2, 4)].into_iter().enumerate() {
         let values = random(kv_heads * tokens * head_dim, 20 + step as u64);
-        for h in 0..kv_heads {
-            written[h].extend_from_slice(&values[h * tokens * head_dim..(h + 1) * tokens * head_dim]);
+        for (h, own) in written[slot].iter_mut().enumerate() {
+            own.extend_from_slice(&values[h * tokens * head_dim..(h + 1) * tokens * head_dim]);
         }
         let t = upload(&values, [kv_heads, tokens, head_dim], device);
-        let (keys, vals) = cache.append(0, t.clone(), t).visible();
-        cache.advance(tokens);
-        let expected: Vec<f64> = written.iter().flatten().map(|&v| v as f64).collect();
-        assert_eq!(keys.dims(), [kv_heads, cache.len(), head_dim]);
-        assert_close(&format!("kv cache keys after step {step}"), &download(keys), &expected, 0.0, 0.0);
-        assert_close(&format!("kv cache values after step {step}"), &download(vals), &expected, 0.0, 0.0);
+        let start = cache.len(slot);
+        let kv = cache.take(0).written(slot, start, t.clone(), t);
+        let kv = cache.keep(0, kv);
+        cache.advance(slot, tokens);
+        for (s, own) in written.iter().enumerate() {
+            let (keys, values) = kv.slot(s, kv_heads, cache.len(s));
+            let expected: Vec<f64> = own.iter().flatten().map(|&v| v as f64).collect();
+            assert_eq!(keys.dims(), [kv_heads, cache.len(s), head_dim]);
+            assert_close(&format!("slot {s} keys after step {step}"), &download(keys), &expected, 0.0, 0.0);
+            assert_close(&format!("slot {s} values after step {step}"), &download(values), &expected, 0.0, 0.0);
+        }
     }
+    assert_eq!((cache.len(0), cache.len(1), cache.len(2)), (4, 2, 5));
+    assert!(cache.check_room(2, capacity - 5).is_ok() && cache.check_room(2, capacity - 4).is_err());
+    cache.truncate(0, 1);
+    assert_eq!(cache.len(0), 1, "truncate keeps a prefix of one slot");
+    assert_eq!(cache.len(2), 5, "and leaves the others");
 }

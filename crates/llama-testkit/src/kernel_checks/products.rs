@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use llama_core::dequant::GgmlType;
 use llama_core::kernels::{Kernels, Product, Projections, RawWeight, RmsNorm, TokenIds};
 
-use super::{
+use super::support::{
     ABS, REL, as_f32, assert_close, download, naive_linear, naive_rms_norm, random, test_weight, upload, weight_bytes,
 };
 
@@ -25,8 +25,10 @@ fn row_widths(ty: GgmlType) -> Vec<usize> {
     }
 }
 
-/// Every product form for every format in [`LINEAR_TYPES`], one token (decode, which providers
-/// may fuse) and several (prefill; providers may switch strategy with the count).
+/// Every product form for every format in [`LINEAR_TYPES`], one row (decode, which providers may
+/// fuse), a few and up to 16 (a server's step of several sequences: a provider may read each
+/// weight once for all of them), and more (prefill; providers may switch strategy with the
+/// count).
 pub fn check_products<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
     let rows = 40;
     for (ty, cols) in LINEAR_TYPES.into_iter().flat_map(|ty| row_widths(ty).into_iter().map(move |cols| (ty, cols))) {
@@ -38,7 +40,7 @@ pub fn check_products<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
         let gate_up = [Projections::Stacked(gate_up), Projections::Separate(vec![weight.clone(), up_weight])];
         let norm_weight = random(cols, 4);
         let norm = RmsNorm { weight: upload::<B, 1>(&norm_weight, [cols], device), eps: 1e-5 };
-        for tokens in [1, 3, 6, 17] {
+        for tokens in [1, 2, 5, 16, 17] {
             let what = |op: &str| format!("{op} {ty:?} cols={cols} tokens={tokens}");
             let check = |op: &str, got: Tensor<B, 2>, expected: &[f64]| {
                 assert_close(&what(op), &download(got), expected, ABS * 10.0, REL * 10.0)

@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::Value;
-use crate::dequant::GgmlType;
+use llama_core::dequant::GgmlType;
+use llama_core::gguf::Value;
 
 const ALIGNMENT: usize = 32;
 
@@ -198,7 +198,7 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::{GgufError, GgufFile};
+    use llama_core::gguf::{GgufError, GgufFile};
 
     /// A scratch file under the workspace's ignored `target/` (cleaned with it; the system temp
     /// folder kept one directory per test run).

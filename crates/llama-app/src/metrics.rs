@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::config::LlamaConfig;
+use llama_core::config::LlamaConfig;
 
 /// Distribution of per-token latencies, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -61,7 +61,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelSize;
+    use llama_core::config::ModelSize;
 
     #[test]
     fn percentiles_interpolate_like_numpy() {
