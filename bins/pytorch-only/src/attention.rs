@@ -85,7 +85,9 @@ fn static_step(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, visible: &tch:
 /// Sequences decoding one token each (`q` `[run, heads, head_dim]`, in slots `slots` at
 /// `positions`, `[run]` each): one batched product over the cache block of the slots from the
 /// lowest to the highest, cut to the longest of them, each slot's later positions masked. A slot
-/// of that block with no row of the step is computed and thrown away.
+/// of that block with no row of the step is computed and thrown away; when the rows are the
+/// block's slots in order (a server's slots decoding together), the queries and the output are
+/// used as they are.
 fn decoding_together(
     q: &tch::Tensor,
     (keys, values): (&tch::Tensor, &tch::Tensor),
@@ -97,27 +99,43 @@ fn decoding_together(
     let low = spans.iter().map(|(s, _)| s.slot).min().expect("a run") as i64;
     let block = spans.iter().map(|(s, _)| s.slot).max().expect("a run") as i64 + 1 - low;
     let len = spans.iter().map(|(s, _)| s.end()).max().expect("a run") as i64;
+    let in_order = spans.iter().enumerate().all(|(i, (s, _))| s.slot as i64 == low + i as i64);
     let capacity = keys.size()[1];
-    // [block, kv_heads, len, head_dim] views of the cache: no copy.
-    let view = |t: &tch::Tensor| t.view([-1, kv_heads, capacity, head_dim]).narrow(0, low, block).narrow(2, 0, len);
+    // [block · kv_heads, len, head_dim] views of the cache: no copy.
+    let view = |t: &tch::Tensor| {
+        t.view([-1, kv_heads, capacity, head_dim]).narrow(0, low, block).narrow(2, 0, len).view([-1, len, head_dim])
+    };
     let (k, v) = (view(keys), view(values));
-    let at = slots - low;
     let device = q.device();
     // Each slot of the block's query and position; a slot without a row attends to position 0.
-    let q_block = tch::Tensor::zeros([block, heads, head_dim], (q.kind(), device)).index_copy(0, &at, q);
-    let position = tch::Tensor::zeros([block], (tch::Kind::Int64, device)).index_copy(0, &at, positions);
+    let at = (!in_order).then(|| slots - low);
+    let (q_block, position) = match &at {
+        None => (q.shallow_clone(), positions.shallow_clone()),
+        Some(at) => (
+            tch::Tensor::zeros([block, heads, head_dim], (q.kind(), device)).index_copy(0, at, q),
+            tch::Tensor::zeros([block], (tch::Kind::Int64, device)).index_copy(0, at, positions),
+        ),
+    };
     let key_positions = tch::Tensor::arange(len, (tch::Kind::Int64, device));
-    let visible = key_positions.unsqueeze(0).le_tensor(&position.unsqueeze(1)).view([block, 1, 1, len]);
+    let visible = key_positions.unsqueeze(0).le_tensor(&position.unsqueeze(1)); // [block, len]
     let out = if device == tch::Device::Cpu {
         // Query head h reads KV head h / group: the group's queries are rows of one product.
-        let group = heads / kv_heads;
-        let q = q_block.view([block, kv_heads, group, head_dim]);
-        let scores = q.matmul(&k.transpose(2, 3)) * (1.0 / (head_dim as f64).sqrt());
-        let scores = scores.masked_fill(&visible.logical_not(), f64::NEG_INFINITY);
-        scores.softmax(-1, None).matmul(&v) // [block, kv_heads, group, head_dim]
+        let q = q_block.reshape([block * kv_heads, heads / kv_heads, head_dim]);
+        // At beta 0 `baddbmm`'s input is ignored but must broadcast to the scores' shape.
+        let ignored = q.narrow(2, 0, 1);
+        let scores = ignored.baddbmm(&q, &k.transpose(1, 2), 0.0, 1.0 / (head_dim as f64).sqrt());
+        let hidden = visible.logical_not().view([block, 1, 1, len]);
+        let scores = scores.view([block, kv_heads, -1, len]).masked_fill(&hidden, f64::NEG_INFINITY);
+        scores.softmax(-1, None).view([block * kv_heads, -1, len]).bmm(&v)
     } else {
         let q = q_block.unsqueeze(2); // [block, heads, 1, head_dim]
-        tch::Tensor::scaled_dot_product_attention(&q, &k, &v, Some(visible), 0.0, false, None, true)
+        let [k, v] = [&k, &v].map(|t| t.view([block, kv_heads, len, head_dim]));
+        let mask = visible.view([block, 1, 1, len]);
+        tch::Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, true)
     };
-    out.reshape([block, heads * head_dim]).index_select(0, &at)
+    let out = out.reshape([block, heads * head_dim]);
+    match &at {
+        None => out,
+        Some(at) => out.index_select(0, at),
+    }
 }

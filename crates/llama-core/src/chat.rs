@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::chat_template::{ChatTemplate, Message, TemplateError};
 use crate::kernels::Kernels;
 use crate::sampling::Sampler;
-use crate::scheduler::{AdmitError, GenerateError, Scheduler};
+use crate::scheduler::{EngineError, Scheduler};
 use crate::sequence::{FinishReason, Request, rate};
 use crate::tokenizer::Tokenizer;
 
@@ -21,7 +21,7 @@ pub enum ChatError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(transparent)]
-    Generate(#[from] GenerateError),
+    Engine(#[from] EngineError),
     #[error(
         "this message makes a prompt of {tokens} tokens, which leaves no room for a reply in the {capacity}-token context: shorten it, or raise --ctx-size"
     )]
@@ -130,9 +130,7 @@ impl<'m, B: Backend, K: Kernels<B>> ChatSession<'m, B, K> {
             Err(e) => {
                 self.sampler = Some(sampler);
                 return Err(match e {
-                    GenerateError::Admit(AdmitError::TooLong { tokens, capacity }) => {
-                        ChatError::TooLong { tokens, capacity }
-                    }
+                    EngineError::TooLong { tokens, capacity } => ChatError::TooLong { tokens, capacity },
                     e => e.into(),
                 });
             }

@@ -43,20 +43,15 @@ impl SchedulerOptions {
     }
 }
 
+/// Why a request could not be admitted or run.
 #[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
+pub enum EngineError {
     #[error("every slot is busy")]
     NoFreeSlot,
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("the prompt has {tokens} tokens, more than the {capacity}-token context holds")]
     TooLong { tokens: usize, capacity: usize },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GenerateError {
-    #[error(transparent)]
-    Admit(#[from] AdmitError),
     #[error(transparent)]
     Step(#[from] StepError),
 }
@@ -154,18 +149,18 @@ impl<'m, B: burn::tensor::backend::Backend, K: Kernels<B>> Scheduler<'m, B, K> {
 
     /// Starts `request` (known to the caller as `id`) in the free slot whose cache shares the
     /// longest prefix with its prompt; returns how many prompt tokens that slot already holds.
-    pub fn admit(&mut self, id: u64, request: Request) -> Result<usize, AdmitError> {
+    pub fn admit(&mut self, id: u64, request: Request) -> Result<usize, EngineError> {
         let (tokens, capacity) = (request.prompt.len(), self.cache.capacity());
         if tokens == 0 {
-            return Err(AdmitError::EmptyPrompt);
+            return Err(EngineError::EmptyPrompt);
         }
         if tokens > capacity {
-            return Err(AdmitError::TooLong { tokens, capacity });
+            return Err(EngineError::TooLong { tokens, capacity });
         }
         let (index, slot) = (self.slots.iter_mut().enumerate())
             .filter(|(_, s)| s.sequence.is_none())
             .max_by_key(|(_, s)| common_prefix(&s.cached, &request.prompt))
-            .ok_or(AdmitError::NoFreeSlot)?;
+            .ok_or(EngineError::NoFreeSlot)?;
         // At least the last prompt token is run again: its logits pick the first new token.
         let reused = common_prefix(&slot.cached, &request.prompt).min(tokens - 1);
         self.cache.truncate(index, reused);
@@ -200,7 +195,7 @@ impl<'m, B: burn::tensor::backend::Backend, K: Kernels<B>> Scheduler<'m, B, K> {
         request: Request,
         mut on_text: impl FnMut(&str),
         interrupted: &dyn Fn() -> bool,
-    ) -> Result<Finished, GenerateError> {
+    ) -> Result<Finished, EngineError> {
         const ID: u64 = u64::MAX;
         self.admit(ID, request)?;
         loop {

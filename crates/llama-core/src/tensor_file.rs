@@ -16,6 +16,7 @@ pub enum ModelTensor {
     Layer(usize, LayerTensor),
 }
 
+/// A layer's tensors, in the order [`TensorNames::parts`] names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerTensor {
     AttentionNorm,
@@ -27,6 +28,28 @@ pub enum LayerTensor {
     Gate,
     Up,
     Down,
+}
+
+/// How a file convention names the model's tensors.
+pub struct TensorNames {
+    pub token_embedding: &'static str,
+    pub output: &'static str,
+    pub output_norm: &'static str,
+    /// A layer tensor's name from the layer's index and the tensor's part.
+    pub layer: fn(usize, &str) -> String,
+    /// Each [`LayerTensor`]'s part of the name, in its order.
+    pub parts: [&'static str; 9],
+}
+
+impl TensorNames {
+    pub fn name(&self, tensor: ModelTensor) -> String {
+        match tensor {
+            ModelTensor::TokenEmbedding => self.token_embedding.into(),
+            ModelTensor::Output => self.output.into(),
+            ModelTensor::OutputNorm => self.output_norm.into(),
+            ModelTensor::Layer(i, part) => (self.layer)(i, self.parts[part as usize]),
+        }
+    }
 }
 
 /// Why a tensor could not be read: the file format's own error, which names the file and the

@@ -14,6 +14,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
+use super::places::{Places, RowPlaces, position_of, slot_of};
 use super::stream::{CubeT, count_launch};
 
 /// Keys per workgroup; also its thread count (one key score per thread).
@@ -28,13 +29,13 @@ fn attention_split_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
-    positions: &Tensor<i32>,
-    slots: &Tensor<i32>,
+    places: &Places,
     part_out: &mut Tensor<f32>,
     part_max: &mut Tensor<f32>,
     part_sum: &mut Tensor<f32>,
     kv_heads: u32,
     scale: f32,
+    #[comptime] per_row: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     // q [rows, heads, head_dim]; k, v [slots · kv_heads, capacity, head_dim] (strided): row
@@ -46,9 +47,9 @@ fn attention_split_kernel<F: Float>(
     let split = CUBE_POS_Z as usize;
     let splits = CUBE_COUNT_Z as usize;
     let kv_heads = kv_heads as usize;
-    let kv_head = slots[token] as usize * kv_heads + head / (heads / kv_heads);
+    let kv_head = slot_of(places, token, per_row) * kv_heads + head / (heads / kv_heads);
     let lane = UNIT_POS_X as usize;
-    let visible = positions[token] as usize + 1;
+    let visible = position_of(places, token, per_row) + 1;
     let first = split * comptime!(SPLIT as usize);
     let end = min(first + comptime!(SPLIT as usize), visible);
 
@@ -155,22 +156,19 @@ fn attention_merge_kernel<F: Float>(
 }
 
 /// GQA of `q` `[rows, heads, head_dim]`, each row over its slot of `k`, `v` `[slots · kv_heads,
-/// capacity, head_dim]` (any strides) up to its position: `positions`, `slots` `[rows]` (i32),
-/// `longest` the most positions any row sees. Returns `[rows, heads * head_dim]`.
-pub fn attention(
-    q: CubeT,
-    [k, v]: [CubeT; 2],
-    [positions, slots]: [CubeT; 2],
-    kv_heads: usize,
-    longest: usize,
-) -> CubeT {
+/// capacity, head_dim]` (any strides) up to its position (`places`). Returns
+/// `[rows, heads * head_dim]`.
+pub fn attention(q: CubeT, [k, v]: [CubeT; 2], places: RowPlaces) -> CubeT {
     let q_shape = q.meta.shape().clone();
     let (tokens, heads, head_dim) = (q_shape[0], q_shape[1], q_shape[2]);
     assert!(head_dim <= MAX_HEAD_DIM, "head_dim {head_dim} above the attention kernel's {MAX_HEAD_DIM}");
     let capacity = k.meta.shape()[1].min(v.meta.shape()[1]);
+    let longest = places.last_position + 1;
     assert!(longest <= capacity, "attention over {longest} of {capacity} cached positions");
     assert!(
-        positions.dtype == DType::I32 && slots.dtype == DType::I32 && positions.meta.shape()[0] == tokens,
+        places.positions.dtype == DType::I32
+            && places.slots.dtype == DType::I32
+            && places.positions.meta.shape()[0] == tokens,
         "a row's position and slot are one i32 each"
     );
     let splits = longest.div_ceil(SPLIT as usize);
@@ -181,6 +179,7 @@ pub fn attention(
     let part_sum = f32_tensor(Shape::new([tokens * heads * splits]));
     let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([tokens, heads * head_dim]), q.dtype);
     let dtype = q.dtype;
+    let (places_arg, per_row) = places.arg();
     count_launch();
     // SAFETY: the provider hands in each row's position below its slot's length, within `longest`
     // (asserted within both caches) and slots within the cache's blocks, so keys are read below
@@ -194,13 +193,13 @@ pub fn attention(
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
-            positions.into_tensor_arg(),
-            slots.into_tensor_arg(),
+            places_arg,
             part_out.clone().into_tensor_arg(),
             part_max.clone().into_tensor_arg(),
             part_sum.clone().into_tensor_arg(),
-            kv_heads as u32,
+            places.kv_heads as u32,
             1.0 / (head_dim as f32).sqrt(),
+            per_row,
             dtype.into(),
         )
     };

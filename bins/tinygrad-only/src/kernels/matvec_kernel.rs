@@ -222,16 +222,14 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
         }
         #[unroll]
         for t in 0..tile {
-            if (t as usize) < rows {
-                let at = t as usize * per_row + c;
-                let x0 = input_at::<F, N>(input, &staged, at);
-                let x1 = input_at::<F, N>(input, &staged, at + step);
-                let x2 = input_at::<F, N>(input, &staged, at + 2 * step);
-                let x3 = input_at::<F, N>(input, &staged, at + 3 * step);
-                sums[t as usize] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
-                if comptime!(gated) {
-                    sums_up[t as usize] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3;
-                }
+            let at = input_row(t, rows, tile) * per_row + c;
+            let x0 = input_at::<F, N>(input, &staged, at);
+            let x1 = input_at::<F, N>(input, &staged, at + step);
+            let x2 = input_at::<F, N>(input, &staged, at + 2 * step);
+            let x3 = input_at::<F, N>(input, &staged, at + 3 * step);
+            sums[t as usize] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
+            if comptime!(gated) {
+                sums_up[t as usize] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3;
             }
         }
         c += 4 * step;
@@ -245,12 +243,10 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
         }
         #[unroll]
         for t in 0..tile {
-            if (t as usize) < rows {
-                let xc = input_at::<F, N>(input, &staged, t as usize * per_row + c);
-                sums[t as usize] += w * xc;
-                if comptime!(gated) {
-                    sums_up[t as usize] += u * xc;
-                }
+            let xc = input_at::<F, N>(input, &staged, input_row(t, rows, tile) * per_row + c);
+            sums[t as usize] += w * xc;
+            if comptime!(gated) {
+                sums_up[t as usize] += u * xc;
             }
         }
         c += step;
@@ -269,6 +265,19 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
         totals_up[t as usize] = total_up * scale;
     }
     store_rows::<F>(&mut totals, &totals_up, ending, span, gated, tile, layout);
+}
+
+/// The input row that sum `t` of a `tile` reads: row `t`, or for the sums past the input's
+/// `rows` (a tile is a power of two) its last row again, whose sums are never stored. A clamp
+/// rather than a branch: a CPU driver runs the lanes of a workgroup in SIMD, where a branch in
+/// the inner loop masks every load.
+#[cube]
+fn input_row(t: u32, rows: usize, #[comptime] tile: u32) -> usize {
+    let mut row = 0usize;
+    if comptime!(tile > 1) {
+        row = min(t as usize, rows - 1);
+    }
+    row
 }
 
 /// A weight vector in f32.
@@ -324,11 +333,9 @@ fn packed_block_dots<F: Float, S: Float, N: Size>(
                 let l3 = level((word >> 24) & 0xFF, mode);
                 #[unroll]
                 for t in 0..tile {
-                    if (t as usize) < rows {
-                        let xs = input_at::<F, N>(input, staged, t as usize * per_row + x_at + v * 4 + k);
-                        qx[t as usize] += l0 * xs[0] + l1 * xs[1] + l2 * xs[2] + l3 * xs[3];
-                        sx[t as usize] += xs[0] + xs[1] + xs[2] + xs[3];
-                    }
+                    let xs = input_at::<F, N>(input, staged, input_row(t, rows, tile) * per_row + x_at + v * 4 + k);
+                    qx[t as usize] += l0 * xs[0] + l1 * xs[1] + l2 * xs[2] + l3 * xs[3];
+                    sx[t as usize] += xs[0] + xs[1] + xs[2] + xs[3];
                 }
             } else {
                 let (l0, h0) = (level(word & 0xF, mode), level((word >> 4) & 0xF, mode));
@@ -337,13 +344,12 @@ fn packed_block_dots<F: Float, S: Float, N: Size>(
                 let (l3, h3) = (level((word >> 24) & 0xF, mode), level((word >> 28) & 0xF, mode));
                 #[unroll]
                 for t in 0..tile {
-                    if (t as usize) < rows {
-                        let low = input_at::<F, N>(input, staged, t as usize * per_row + x_at + k);
-                        let high = input_at::<F, N>(input, staged, t as usize * per_row + x_at + 4 + k);
-                        qx[t as usize] += l0 * low[0] + h0 * high[0] + l1 * low[1] + h1 * high[1];
-                        qx[t as usize] += l2 * low[2] + h2 * high[2] + l3 * low[3] + h3 * high[3];
-                        sx[t as usize] += low[0] + high[0] + low[1] + high[1] + low[2] + high[2] + low[3] + high[3];
-                    }
+                    let row = input_row(t, rows, tile) * per_row + x_at;
+                    let low = input_at::<F, N>(input, staged, row + k);
+                    let high = input_at::<F, N>(input, staged, row + 4 + k);
+                    qx[t as usize] += l0 * low[0] + h0 * high[0] + l1 * low[1] + h1 * high[1];
+                    qx[t as usize] += l2 * low[2] + h2 * high[2] + l3 * low[3] + h3 * high[3];
+                    sx[t as usize] += low[0] + high[0] + low[1] + high[1] + low[2] + high[2] + low[3] + high[3];
                 }
             }
         }

@@ -26,6 +26,7 @@ mod matvec;
 mod matvec_kernel;
 mod norm;
 pub mod pack;
+mod places;
 mod prefill;
 mod product;
 mod provider;

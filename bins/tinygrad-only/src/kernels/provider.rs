@@ -20,8 +20,8 @@ use super::upload::{
     compute_dtype, resolve_float, rows_per_chunk, upload_float, upload_halves, upload_u32, upload_words,
 };
 use super::weights::{Chunk, DeviceWeight, Packing};
-use super::{Device, WgpuKernels, attention, embed, matvec, norm, product, rope};
-use rope::RowPlaces;
+use super::{Device, WgpuKernels, attention, embed, matvec, norm, places, product, rope};
+use places::RowPlaces;
 
 fn contiguous(t: CubeT) -> CubeT {
     burn_cubecl::kernel::into_contiguous(t)
@@ -187,11 +187,11 @@ impl Kernels<Wgpu> for WgpuKernels {
             return composed::attention(q, kv, rows);
         }
         let [tokens, heads, head_dim] = q.dims();
-        let longest = rows.spans.iter().map(|s| s.end()).max().unwrap_or(0);
-        let kv_heads = rows.kv_heads;
+        let (one_span, last_position, kv_heads) = place(rows);
         let inputs = [lazy(q), lazy(kv.keys), lazy(kv.values), int(&rows.positions), int(&rows.slots)];
         Self::launch("attention", inputs, [tokens, heads * head_dim], move |[q, k, v, positions, slots]| {
-            attention::attention(q, [k, v], [positions, slots], kv_heads, longest)
+            let places = RowPlaces { positions, slots, one_span, last_position, kv_heads };
+            attention::attention(q, [k, v], places)
         })
     }
 
@@ -259,10 +259,10 @@ impl Kernels<Wgpu> for WgpuKernels {
                 };
                 custom_op("norm_qkv_rope_into_cache", inputs, outputs(head_dim), body)
             }
-            (weights, spans) => {
+            (weights, _) => {
                 let qkv = self.project(args.input, weights);
                 let head_dim = qkv.dims()[1] / (heads + 2 * kv_heads);
-                let last_position = spans.iter().map(|s| s.end()).max().unwrap_or(1) - 1;
+                let (one_span, last_position, _) = place(rows);
                 let inputs = [
                     lazy(qkv),
                     lazy(cos),
@@ -273,7 +273,7 @@ impl Kernels<Wgpu> for WgpuKernels {
                     lazy(cache_values),
                 ];
                 let body = move |[qkv, cos, sin, positions, slots, ck, cv]: [CubeT; 7]| {
-                    let places = RowPlaces { positions, slots, last_position, kv_heads };
+                    let places = RowPlaces { positions, slots, one_span, last_position, kv_heads };
                     let (q, ck, cv) = rope::rope_qkv_into_cache(contiguous(qkv), heads, [cos, sin], places, [ck, cv]);
                     [q, ck, cv]
                 };
@@ -319,6 +319,17 @@ impl Kernels<Wgpu> for WgpuKernels {
             visible: None,
         }
     }
+}
+
+/// Where `rows` go, as the kernels' launch arguments take it: one sequence's first position and
+/// slot (when the step is one sequence's), the highest position, the KV heads per slot.
+fn place(rows: &Rows<Wgpu>) -> (Option<(usize, usize)>, usize, usize) {
+    let one_span = match rows.spans.as_slice() {
+        [span] => Some((span.start, span.slot)),
+        _ => None,
+    };
+    let last_position = rows.spans.iter().map(|s| s.end()).max().unwrap_or(1) - 1;
+    (one_span, last_position, rows.kv_heads)
 }
 
 /// An int tensor of [`Wgpu`] as the lazy fusion tensor [`custom_op`] records.

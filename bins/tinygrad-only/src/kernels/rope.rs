@@ -21,6 +21,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cubecl::prelude::*;
 
 use super::layout::{ChunkSpan, Layout, local_row, reduce_lanes};
+use super::places::{Places, RowPlaces, position_of, slot_of};
 use super::stream::{CubeT, count_launch};
 use super::weights::tensor_arg;
 
@@ -29,12 +30,12 @@ fn rope_qkv_cache_kernel<F: Float>(
     qkv: &Tensor<F>,
     cos: &Tensor<F>,
     sin: &Tensor<F>,
-    positions: &Tensor<i32>,
-    cache_slots: &Tensor<i32>,
+    places: &Places,
     q_out: &mut Tensor<F>,
     cache_k: &mut Tensor<F>,
     cache_v: &mut Tensor<F>,
     kv_heads: u32,
+    #[comptime] per_row: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     // One workgroup per (row, head slot): head slots are the query heads, then the key heads,
@@ -48,8 +49,8 @@ fn rope_qkv_cache_kernel<F: Float>(
     let token = CUBE_POS_X as usize / slots;
     let slot = CUBE_POS_X as usize % slots;
     let src = token * slots * head_dim + slot * head_dim;
-    let position = positions[token] as usize;
-    let block = cache_slots[token] as usize * kv_heads;
+    let position = position_of(places, token, per_row);
+    let block = slot_of(places, token, per_row) * kv_heads;
     let table_row = position * half;
     let mut i = UNIT_POS_X as usize;
     while i < half {
@@ -84,15 +85,6 @@ pub(super) fn writable(t: CubeT) -> CubeT {
     if t.can_mut() { t } else { t.copy() }
 }
 
-/// Where the rows of a Q/K/V projection go: each row's position and cache slot (`[rows]` i32
-/// each, made once per step), the highest position of any row, and the KV heads per slot.
-pub struct RowPlaces {
-    pub positions: CubeT,
-    pub slots: CubeT,
-    pub last_position: usize,
-    pub kv_heads: usize,
-}
-
 /// `qkv` `[rows, (heads + 2·kv_heads)·head_dim]` contiguous → rotated queries
 /// `[rows, heads, head_dim]`, with each row's rotated keys and its values written into its slot
 /// of the caches `[slots · kv_heads, capacity, head_dim]` at its position. Returns
@@ -121,6 +113,7 @@ pub fn rope_qkv_into_cache(
     );
     let client = qkv.client.clone();
     let dtype = qkv.dtype;
+    let (places_arg, per_row) = rows.arg();
     count_launch();
     // SAFETY: one workgroup per (row, head slot) of `qkv`; the table rows read and the cache rows written
     // are at most `last_position`, below the tables' and the cache's length (asserted above), in the
@@ -133,12 +126,12 @@ pub fn rope_qkv_into_cache(
             qkv.into_tensor_arg(),
             cos.into_tensor_arg(),
             sin.into_tensor_arg(),
-            rows.positions.into_tensor_arg(),
-            rows.slots.into_tensor_arg(),
+            places_arg,
             q.clone().into_tensor_arg(),
             cache_k.clone().into_tensor_arg(),
             cache_v.clone().into_tensor_arg(),
             rows.kv_heads as u32,
+            per_row,
             dtype.into(),
         )
     };

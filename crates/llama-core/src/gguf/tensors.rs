@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{GgufError, GgufFile};
 use crate::dequant::GgmlType;
-use crate::tensor_file::{LayerTensor, ModelTensor, TensorFile, TensorFileError};
+use crate::tensor_file::{ModelTensor, TensorFile, TensorFileError, TensorNames};
 
 impl From<GgufError> for TensorFileError {
     fn from(e: GgufError) -> Self {
@@ -13,31 +13,22 @@ impl From<GgufError> for TensorFileError {
     }
 }
 
+/// llama.cpp's names.
+const GGUF_NAMES: TensorNames = TensorNames {
+    token_embedding: "token_embd.weight",
+    output: "output.weight",
+    output_norm: "output_norm.weight",
+    layer: |i, part| format!("blk.{i}.{part}.weight"),
+    parts: ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"],
+};
+
 impl TensorFile for GgufFile {
     fn origin(&self) -> &Path {
         self.path()
     }
 
     fn name(&self, tensor: ModelTensor) -> String {
-        use LayerTensor::*;
-        let (i, part) = match tensor {
-            ModelTensor::TokenEmbedding => return "token_embd.weight".into(),
-            ModelTensor::Output => return "output.weight".into(),
-            ModelTensor::OutputNorm => return "output_norm.weight".into(),
-            ModelTensor::Layer(i, part) => (i, part),
-        };
-        let suffix = match part {
-            AttentionNorm => "attn_norm",
-            Q => "attn_q",
-            K => "attn_k",
-            V => "attn_v",
-            AttentionOutput => "attn_output",
-            FeedForwardNorm => "ffn_norm",
-            Gate => "ffn_gate",
-            Up => "ffn_up",
-            Down => "ffn_down",
-        };
-        format!("blk.{i}.{suffix}.weight")
+        GGUF_NAMES.name(tensor)
     }
 
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), TensorFileError> {

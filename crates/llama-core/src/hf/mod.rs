@@ -20,7 +20,7 @@ use error::read_json;
 use safetensors::Safetensors;
 
 use crate::dequant::GgmlType;
-use crate::tensor_file::{LayerTensor, ModelTensor, TensorFile, TensorFileError};
+use crate::tensor_file::{ModelTensor, TensorFile, TensorFileError, TensorNames};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// An opened Hugging Face model directory: its config checked, its shards mapped.
@@ -117,31 +117,32 @@ impl HfModel {
     }
 }
 
+/// transformers' names for `LlamaForCausalLM`.
+const HF_NAMES: TensorNames = TensorNames {
+    token_embedding: "model.embed_tokens.weight",
+    output: "lm_head.weight",
+    output_norm: "model.norm.weight",
+    layer: |i, part| format!("model.layers.{i}.{part}.weight"),
+    parts: [
+        "input_layernorm",
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "post_attention_layernorm",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ],
+};
+
 impl TensorFile for HfModel {
     fn origin(&self) -> &Path {
         &self.dir
     }
 
     fn name(&self, tensor: ModelTensor) -> String {
-        use LayerTensor::*;
-        let (i, part) = match tensor {
-            ModelTensor::TokenEmbedding => return "model.embed_tokens.weight".into(),
-            ModelTensor::Output => return "lm_head.weight".into(),
-            ModelTensor::OutputNorm => return "model.norm.weight".into(),
-            ModelTensor::Layer(i, part) => (i, part),
-        };
-        let suffix = match part {
-            AttentionNorm => "input_layernorm",
-            Q => "self_attn.q_proj",
-            K => "self_attn.k_proj",
-            V => "self_attn.v_proj",
-            AttentionOutput => "self_attn.o_proj",
-            FeedForwardNorm => "post_attention_layernorm",
-            Gate => "mlp.gate_proj",
-            Up => "mlp.up_proj",
-            Down => "mlp.down_proj",
-        };
-        format!("model.layers.{i}.{suffix}.weight")
+        HF_NAMES.name(tensor)
     }
 
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<(GgmlType, &[u8]), TensorFileError> {

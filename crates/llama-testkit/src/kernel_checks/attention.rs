@@ -287,6 +287,8 @@ pub fn check_attention<B: Backend, K: Kernels<B>>(k: &K, device: &B::Device) {
             .map(|(tokens, keys, head_dim)| (vec![span(0, keys - tokens, tokens)], head_dim))
             .collect();
     cases.push((vec![span(2, 40, 1), span(0, 7, 1), span(1, 0, 1)], 64));
+    // A server's slots decoding together, in slot order.
+    cases.push((vec![span(0, 5, 1), span(1, 31, 1), span(2, 0, 1), span(3, 12, 1)], 64));
     cases.push((vec![span(1, 99, 1), span(2, 3, 1), span(0, 60, 4)], 16));
     for (spans, head_dim) in cases {
         let what = |how: &str| format!("attention {how} spans={spans:?} head_dim={head_dim}");
