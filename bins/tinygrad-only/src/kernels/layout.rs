@@ -1,5 +1,6 @@
-//! How the product kernels (`matvec_kernel.rs`, `linear.rs`) lay their threads over weight rows,
-//! and the tail they share: adding up the partial sums of a row's lanes and storing the row.
+//! How the product kernels (`matvec_kernel.rs`, `block_matvec_kernel.rs`, `linear.rs`) lay
+//! their threads over weight rows, and the tail they share: adding up the partial sums of a
+//! row's lanes and storing the row.
 //!
 //! One workgroup owns `rows` weight rows, and the `lanes` threads of a row each take a share of
 //! its columns; a shared-memory tree then adds the lanes' sums. This module imports no other

@@ -1,8 +1,8 @@
 //! A few rows times a weight, the decode step's matrix-vector products (one token, or one token
 //! of each of up to [`MAX_ROWS`] sequences a server decodes together, each weight row read once
-//! for all of them): which of `matvec_kernel.rs`'s kernels serves a weight (dense rows, or the
-//! 32-weight block formats Q8_0, Q4_0, Q4_1, int8, nf4), with what arguments, in how many
-//! workgroups, with loads as wide as the data allows.
+//! for all of them): which kernel serves a weight (`matvec_kernel.rs` for dense rows,
+//! `block_matvec_kernel.rs` for the 32-weight block formats Q8_0, Q4_0, Q4_1, int8, nf4), with
+//! what arguments, in how many workgroups, with loads as wide as the data allows.
 //!
 //! Either kernel may fuse what surrounds the product in the model, two launches per layer fewer
 //! (the norm and RoPE for one row only):
@@ -28,11 +28,9 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_wgpu::WgpuRuntime;
 use cubecl::prelude::*;
 
+use super::block_matvec_kernel::{BlockRowsLaunch, BlockWeightsLaunch, block_matvec_kernel};
 use super::layout::{ChunkSpanLaunch, Layout, MAX_ROWS};
-use super::matvec_kernel::{
-    BlockRowsLaunch, BlockWeightsLaunch, DenseRowsLaunch, InputLaunch, RowEndingLaunch, block_matvec_kernel,
-    matvec_kernel,
-};
+use super::matvec_kernel::{DenseRowsLaunch, InputLaunch, RowEndingLaunch, matvec_kernel};
 pub use super::rope::RopeInto;
 use super::stream::{CubeT, count_launch};
 use super::weights::{Chunk, DeviceWeight, Packing, tensor_arg};

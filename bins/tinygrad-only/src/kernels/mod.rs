@@ -18,6 +18,7 @@
 //! "Bounds checks").
 
 mod attention;
+mod block_matvec_kernel;
 mod embed;
 pub mod empty;
 mod layout;
