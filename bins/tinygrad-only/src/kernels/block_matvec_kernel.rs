@@ -32,7 +32,7 @@ fn level(q: u32, #[comptime] mode: u32) -> f32 {
 }
 
 /// Adds `Σ w·x_t` over block `block` of a 32-weight format packed as `w` into `sums[t]` for
-/// each input row `t` of the `tile` (those past `x`'s rows skipped), the block's inputs read from
+/// each input row `t` of the `tile` (those past `x`'s rows not stored), the block's inputs read from
 /// vector `x_at` of each row (8 vectors of 4): the block's quants are decoded once, a word at a
 /// time, and each word's levels applied to every row, its scale and minimum folded in once per
 /// row: `Σ (d·q + m)·x = d·Σ q·x + m·Σ x`. Word `i` of an 8-bit block holds weights `4i .. 4i + 4`;

@@ -138,10 +138,10 @@ pub fn matvec(x: CubeT, weight: &DeviceWeight, up: Option<&DeviceWeight>, fused:
             Some(format) => {
                 let weights = BlockWeightsLaunch::new(block_rows(chunk), up.map(|up| block_rows(&up.chunks[i])).into());
                 let scales_dtype = chunk.scales.as_ref().expect("block formats have scales").dtype;
-                // SAFETY: weight rows past the chunk read its last row (`row_to_read`) and write nothing; input
-                // rows past `x`'s are skipped; a row is whole blocks of 32, and the norm's weight is as long as the
-                // row; with RoPE, rows are read in pair order within whole heads (`folds_rope`), and the position
-                // has a table row and a cache row (asserted above).
+                // SAFETY: weight rows past the chunk read its last row (`row_to_read`) and write nothing; a tile's
+                // sums past `x`'s rows read its last row (`input_row`) and are not stored; a row is whole blocks of
+                // 32, and the norm's weight is as long as the row; with RoPE, rows are read in pair order within
+                // whole heads (`folds_rope`), and the position has a table row and a cache row (asserted above).
                 unsafe {
                     block_matvec_kernel::launch_unchecked::<WgpuRuntime>(
                         &x.client,

@@ -153,7 +153,7 @@ pub(super) fn store_rows<F: Float>(
 }
 
 /// `out[t, first_row + r] = Σ_c x[t, c] · w[r, c]` over one chunk of weight rows, for the
-/// `tile` input rows `t` (those past `x`'s rows skipped), or with `up`,
+/// `tile` input rows `t` (those past `x`'s rows not stored), or with `up`,
 /// `silu(x_t · w_r) · (x_t · up_r)`; `x` and the weights read as vectors of `N`; with a norm (one
 /// row), of `rms_norm(x) · norm` (staged: `staged_vectors` is the row's vectors, else 1) instead
 /// of `x`; ended as `ending` says. What a launch does not fuse is not bound at all.
@@ -170,84 +170,113 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
 ) {
     let mut staged = SharedMemory::<Vector<f32, N>>::new(comptime!(staged_vectors as usize));
     let scale = stage_normed_input::<F, N>(input, &mut staged, comptime!(layout.threads()));
-    let (rows, per_row) = (input.x.shape(0), input.x.shape(1) / N::value());
+    let per_row = input.x.shape(1) / N::value();
     let start = weight_row::<F>(span, ending, layout) * per_row;
-    let step = comptime!(layout.lanes as usize);
     let gated = comptime!(weights.up.is_some());
-    let mut sums = Array::<Vector<f32, N>>::new(comptime!(tile as usize));
-    let mut sums_up = Array::<Vector<f32, N>>::new(comptime!(tile as usize));
-    #[unroll]
-    for t in 0..tile {
-        sums[t as usize] = Vector::<f32, N>::new(f32::new(0.0));
-        sums_up[t as usize] = Vector::<f32, N>::new(f32::new(0.0));
-    }
-    let mut c = UNIT_POS_X as usize;
-    // Four vectors per pass, loaded before they are multiplied: each lane keeps four reads in
-    // flight rather than waiting out one load's latency per vector.
-    while c + 3 * step < per_row {
-        let w = &weights.weights;
-        let (w0, w1, w2, w3) = (
-            widen(w[start + c]),
-            widen(w[start + c + step]),
-            widen(w[start + c + 2 * step]),
-            widen(w[start + c + 3 * step]),
-        );
-        let mut u0 = Vector::<f32, N>::new(f32::new(0.0));
-        let mut u1 = u0;
-        let mut u2 = u0;
-        let mut u3 = u0;
-        #[comptime]
-        if let ComptimeOption::Some(up) = &weights.up {
-            u0 = widen(up[start + c]);
-            u1 = widen(up[start + c + step]);
-            u2 = widen(up[start + c + 2 * step]);
-            u3 = widen(up[start + c + 3 * step]);
-        }
-        #[unroll]
-        for t in 0..tile {
-            let at = input_row(t, rows, tile) * per_row + c;
-            let x0 = input_at::<F, N>(input, &staged, at);
-            let x1 = input_at::<F, N>(input, &staged, at + step);
-            let x2 = input_at::<F, N>(input, &staged, at + 2 * step);
-            let x3 = input_at::<F, N>(input, &staged, at + 3 * step);
-            sums[t as usize] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
-            if comptime!(gated) {
-                sums_up[t as usize] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3;
-            }
-        }
-        c += 4 * step;
-    }
-    while c < per_row {
-        let w = widen(weights.weights[start + c]);
-        let mut u = Vector::<f32, N>::new(f32::new(0.0));
-        #[comptime]
-        if let ComptimeOption::Some(up) = &weights.up {
-            u = widen(up[start + c]);
-        }
-        #[unroll]
-        for t in 0..tile {
-            let xc = input_at::<F, N>(input, &staged, input_row(t, rows, tile) * per_row + c);
-            sums[t as usize] += w * xc;
-            if comptime!(gated) {
-                sums_up[t as usize] += u * xc;
-            }
-        }
-        c += step;
-    }
     let mut totals = Array::<f32>::new(comptime!(tile as usize));
     let mut totals_up = Array::<f32>::new(comptime!(tile as usize));
+    lane_sums::<F, W, N>(input, &staged, weights, start, &mut totals, &mut totals_up, tile, layout);
     #[unroll]
     for t in 0..tile {
-        let (mut total, mut total_up) = (f32::new(0.0), f32::new(0.0));
-        #[unroll]
-        for k in 0..N::value() {
-            total += sums[t as usize][k];
-            total_up += sums_up[t as usize][k];
-        }
-        totals[t as usize] = total * scale;
-        totals_up[t as usize] = total_up * scale;
+        totals[t as usize] *= scale;
+        totals_up[t as usize] *= scale;
     }
     store_rows::<F>(&mut totals, &totals_up, ending, span, gated, tile, layout);
+}
+
+/// This lane's share of `Σ w·x` (and `Σ up·x`) over the weight row that starts at vector
+/// `start`, for each input row of the `tile`, into `totals` (and `totals_up`). One row keeps a
+/// vector sum and four weight vectors in flight (each lane waits out one load's latency per four
+/// vectors, not per vector); a tile of several takes one weight vector per pass, applies it to
+/// every row and keeps each row's sum as one f32 (each product's lanes added at once): a CPU
+/// driver holds a thread's vector of `N` as `N` SIMD registers, so a tile of vector sums would
+/// not fit in its registers.
+#[cube]
+fn lane_sums<F: Float, W: Float, N: Size>(
+    input: &Input<F, N>,
+    staged: &SharedMemory<Vector<f32, N>>,
+    weights: &DenseRows<W, N>,
+    start: usize,
+    totals: &mut Array<f32>,
+    totals_up: &mut Array<f32>,
+    #[comptime] tile: u32,
+    #[comptime] layout: Layout,
+) {
+    let per_row = input.x.shape(1) / N::value();
+    if comptime!(tile == 1) {
+        let step = comptime!(layout.lanes as usize);
+        let mut sum = Vector::<f32, N>::new(f32::new(0.0));
+        let mut sum_up = Vector::<f32, N>::new(f32::new(0.0));
+        let mut c = UNIT_POS_X as usize;
+        while c + 3 * step < per_row {
+            let w = &weights.weights;
+            let (w0, w1, w2, w3) = (
+                widen(w[start + c]),
+                widen(w[start + c + step]),
+                widen(w[start + c + 2 * step]),
+                widen(w[start + c + 3 * step]),
+            );
+            let x0 = input_at::<F, N>(input, staged, c);
+            let x1 = input_at::<F, N>(input, staged, c + step);
+            let x2 = input_at::<F, N>(input, staged, c + 2 * step);
+            let x3 = input_at::<F, N>(input, staged, c + 3 * step);
+            sum += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
+            #[comptime]
+            if let ComptimeOption::Some(up) = &weights.up {
+                let (u0, u1) = (widen(up[start + c]), widen(up[start + c + step]));
+                let (u2, u3) = (widen(up[start + c + 2 * step]), widen(up[start + c + 3 * step]));
+                sum_up += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3;
+            }
+            c += 4 * step;
+        }
+        while c < per_row {
+            let xc = input_at::<F, N>(input, staged, c);
+            sum += widen(weights.weights[start + c]) * xc;
+            #[comptime]
+            if let ComptimeOption::Some(up) = &weights.up {
+                sum_up += widen(up[start + c]) * xc;
+            }
+            c += step;
+        }
+        totals[0] = lane_total::<N>(sum);
+        totals_up[0] = lane_total::<N>(sum_up);
+    } else {
+        let rows = input.x.shape(0);
+        #[unroll]
+        for t in 0..tile {
+            totals[t as usize] = f32::new(0.0);
+            totals_up[t as usize] = f32::new(0.0);
+        }
+        let mut c = UNIT_POS_X as usize;
+        while c < per_row {
+            let w = widen(weights.weights[start + c]);
+            let mut u = Vector::<f32, N>::new(f32::new(0.0));
+            #[comptime]
+            if let ComptimeOption::Some(up) = &weights.up {
+                u = widen(up[start + c]);
+            }
+            #[unroll]
+            for t in 0..tile {
+                let xc = input_at::<F, N>(input, staged, input_row(t, rows, tile) * per_row + c);
+                totals[t as usize] += lane_total::<N>(w * xc);
+                if comptime!(weights.up.is_some()) {
+                    totals_up[t as usize] += lane_total::<N>(u * xc);
+                }
+            }
+            c += comptime!(layout.lanes as usize);
+        }
+    }
+}
+
+/// The sum of a vector's lanes.
+#[cube]
+fn lane_total<N: Size>(v: Vector<f32, N>) -> f32 {
+    let mut total = f32::new(0.0);
+    #[unroll]
+    for k in 0..N::value() {
+        total += v[k];
+    }
+    total
 }
 
 /// The input row that sum `t` of a `tile` reads: row `t`, or for the sums past the input's
