@@ -160,8 +160,8 @@ fn venv_python(root: &Path) -> PathBuf {
 
 /// PyPI's torch wheel is libtorch plus Python. A Rust program needs only its shared libraries and
 /// the NVIDIA libraries they are linked against (the binary loads libtorch_cuda.so even on a
-/// machine with no GPU), not torch's Python dependencies such as triton and sympy. Installing
-/// those through pip's cache peaked above 10 GB and filled CI's disk; this peaks near 7 GB.
+/// machine with no GPU), not torch's Python dependencies such as triton and sympy: installing
+/// those through pip's cache filled CI's disk.
 fn libtorch(root: &Path) -> anyhow::Result<bool> {
     let python = venv_python(root);
     let link = root.join(".venv/libtorch");
