@@ -5,7 +5,9 @@
 //! our row-per-workgroup kernel there (docs/kernels.md has both figures). So from [`MIN_TOKENS`] tokens
 //! on, each weight chunk is expanded, transposed to `[cols, rows]`, into a scratch tensor in the
 //! activations' dtype, multiplied, and dropped: the packed weight stays the only copy in memory
-//! between calls, as llama.cpp's GPU backends do for batched products. Decode never takes this path.
+//! between calls, as llama.cpp's GPU backends do for batched products. A dense chunk in the
+//! activations' dtype needs no expanding: the matmul reads it through a transposed view. Decode
+//! never takes this path.
 
 use burn::tensor::{Shape, ops::FloatTensorOps};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -78,10 +80,21 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
     out
 }
 
+/// Chunk `chunk` of `weight` as `[cols, rows]` for the matmul: a dense chunk in `like`'s dtype
+/// is a transposed view of itself (no copy; Burn's matmul reads either layout), any other is
+/// expanded ([`expand`]).
+fn transposed(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
+    if chunk.scales.is_some() || chunk.data.dtype != like.dtype {
+        return expand(chunk, weight, like);
+    }
+    let rows_first = Cube::float_reshape(chunk.data.clone(), Shape::new([chunk.rows, weight.cols]));
+    Cube::float_swap_dims(rows_first, 0, 1)
+}
+
 /// `x · Wᵀ` for `x` `[tokens, cols]` contiguous, through Burn's matmul, a chunk at a time.
 fn product(x: &CubeT, weight: &DeviceWeight) -> CubeT {
     let parts: Vec<CubeT> =
-        weight.chunks.iter().map(|chunk| Cube::float_matmul(x.clone(), expand(chunk, weight, x))).collect();
+        weight.chunks.iter().map(|chunk| Cube::float_matmul(x.clone(), transposed(chunk, weight, x))).collect();
     match <[CubeT; 1]>::try_from(parts) {
         Ok([single]) => single,
         Err(parts) => Cube::float_cat(parts, 1),
