@@ -140,10 +140,5 @@ pub(super) fn block_matvec_kernel<F: Float, S: Float, N: Size>(
         }
         b += comptime!(layout.lanes as usize);
     }
-    #[unroll]
-    for t in 0..tile {
-        sums[t as usize] *= scale;
-        sums_up[t as usize] *= scale;
-    }
-    store_rows::<F>(&mut sums, &sums_up, ending, span, comptime!(weights.up.is_some()), tile, layout);
+    store_rows::<F>(&mut sums, &mut sums_up, scale, ending, span, comptime!(weights.up.is_some()), tile, layout);
 }

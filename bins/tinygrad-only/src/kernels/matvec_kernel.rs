@@ -115,20 +115,26 @@ pub(super) fn input_at<F: Float, N: Size>(
     if comptime!(input.norm.is_some()) { staged[at] } else { Vector::<f32, N>::cast_from(input.x[at]) }
 }
 
-/// Adds each row's lanes' sums and stores it by `ending`, unless the weight row is past the
-/// chunk's end: the tail both kernels share, [`reduce_and_store`] for the `tile` input rows
-/// (`gated`: `silu(sum) · sum_up`), or for one row with RoPE, [`rotate_and_store_pair`]. With a
-/// residual, each output starts from it.
+/// Scales each row's lanes' sums by `scale` (the fused norm's `1/rms`, else 1), adds them up and
+/// stores them by `ending`, unless the weight row is past the chunk's end: the tail both kernels
+/// share, [`reduce_and_store`] for the `tile` input rows (`gated`: `silu(sum) · sum_up`), or for
+/// one row with RoPE, [`rotate_and_store_pair`]. With a residual, each output starts from it.
 #[cube]
 pub(super) fn store_rows<F: Float>(
     sums: &mut Array<f32>,
-    sums_up: &Array<f32>,
+    sums_up: &mut Array<f32>,
+    scale: f32,
     ending: &mut RowEnding<F>,
     span: &ChunkSpan,
     #[comptime] gated: bool,
     #[comptime] tile: u32,
     #[comptime] layout: Layout,
 ) {
+    #[unroll]
+    for t in 0..tile {
+        sums[t as usize] *= scale;
+        sums_up[t as usize] *= scale;
+    }
     #[comptime]
     if let ComptimeOption::Some(residual) = &ending.residual {
         // The row's first lane alone adds it: the lanes' sums are added up next.
@@ -176,12 +182,7 @@ pub(super) fn matvec_kernel<F: Float, W: Float, N: Size>(
     let mut totals = Array::<f32>::new(comptime!(tile as usize));
     let mut totals_up = Array::<f32>::new(comptime!(tile as usize));
     lane_sums::<F, W, N>(input, &staged, weights, start, &mut totals, &mut totals_up, tile, layout);
-    #[unroll]
-    for t in 0..tile {
-        totals[t as usize] *= scale;
-        totals_up[t as usize] *= scale;
-    }
-    store_rows::<F>(&mut totals, &totals_up, ending, span, gated, tile, layout);
+    store_rows::<F>(&mut totals, &mut totals_up, scale, ending, span, gated, tile, layout);
 }
 
 /// This lane's share of `Σ w·x` (and `Σ up·x`) over the weight row that starts at vector

@@ -15,7 +15,7 @@ use cubecl::prelude::*;
 
 use super::layout::MAX_ROWS;
 use super::stream::{Cube, CubeT, count_launch};
-use super::weights::{BlockFormat, Chunk, DeviceWeight, Packed, load_block, tensor_arg};
+use super::weights::{BlockFormat, Chunk, DeviceWeight, Packed, Packing, load_block, tensor_arg};
 
 /// Tokens from which a product takes this path: more than `matvec.rs` takes.
 pub const MIN_TOKENS: usize = MAX_ROWS + 1;
@@ -84,7 +84,7 @@ fn expand(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
 /// is a transposed view of itself (no copy; Burn's matmul reads either layout), any other is
 /// expanded ([`expand`]).
 fn transposed(chunk: &Chunk, weight: &DeviceWeight, like: &CubeT) -> CubeT {
-    if chunk.scales.is_some() || chunk.data.dtype != like.dtype {
+    if !matches!(weight.packing, Packing::Dense) || chunk.data.dtype != like.dtype {
         return expand(chunk, weight, like);
     }
     let rows_first = Cube::float_reshape(chunk.data.clone(), Shape::new([chunk.rows, weight.cols]));
